@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine needs to build, test and demo resty_ffi.
+# Idempotent and quiet: packages already present are skipped.
+set -euo pipefail
+
+APT_PACKAGES=(
+  build-essential pkg-config curl ca-certificates
+  nginx-light nginx-dev libnginx-mod-http-lua lua-resty-core
+  libluajit2-5.1-dev luajit2
+  bazel-bootstrap
+  libclang-dev clang
+  valgrind wrk
+  golang-go
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "ci/install.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian starts the packaged nginx on install; our tests and demo run their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx || true
+fi
+pkill -f "nginx: master process /usr/sbin/nginx" 2>/dev/null || true

@@ -1,0 +1,69 @@
+//! The runtime C ABI of the original lua-resty-ffi (SPEC §2), exported with its
+//! exact names. Runtime libraries call these from their own threads.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::queue::TaskQueue;
+use crate::task::{ResponseBuffer, Task};
+
+/// Runs `f`, turning a panic into `fallback`: no panic unwinds into C.
+pub(crate) fn no_unwind<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    // AssertUnwindSafe: on a panic we return `fallback` and touch none of the
+    // state `f` may have left half-updated.
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// Blocks until a task arrives on `tq`; NULL once the runtime was unloaded and
+/// every earlier task was handed out (then `tq` must not be used again).
+#[no_mangle]
+pub extern "C" fn ngx_http_lua_ffi_task_poll(tq: *mut c_void) -> *mut c_void {
+    if tq.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: `tq` is the pointer passed to `libffi_init`; the queue it points to
+    // is kept alive until the process exits (see `Runtime::load`).
+    let queue = unsafe { &*(tq as *const TaskQueue) };
+    no_unwind(std::ptr::null_mut(), || {
+        queue.poll().map_or(std::ptr::null_mut(), |task| Box::into_raw(task) as *mut c_void)
+    })
+}
+
+/// The request of `task`: NUL-terminated after its `*len` bytes; `len` may be NULL.
+#[no_mangle]
+pub extern "C" fn ngx_http_lua_ffi_get_req(task: *mut c_void, len: *mut c_int) -> *mut c_char {
+    let (ptr, n) = if task.is_null() {
+        (std::ptr::null_mut(), 0)
+    } else {
+        // SAFETY: a non-NULL `task` came from `task_poll` and was not yet
+        // responded to, so it is a live `Task` owned by the calling runtime.
+        let request = unsafe { &*(task as *const Task) }.request_with_nul();
+        (request.as_ptr() as *mut c_char, request.len() - 1)
+    };
+    if !len.is_null() {
+        // SAFETY: the caller passes NULL or a pointer to a writable int.
+        unsafe { *len = c_int::try_from(n).unwrap_or(c_int::MAX) };
+    }
+    ptr
+}
+
+/// Answers `task` (exactly once). The host takes ownership of the `malloc()`ed
+/// `rsp`; `rsp_len <= 0` with a non-NULL `rsp` means a NUL-terminated string.
+#[no_mangle]
+pub extern "C" fn ngx_http_lua_ffi_respond(task: *mut c_void, rc: c_int, rsp: *mut c_char, rsp_len: c_int) {
+    let len = match usize::try_from(rsp_len) {
+        Ok(n) if n > 0 => n,
+        // SAFETY: a non-NULL `rsp` without a length is a NUL-terminated string.
+        _ if !rsp.is_null() => unsafe { CStr::from_ptr(rsp) }.to_bytes().len(),
+        _ => 0,
+    };
+    // SAFETY: the runtime hands over a malloc()ed buffer of `len` bytes (or NULL).
+    let response = unsafe { ResponseBuffer::from_raw(rsp as *mut u8, len) };
+    if task.is_null() {
+        return; // nothing to answer; the response is freed
+    }
+    // SAFETY: `task` came from `task_poll` and is answered once, which hands
+    // its ownership back to us.
+    let task = unsafe { Box::from_raw(task as *mut Task) };
+    no_unwind((), || task.respond(rc, response));
+}

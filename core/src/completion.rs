@@ -1,0 +1,174 @@
+//! Completion queues: where answered tasks wait for their host, and the hooks
+//! that wake the host's event loop once per batch.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_queue::SegQueue;
+
+use crate::task::{ResponseBuffer, Task};
+
+/// How a completion queue tells its host that answers are waiting.
+///
+/// `wake` is called from runtime threads, at most once between two drains.
+pub trait CompletionHook: Send + Sync {
+    fn wake(&self);
+}
+
+/// Wakes an event loop through an eventfd (the nginx host).
+pub struct EventFdHook {
+    fd: OwnedFd,
+}
+
+impl EventFdHook {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd has no memory arguments; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+        Ok(EventFdHook { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// The descriptor to register for readability in the host's event loop.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Resets the eventfd counter; call when the loop reports it readable.
+    pub fn acknowledge(&self) {
+        let mut counter = 0u64;
+        // SAFETY: reads 8 bytes into a local u64; a failure (EAGAIN) is harmless.
+        unsafe { libc::read(self.fd(), &mut counter as *mut u64 as *mut libc::c_void, 8) };
+    }
+}
+
+impl CompletionHook for EventFdHook {
+    fn wake(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a local u64; the only failure (EAGAIN on a
+        // saturated counter) still leaves the fd readable.
+        unsafe { libc::write(self.fd(), &one as *const u64 as *const libc::c_void, 8) };
+    }
+}
+
+/// Wakes the host through a closure, e.g. a post to its dispatcher (the Envoy host).
+pub struct CallbackHook<F: Fn() + Send + Sync>(F);
+
+impl<F: Fn() + Send + Sync> CallbackHook<F> {
+    pub fn new(wake: F) -> Self {
+        CallbackHook(wake)
+    }
+}
+
+impl<F: Fn() + Send + Sync> CompletionHook for CallbackHook<F> {
+    fn wake(&self) {
+        (self.0)()
+    }
+}
+
+/// An answered task as the host sees it.
+pub struct Completion {
+    pub token: u64,
+    pub rc: i32,
+    pub response: ResponseBuffer,
+}
+
+/// Answers for one host, drained on the host's thread.
+///
+/// Shared (`Arc`) by the host and by every task it posted, so a runtime may
+/// answer after the host closed it: such answers are freed, never delivered.
+pub struct CompletionQueue {
+    done: SegQueue<Box<Task>>,
+    wake_pending: AtomicBool,
+    closed: AtomicBool,
+    cancelled_count: AtomicUsize,
+    cancelled: Mutex<HashSet<u64>>,
+    hook: Box<dyn CompletionHook>,
+}
+
+impl CompletionQueue {
+    pub fn new(hook: impl CompletionHook + 'static) -> Self {
+        CompletionQueue {
+            done: SegQueue::new(),
+            wake_pending: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            cancelled_count: AtomicUsize::new(0),
+            cancelled: Mutex::new(HashSet::new()),
+            hook: Box::new(hook),
+        }
+    }
+
+    pub fn hook(&self) -> &dyn CompletionHook {
+        &*self.hook
+    }
+
+    pub(crate) fn complete(&self, task: Box<Task>) {
+        if self.closed.load(Ordering::Acquire) {
+            return; // dropping the task frees request and response
+        }
+        self.done.push(task);
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.hook.wake();
+        }
+    }
+
+    /// Hands up to `max` answers to `deliver`, on the host thread; returns how
+    /// many it delivered. Call again while it returns `max`: the hook is only
+    /// re-armed for answers that arrive after a drain began.
+    pub fn drain(&self, max: usize, mut deliver: impl FnMut(Completion)) -> usize {
+        self.wake_pending.store(false, Ordering::Release);
+        let mut delivered = 0;
+        while delivered < max {
+            let Some(task) = self.done.pop() else { break };
+            if self.take_cancelled(task.token()) {
+                continue;
+            }
+            let task = *task;
+            deliver(Completion { token: task.token(), rc: task.rc, response: task.response });
+            delivered += 1;
+        }
+        delivered
+    }
+
+    /// Forgets the caller of `token` (it went away): its answer will be freed,
+    /// not delivered. Cancel only tokens that were posted and not yet delivered.
+    pub fn cancel(&self, token: u64) {
+        let mut cancelled = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        if cancelled.insert(token) {
+            self.cancelled_count.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn take_cancelled(&self, token: u64) -> bool {
+        if self.cancelled_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut cancelled = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = cancelled.remove(&token);
+        if removed {
+            self.cancelled_count.fetch_sub(1, Ordering::Release);
+        }
+        removed
+    }
+
+    /// The host is going away: answers waiting now and arriving later are freed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        while self.done.pop().is_some() {}
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<H: CompletionHook + ?Sized> CompletionHook for std::sync::Arc<H> {
+    fn wake(&self) {
+        (**self).wake()
+    }
+}

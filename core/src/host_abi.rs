@@ -1,0 +1,216 @@
+//! The C host API: what the nginx module and `resty_ffi.lua` (through LuaJIT's
+//! FFI) call. `include/resty_ffi.h` is generated from this file by cbindgen.
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::Arc;
+
+use crate::abi::no_unwind;
+use crate::completion::{CompletionQueue, EventFdHook};
+use crate::queue::PostError;
+use crate::runtime::{LoadError, LoadOptions, Runtime};
+
+pub const RESTY_FFI_OK: c_int = 0;
+pub const RESTY_FFI_QUEUE_FULL: c_int = 1;
+pub const RESTY_FFI_FINISHED: c_int = 2;
+/// A panic inside the core was caught; the call had no effect.
+pub const RESTY_FFI_INTERNAL_ERROR: c_int = 3;
+
+/// A loaded runtime (opaque).
+pub struct resty_ffi_runtime {
+    runtime: Runtime,
+}
+
+/// A completion queue woken through an eventfd (opaque).
+pub struct resty_ffi_sink {
+    queue: Arc<CompletionQueue>,
+    hook: Arc<EventFdHook>,
+}
+
+/// One answer handed to the host. The host owns `rsp` and frees it with `free()`.
+#[repr(C)]
+pub struct resty_ffi_completion {
+    pub token: u64,
+    pub rc: c_int,
+    pub rsp: *mut c_char,
+    pub rsp_len: usize,
+}
+
+fn write_error(msg: &str, err: *mut c_char, err_len: usize) {
+    if err.is_null() || err_len == 0 {
+        return;
+    }
+    let n = msg.len().min(err_len - 1);
+    // SAFETY: the caller passes a writable buffer of `err_len` bytes; we write
+    // at most `err_len - 1` bytes plus a NUL.
+    unsafe {
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), err as *mut u8, n);
+        *err.add(n) = 0;
+    }
+}
+
+/// Loads a runtime library and calls its `libffi_init`.
+///
+/// `cfg` may be NULL (no config); otherwise it is `cfg_len` bytes. On failure
+/// returns NULL and sets `*init_rc` to `libffi_init`'s non-zero rc, or leaves it
+/// 0 and writes a message to `err` (a buffer of `err_len` bytes).
+///
+/// # Safety
+/// `lib` is a C string; `cfg` is NULL or readable for `cfg_len` bytes; `init_rc`
+/// is writable; `err` is NULL or writable for `err_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_runtime_load(
+    lib: *const c_char,
+    cfg: *const c_char,
+    cfg_len: usize,
+    max_queue: usize,
+    is_global: c_int,
+    unpin: c_int,
+    init_rc: *mut c_int,
+    err: *mut c_char,
+    err_len: usize,
+) -> *mut resty_ffi_runtime {
+    *init_rc = 0;
+    let lib = CStr::from_ptr(lib).to_string_lossy();
+    let cfg = (!cfg.is_null()).then(|| std::slice::from_raw_parts(cfg as *const u8, cfg_len));
+    let opts = LoadOptions { max_queue, is_global: is_global != 0, unpin: unpin != 0 };
+    let loaded = no_unwind(Err(LoadError::Library("internal error".to_owned())), || {
+        Runtime::load(&lib, cfg, &opts)
+    });
+    match loaded {
+        Ok(runtime) => Box::into_raw(Box::new(resty_ffi_runtime { runtime })),
+        Err(LoadError::Init(rc)) => {
+            *init_rc = rc;
+            std::ptr::null_mut()
+        }
+        Err(e) => {
+            write_error(&e.to_string(), err, err_len);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Posts a request of `len` bytes (`req` may be NULL when `len` is 0); its
+/// answer arrives on `sink` under `token`. Never blocks.
+///
+/// # Safety
+/// `rt` and `sink` are live handles; `req` is readable for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_runtime_post(
+    rt: *const resty_ffi_runtime,
+    sink: *const resty_ffi_sink,
+    token: u64,
+    req: *const c_char,
+    len: usize,
+) -> c_int {
+    let request = if len == 0 { &[][..] } else { std::slice::from_raw_parts(req as *const u8, len) };
+    let (rt, sink) = (&*rt, &*sink);
+    no_unwind(RESTY_FFI_INTERNAL_ERROR, || match rt.runtime.post(request, token, &sink.queue) {
+        Ok(()) => RESTY_FFI_OK,
+        Err(PostError::QueueFull) => RESTY_FFI_QUEUE_FULL,
+        Err(PostError::Finished) => RESTY_FFI_FINISHED,
+    })
+}
+
+/// Ends the runtime after the requests already posted; returns
+/// `RESTY_FFI_FINISHED` if it was already unloaded.
+///
+/// # Safety
+/// `rt` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_runtime_unload(rt: *const resty_ffi_runtime) -> c_int {
+    if (*rt).runtime.unload() {
+        RESTY_FFI_OK
+    } else {
+        RESTY_FFI_FINISHED
+    }
+}
+
+/// Unloads (if needed) and releases the handle.
+///
+/// # Safety
+/// `rt` is NULL or a live handle, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_runtime_free(rt: *mut resty_ffi_runtime) {
+    if !rt.is_null() {
+        drop(Box::from_raw(rt));
+    }
+}
+
+/// A new completion queue with an eventfd hook; NULL if no eventfd can be made.
+#[no_mangle]
+pub extern "C" fn resty_ffi_sink_new() -> *mut resty_ffi_sink {
+    let Ok(hook) = EventFdHook::new() else { return std::ptr::null_mut() };
+    let hook = Arc::new(hook);
+    let queue = Arc::new(CompletionQueue::new(Arc::clone(&hook)));
+    Box::into_raw(Box::new(resty_ffi_sink { queue, hook }))
+}
+
+/// The eventfd that becomes readable when answers wait. It stays owned by the
+/// sink: an event loop that closes what it watches must watch a `dup()`.
+///
+/// # Safety
+/// `sink` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_sink_fd(sink: *const resty_ffi_sink) -> c_int {
+    (*sink).hook.fd()
+}
+
+/// Resets the eventfd after the event loop saw it readable.
+///
+/// # Safety
+/// `sink` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_sink_acknowledge(sink: *const resty_ffi_sink) {
+    (*sink).hook.acknowledge();
+}
+
+/// Moves up to `max` answers into `out`; returns how many. Call again while it
+/// returns `max`.
+///
+/// # Safety
+/// `sink` is a live handle; `out` is writable for `max` entries.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_sink_drain(
+    sink: *const resty_ffi_sink,
+    out: *mut resty_ffi_completion,
+    max: usize,
+) -> usize {
+    let sink = &*sink;
+    let out = std::slice::from_raw_parts_mut(out, max);
+    no_unwind(0, || {
+        let mut n = 0;
+        sink.queue.drain(max, |completion| {
+            let (rsp, rsp_len) = completion.response.into_raw();
+            out[n] = resty_ffi_completion {
+                token: completion.token,
+                rc: completion.rc,
+                rsp: rsp as *mut c_char,
+                rsp_len,
+            };
+            n += 1;
+        })
+    })
+}
+
+/// The caller of `token` went away: its answer will be freed, not delivered.
+///
+/// # Safety
+/// `sink` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_sink_cancel(sink: *const resty_ffi_sink, token: u64) {
+    (*sink).queue.cancel(token);
+}
+
+/// Closes the sink (answers now waiting or arriving later are freed) and
+/// releases the host's handle.
+///
+/// # Safety
+/// `sink` is NULL or a live handle, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_sink_free(sink: *mut resty_ffi_sink) {
+    if !sink.is_null() {
+        let sink = Box::from_raw(sink);
+        sink.queue.close();
+    }
+}

@@ -1,0 +1,47 @@
+//! The core of resty_ffi: per-runtime task queues, the runtime C ABI of the
+//! original lua-resty-ffi, and completion queues that wake a host once per batch.
+//!
+//! A *host* (the nginx module, the Envoy filter, a test) loads a runtime library
+//! with [`Runtime::load`], posts requests with [`Runtime::post`] and receives the
+//! answers from a [`CompletionQueue`] whose [`CompletionHook`] wakes its event
+//! loop. A *runtime* (any C-ABI library exporting `libffi_init`) polls tasks on its
+//! own threads through the four functions of [`abi`] and answers each exactly once.
+//!
+//! What this crate is not: it has no Lua, no nginx and no Envoy code; those live
+//! in the host crates and modules that link it.
+//!
+//! # Implementation notes
+//! * A task is one heap allocation owned by exactly one party at a time: the
+//!   queue, then the runtime (from `task_poll` to `respond`), then the completion
+//!   queue, then the host. Dropping it anywhere frees its request and response.
+//! * Queues handed to runtimes (`tq`) stay allocated until the process exits: a
+//!   runtime may still poll a queue after its host unloaded it, and every later
+//!   poll answers NULL. A retired queue keeps only its empty channel.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use resty_ffi::{CallbackHook, CompletionQueue, TaskQueue};
+//!
+//! let sink = Arc::new(CompletionQueue::new(CallbackHook::new(|| {})));
+//! let queue = TaskQueue::new(16);
+//! queue.post(b"ping", 7, &sink).unwrap();
+//! let task = queue.poll().unwrap();           // what a runtime thread does
+//! assert_eq!(task.request(), b"ping");
+//! task.respond(0, b"pong".to_vec().into());
+//! let mut answers = Vec::new();
+//! sink.drain(64, |c| answers.push((c.token, c.rc, c.response.to_vec())));
+//! assert_eq!(answers, vec![(7, 0, b"pong".to_vec())]);
+//! ```
+
+pub mod abi;
+mod completion;
+pub mod host_abi;
+mod library;
+mod queue;
+mod runtime;
+mod task;
+
+pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, EventFdHook};
+pub use queue::{PostError, TaskQueue};
+pub use runtime::{LoadError, LoadOptions, Runtime};
+pub use task::{ResponseBuffer, Task};

@@ -1,0 +1,111 @@
+//! A loaded runtime library and its task queue, as the host sees them.
+
+use std::ffi::{c_void, CString};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::completion::CompletionQueue;
+use crate::library::{resolve_name, Library};
+use crate::queue::{PostError, TaskQueue};
+
+/// How to load a runtime (SPEC §1 `opts`).
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub max_queue: usize,
+    /// dlopen with `RTLD_GLOBAL` (the Python and Node.js loaders need it).
+    pub is_global: bool,
+    /// dlclose the library when the runtime is dropped, so a later load can
+    /// pick up a new build. Only safe for runtimes whose threads stop running
+    /// library code once `task_poll` returned NULL.
+    pub unpin: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { max_queue: 65536, is_global: false, unpin: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// dlopen failed, or the library has no `libffi_init`.
+    Library(String),
+    /// `libffi_init` returned this non-zero rc.
+    Init(i32),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Library(msg) => write!(f, "resty_ffi: {msg}"),
+            LoadError::Init(rc) => write!(f, "resty_ffi: libffi_init returned {rc}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Queues handed to runtimes outlive their hosts (see the crate docs); keeping
+/// them here keeps them reachable until the process exits.
+static HANDED_OUT: Mutex<Vec<Arc<TaskQueue>>> = Mutex::new(Vec::new());
+
+/// The host's handle on a runtime. Dropping it unloads the runtime (tasks
+/// already posted are still answered) and, if unpinned, closes the library.
+pub struct Runtime {
+    queue: Arc<TaskQueue>,
+    _library: Library,
+}
+
+impl Runtime {
+    /// Opens `lib` (a path or a name resolved like LuaJIT's `ffi.load`) and calls
+    /// its `libffi_init(cfg, tq)` with a NUL-terminated copy of `cfg` (NULL if none).
+    pub fn load(lib: &str, cfg: Option<&[u8]>, opts: &LoadOptions) -> Result<Runtime, LoadError> {
+        let name = resolve_name(lib);
+        let library = Library::open(&name, opts.is_global, !opts.unpin).map_err(LoadError::Library)?;
+        let init = library
+            .init_fn()
+            .map_err(|e| LoadError::Library(format!("load \"{lib}\": no libffi_init: {e}")))?;
+        let cfg = match cfg {
+            Some(bytes) => Some(
+                CString::new(bytes)
+                    .map_err(|_| LoadError::Library("cfg contains a NUL byte".to_owned()))?,
+            ),
+            None => None,
+        };
+        let queue = TaskQueue::new(opts.max_queue);
+        HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&queue));
+        let cfg_ptr = cfg.as_ref().map_or(std::ptr::null_mut(), |c| c.as_ptr() as *mut _);
+        let tq = Arc::as_ptr(&queue) as *mut c_void;
+        // SAFETY: `init` has the SPEC §2 signature; `cfg_ptr` is NULL or a C string
+        // that outlives the call; `tq` points to a queue kept alive by HANDED_OUT.
+        let rc = unsafe { init(cfg_ptr, tq) };
+        if rc != 0 {
+            queue.unload();
+            return Err(LoadError::Init(rc));
+        }
+        Ok(Runtime { queue, _library: library })
+    }
+
+    pub fn post(&self, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+        self.queue.post(request, token, sink)
+    }
+
+    /// Ends the runtime after the tasks already posted; false if already unloaded.
+    pub fn unload(&self) -> bool {
+        self.queue.unload()
+    }
+
+    pub fn is_unloaded(&self) -> bool {
+        self.queue.is_finished()
+    }
+
+    pub fn queue(&self) -> &Arc<TaskQueue> {
+        &self.queue
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.queue.unload();
+    }
+}

@@ -1,0 +1,127 @@
+//! A task: one request travelling host → runtime → host.
+
+use std::sync::Arc;
+
+use crate::completion::CompletionQueue;
+
+/// A response buffer allocated by a runtime with `malloc()` (or by us with
+/// [`ResponseBuffer::from`]); freed with `free()` when dropped.
+pub struct ResponseBuffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is exclusively owned heap memory; nothing else aliases it.
+unsafe impl Send for ResponseBuffer {}
+
+impl ResponseBuffer {
+    /// An empty response (a runtime answered with a NULL `rsp`).
+    pub const fn empty() -> Self {
+        ResponseBuffer { ptr: std::ptr::null_mut(), len: 0 }
+    }
+
+    /// Takes ownership of a `malloc()`ed buffer of `len` bytes.
+    ///
+    /// # Safety
+    /// `ptr` is NULL or was returned by `malloc()` with at least `len` readable
+    /// bytes, and nobody else frees or writes it afterwards.
+    pub(crate) unsafe fn from_raw(ptr: *mut u8, len: usize) -> Self {
+        ResponseBuffer { ptr, len: if ptr.is_null() { 0 } else { len } }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: `from_raw`'s contract: `len` readable bytes owned by us.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.as_slice().to_vec()
+    }
+
+    /// Gives up ownership; the caller must `free()` the pointer.
+    pub fn into_raw(self) -> (*mut u8, usize) {
+        let raw = (self.ptr, self.len);
+        std::mem::forget(self);
+        raw
+    }
+}
+
+impl From<Vec<u8>> for ResponseBuffer {
+    /// Copies `bytes` into a `malloc()`ed buffer, as a C runtime would.
+    fn from(bytes: Vec<u8>) -> Self {
+        if bytes.is_empty() {
+            return ResponseBuffer::empty();
+        }
+        // SAFETY: malloc of a non-zero size; the result is checked before use.
+        let ptr = unsafe { libc::malloc(bytes.len()) } as *mut u8;
+        assert!(!ptr.is_null(), "resty_ffi: out of memory");
+        // SAFETY: `ptr` has room for `bytes.len()` bytes and does not overlap `bytes`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
+        ResponseBuffer { ptr, len: bytes.len() }
+    }
+}
+
+impl Drop for ResponseBuffer {
+    fn drop(&mut self) {
+        // SAFETY: we own the buffer, which came from malloc (or is NULL).
+        unsafe { libc::free(self.ptr as *mut libc::c_void) };
+    }
+}
+
+/// One request posted by a host; a runtime holds it from poll to respond.
+pub struct Task {
+    /// The request bytes followed by one NUL byte (runtimes may read it as a C string).
+    request: Box<[u8]>,
+    token: u64,
+    sink: Arc<CompletionQueue>,
+    pub(crate) rc: i32,
+    pub(crate) response: ResponseBuffer,
+}
+
+impl Task {
+    pub(crate) fn new(request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Box<Task> {
+        let mut buf = Vec::with_capacity(request.len() + 1);
+        buf.extend_from_slice(request);
+        buf.push(0);
+        Box::new(Task {
+            request: buf.into_boxed_slice(),
+            token,
+            sink: Arc::clone(sink),
+            rc: 0,
+            response: ResponseBuffer::empty(),
+        })
+    }
+
+    /// The request bytes, without the trailing NUL.
+    pub fn request(&self) -> &[u8] {
+        &self.request[..self.request.len() - 1]
+    }
+
+    /// The request including its trailing NUL (for C runtimes).
+    pub(crate) fn request_with_nul(&self) -> &[u8] {
+        &self.request
+    }
+
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Answers the task: hands it to the completion queue of the host that posted it.
+    pub fn respond(mut self: Box<Self>, rc: i32, response: ResponseBuffer) {
+        self.rc = rc;
+        self.response = response;
+        let sink = Arc::clone(&self.sink);
+        sink.complete(self);
+    }
+}
