@@ -6,7 +6,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::sync::Arc;
 
 use crate::abi::no_unwind;
-use crate::completion::{CompletionQueue, EventFdHook};
+use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
 use crate::queue::PostError;
 use crate::runtime::{LoadError, LoadOptions, Runtime};
 
@@ -21,10 +21,20 @@ pub struct resty_ffi_runtime {
     runtime: Runtime,
 }
 
-/// A completion queue woken through an eventfd (opaque).
+/// A completion queue (opaque), woken through an eventfd ([`resty_ffi_sink_new`])
+/// or a host's own hook ([`resty_ffi_sink::with_hook`]).
 pub struct resty_ffi_sink {
     queue: Arc<CompletionQueue>,
-    hook: Arc<EventFdHook>,
+    eventfd: Option<Arc<EventFdHook>>,
+}
+
+impl resty_ffi_sink {
+    /// For hosts written in Rust: a sink woken by `hook`, to hand to C or Lua.
+    /// Release it with [`resty_ffi_sink_free`].
+    pub fn with_hook(hook: impl CompletionHook + 'static) -> *mut resty_ffi_sink {
+        let queue = Arc::new(CompletionQueue::new(hook));
+        Box::into_raw(Box::new(resty_ffi_sink { queue, eventfd: None }))
+    }
 }
 
 /// One answer handed to the host. The host owns `rsp` and frees it with `free()`.
@@ -143,17 +153,18 @@ pub extern "C" fn resty_ffi_sink_new() -> *mut resty_ffi_sink {
     let Ok(hook) = EventFdHook::new() else { return std::ptr::null_mut() };
     let hook = Arc::new(hook);
     let queue = Arc::new(CompletionQueue::new(Arc::clone(&hook)));
-    Box::into_raw(Box::new(resty_ffi_sink { queue, hook }))
+    Box::into_raw(Box::new(resty_ffi_sink { queue, eventfd: Some(hook) }))
 }
 
-/// The eventfd that becomes readable when answers wait. It stays owned by the
-/// sink: an event loop that closes what it watches must watch a `dup()`.
+/// The eventfd that becomes readable when answers wait (-1 for a sink with
+/// another hook). It stays owned by the sink: an event loop that closes what it
+/// watches must watch a `dup()`.
 ///
 /// # Safety
 /// `sink` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn resty_ffi_sink_fd(sink: *const resty_ffi_sink) -> c_int {
-    (*sink).hook.fd()
+    (*sink).eventfd.as_ref().map_or(-1, |hook| hook.fd())
 }
 
 /// Resets the eventfd after the event loop saw it readable.
@@ -162,7 +173,9 @@ pub unsafe extern "C" fn resty_ffi_sink_fd(sink: *const resty_ffi_sink) -> c_int
 /// `sink` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn resty_ffi_sink_acknowledge(sink: *const resty_ffi_sink) {
-    (*sink).hook.acknowledge();
+    if let Some(hook) = &(*sink).eventfd {
+        hook.acknowledge();
+    }
 }
 
 /// Moves up to `max` answers into `out`; returns how many. Call again while it
