@@ -1,0 +1,210 @@
+//! The runtime C ABI (SPEC §2), including misuse, driven through the exported functions.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use resty_ffi::abi::{ngx_http_lua_ffi_get_req, ngx_http_lua_ffi_respond, ngx_http_lua_ffi_task_poll};
+use resty_ffi::{CallbackHook, Completion, CompletionQueue, PostError, TaskQueue};
+
+fn tq(queue: &Arc<TaskQueue>) -> *mut c_void {
+    Arc::as_ptr(queue) as *mut c_void
+}
+
+fn counting_sink() -> (Arc<CompletionQueue>, Arc<AtomicUsize>) {
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&wakes);
+    let hook = CallbackHook::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    (Arc::new(CompletionQueue::new(hook)), wakes)
+}
+
+fn malloc_copy(bytes: &[u8]) -> *mut c_char {
+    // SAFETY: allocates and fills `bytes.len() + 1` bytes (NUL-terminated copy).
+    unsafe {
+        let p = libc::malloc(bytes.len() + 1) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        *p.add(bytes.len()) = 0;
+        p as *mut c_char
+    }
+}
+
+fn drain_all(sink: &CompletionQueue) -> Vec<Completion> {
+    let mut out = Vec::new();
+    while sink.drain(16, |c| out.push(c)) == 16 {}
+    out
+}
+
+fn request_of(task: *mut c_void) -> (Vec<u8>, u8) {
+    let mut len: c_int = -1;
+    let ptr = ngx_http_lua_ffi_get_req(task, &mut len);
+    assert!(!ptr.is_null());
+    // SAFETY: get_req promises `len` bytes followed by a NUL.
+    unsafe {
+        let bytes = std::slice::from_raw_parts(ptr as *const u8, len as usize + 1);
+        (bytes[..len as usize].to_vec(), bytes[len as usize])
+    }
+}
+
+#[test]
+fn echo_round_trip_is_binary_safe() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post(b"a\0b\0", 1, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    let (req, nul) = request_of(task);
+    assert_eq!((req.as_slice(), nul), (&b"a\0b\0"[..], 0));
+    ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"x\0y"), 3);
+    let done = drain_all(&sink);
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].token, done[0].rc, done[0].response.to_vec()), (1, 0, b"x\0y".to_vec()));
+}
+
+#[test]
+fn empty_request_is_an_empty_c_string_and_len_may_be_null() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post(b"", 2, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    assert_eq!(request_of(task), (vec![], 0));
+    let ptr = ngx_http_lua_ffi_get_req(task, std::ptr::null_mut());
+    // SAFETY: a non-NULL request is NUL-terminated.
+    assert_eq!(unsafe { *ptr }, 0);
+    ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+    let done = drain_all(&sink);
+    assert_eq!((done[0].rc, done[0].response.len()), (0, 0));
+}
+
+#[test]
+fn zero_rsp_len_means_nul_terminated_string() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post(b"q", 3, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    ngx_http_lua_ffi_respond(task, 5, malloc_copy(b"bad input"), 0);
+    let done = drain_all(&sink);
+    assert_eq!((done[0].rc, done[0].response.to_vec()), (5, b"bad input".to_vec()));
+}
+
+#[test]
+fn null_task_and_null_queue_are_harmless() {
+    assert!(ngx_http_lua_ffi_task_poll(std::ptr::null_mut()).is_null());
+    let mut len: c_int = 99;
+    assert!(ngx_http_lua_ffi_get_req(std::ptr::null_mut(), &mut len).is_null());
+    assert_eq!(len, 0);
+    // The response of a NULL task is freed (valgrind/ASan runs check it).
+    ngx_http_lua_ffi_respond(std::ptr::null_mut(), 0, malloc_copy(b"lost"), 4);
+}
+
+#[test]
+fn queue_full_fails_at_once() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(2);
+    queue.post(b"1", 1, &sink).unwrap();
+    queue.post(b"2", 2, &sink).unwrap();
+    assert_eq!(queue.post(b"3", 3, &sink), Err(PostError::QueueFull));
+    assert_eq!(PostError::QueueFull.to_string(), "resty_ffi: task queue full");
+    // Polling makes room again.
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    queue.post(b"3", 3, &sink).unwrap();
+    ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+    assert_eq!(queue.len(), 2);
+}
+
+#[test]
+fn unload_answers_pending_tasks_then_every_poller_sees_null() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post(b"before", 1, &sink).unwrap();
+    assert!(queue.unload());
+    assert!(!queue.unload(), "double unload reports false");
+    assert_eq!(queue.post(b"after", 2, &sink), Err(PostError::Finished));
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    assert!(!task.is_null());
+    assert!(ngx_http_lua_ffi_task_poll(tq(&queue)).is_null());
+    assert!(ngx_http_lua_ffi_task_poll(tq(&queue)).is_null(), "the end is sticky");
+    // Responding after unload still delivers.
+    ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"late"), 4);
+    let done = drain_all(&sink);
+    assert_eq!((done[0].token, done[0].response.to_vec()), (1, b"late".to_vec()));
+    assert!(queue.is_empty());
+}
+
+#[test]
+fn several_poll_threads_all_end() {
+    let queue = TaskQueue::new(8);
+    let pollers: Vec<_> = (0..4)
+        .map(|_| {
+            let q = Arc::clone(&queue);
+            std::thread::spawn(move || ngx_http_lua_ffi_task_poll(tq(&q)).is_null())
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    queue.unload();
+    assert!(pollers.into_iter().all(|p| p.join().unwrap()));
+}
+
+#[test]
+fn orphaned_tasks_are_freed_not_delivered() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post(b"gone", 1, &sink).unwrap();
+    queue.post(b"kept", 2, &sink).unwrap();
+    sink.cancel(1);
+    for _ in 0..2 {
+        let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+        ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"answer"), 6);
+    }
+    let tokens: Vec<u64> = drain_all(&sink).iter().map(|c| c.token).collect();
+    assert_eq!(tokens, vec![2]);
+}
+
+#[test]
+fn answers_after_close_are_freed() {
+    let (sink, wakes) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post(b"x", 1, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    sink.close();
+    drop(sink); // the task still holds the completion queue
+    ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"nobody listens"), 0);
+    assert_eq!(wakes.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn one_wake_per_batch() {
+    let (sink, wakes) = counting_sink();
+    let queue = TaskQueue::new(1000);
+    for token in 0..100 {
+        queue.post(b"x", token, &sink).unwrap();
+    }
+    for _ in 0..100 {
+        let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+        ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+    }
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert_eq!(drain_all(&sink).len(), 100);
+    // A new answer after the drain wakes again.
+    queue.post(b"x", 100, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+    assert_eq!(wakes.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn eventfd_hook_becomes_readable() {
+    let hook = Arc::new(resty_ffi::EventFdHook::new().unwrap());
+    let sink = Arc::new(CompletionQueue::new(Arc::clone(&hook)));
+    let queue = TaskQueue::new(8);
+    queue.post(b"x", 1, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+    let mut pfd = libc::pollfd { fd: hook.fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 1000) }, 1);
+    hook.acknowledge();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0, "acknowledge resets the fd");
+    assert_eq!(drain_all(&sink).len(), 1);
+}

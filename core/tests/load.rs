@@ -1,0 +1,46 @@
+//! Loading runtime libraries: name resolution, missing symbols, init failures.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use resty_ffi::{LoadError, LoadOptions, Runtime};
+
+/// Builds a runtime whose `libffi_init` returns `atoi(cfg)` and starts nothing.
+fn init_rc_runtime() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let src = dir.join("init_rc.c");
+    let lib = dir.join("libinit_rc.so");
+    std::fs::write(&src, "#include <stdlib.h>\nint libffi_init(char *cfg, void *tq) { (void) tq; return cfg ? atoi(cfg) : 0; }\n").unwrap();
+    let status = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&src).status().unwrap();
+    assert!(status.success());
+    lib
+}
+
+fn load(lib: &str, cfg: Option<&[u8]>) -> Result<Runtime, LoadError> {
+    Runtime::load(lib, cfg, &LoadOptions::default())
+}
+
+#[test]
+fn unknown_library_is_a_clear_error() {
+    let err = load("no_such_runtime", None).err().unwrap();
+    let msg = err.to_string();
+    assert!(msg.starts_with("resty_ffi: libno_such_runtime.so: cannot open shared object file"), "{msg}");
+}
+
+#[test]
+fn library_without_libffi_init_is_a_clear_error() {
+    let msg = load("libm.so.6", None).err().unwrap().to_string();
+    assert!(msg.starts_with("resty_ffi: load \"libm.so.6\": no libffi_init:"), "{msg}");
+}
+
+#[test]
+fn init_rc_is_reported_and_cfg_reaches_init() {
+    let lib = init_rc_runtime();
+    let lib = lib.to_str().unwrap();
+    assert_eq!(load(lib, Some(b"7")).err(), Some(LoadError::Init(7)));
+    let runtime = load(lib, Some(b"0")).unwrap();
+    assert!(!runtime.is_unloaded());
+    assert!(runtime.unload());
+    assert!(load(lib, None).is_ok(), "a NULL cfg is allowed");
+    assert!(matches!(load(lib, Some(b"a\0b")), Err(LoadError::Library(_))));
+}
