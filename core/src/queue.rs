@@ -1,8 +1,9 @@
 //! The per-runtime task queue: hosts post, runtime threads poll.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -38,7 +39,12 @@ pub struct TaskQueue {
     /// Orders posts against unload, so that no task lands after the marker.
     gate: Mutex<()>,
     finished: AtomicBool,
+    /// How long (µs) a poller spins before it sleeps; adapts to the traffic.
+    spin_us: AtomicU32,
 }
+
+/// Longest spin before sleeping: longer than a sleep/wake-up pair costs here.
+const MAX_SPIN_US: u32 = 100;
 
 impl TaskQueue {
     pub fn new(max_queue: usize) -> Arc<TaskQueue> {
@@ -49,6 +55,7 @@ impl TaskQueue {
             max_queue: max_queue.max(1),
             gate: Mutex::new(()),
             finished: AtomicBool::new(false),
+            spin_us: AtomicU32::new(0),
         })
     }
 
@@ -91,10 +98,34 @@ impl TaskQueue {
         self.len() == 0
     }
 
-    /// Blocks until a task arrives (spinning briefly, then sleeping); `None`
-    /// once the queue is finished and empty.
+    /// Blocks until a task arrives; `None` once the queue is finished and empty.
+    ///
+    /// Waking a sleeping thread costs tens of µs, so a poller first spins for
+    /// up to `spin_us`. The budget grows while tasks arrive soon after a poll
+    /// began and decays to zero when the queue idles, so an idle runtime sleeps.
     pub fn poll(&self) -> Option<Box<Task>> {
-        match self.rx.recv() {
+        let budget = self.spin_us.load(Ordering::Relaxed);
+        let start = Instant::now();
+        if budget > 0 {
+            let deadline = start + Duration::from_micros(budget.into());
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Some(task)) => return Some(task),
+                    Ok(None) | Err(TryRecvError::Disconnected) => return self.repost_marker(),
+                    Err(TryRecvError::Empty) if Instant::now() < deadline => std::hint::spin_loop(),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+        }
+        let received = self.rx.recv();
+        let waited = start.elapsed();
+        let next = if waited < Duration::from_micros(MAX_SPIN_US.into()) {
+            (budget * 2).clamp(8, MAX_SPIN_US)
+        } else {
+            budget / 2
+        };
+        self.spin_us.store(next, Ordering::Relaxed);
+        match received {
             Ok(Some(task)) => Some(task),
             _ => self.repost_marker(),
         }
