@@ -14,6 +14,18 @@ pub(crate) fn no_unwind<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
+/// The queue behind a `tq` pointer, for runtimes written against the Rust API
+/// (the C++ bridge): the one place where a `tq` becomes a reference.
+///
+/// # Safety
+/// `tq` is non-NULL and points to a `TaskQueue` that stays alive for `'a`: one
+/// passed to `libffi_init` (kept until the process exits) or an `Arc::as_ptr`
+/// of a queue whose `Arc` the caller keeps.
+pub unsafe fn task_queue<'a>(tq: *const c_void) -> &'a TaskQueue {
+    // SAFETY: the caller's contract above.
+    unsafe { &*(tq as *const TaskQueue) }
+}
+
 /// Blocks until a task arrives on `tq`; NULL once the runtime was unloaded and
 /// every earlier task was handed out (then `tq` must not be used again).
 #[no_mangle]
@@ -23,7 +35,7 @@ pub extern "C" fn ngx_http_lua_ffi_task_poll(tq: *mut c_void) -> *mut c_void {
     }
     // SAFETY: `tq` is the pointer passed to `libffi_init`; the queue it points to
     // is kept alive until the process exits (see `Runtime::load`).
-    let queue = unsafe { &*(tq as *const TaskQueue) };
+    let queue = unsafe { task_queue(tq) };
     no_unwind(std::ptr::null_mut(), || {
         queue.poll().map_or(std::ptr::null_mut(), |task| Box::into_raw(task) as *mut c_void)
     })
