@@ -1,0 +1,315 @@
+-- resty_ffi: call runtime libraries (Go, Rust, Python, Java, Node.js, C) from
+-- proxy Lua without blocking. The same file runs on nginx (lua-nginx-module)
+-- and inside the resty_ffi Envoy filter; see SPEC.md §1 for the API.
+--
+--   require("resty_ffi")
+--   local rt, err = ngx.load_ffi("rust_echo", cfg, { max_queue = 1024 })
+--   local ok, res_or_rc, err = rt:echo("hello")
+
+local ffi = require("ffi")
+
+local C = ffi.C
+local ffi_gc = ffi.gc
+local ffi_new = ffi.new
+local ffi_str = ffi.string
+local error = error
+local setmetatable = setmetatable
+local tonumber = tonumber
+local type = type
+
+ffi.cdef[[
+typedef struct resty_ffi_runtime resty_ffi_runtime;
+typedef struct resty_ffi_sink resty_ffi_sink;
+typedef struct resty_ffi_completion {
+  uint64_t token;
+  int rc;
+  char *rsp;
+  size_t rsp_len;
+} resty_ffi_completion;
+
+resty_ffi_runtime *resty_ffi_runtime_load(const char *lib, const char *cfg,
+    size_t cfg_len, size_t max_queue, int is_global, int unpin, int *init_rc,
+    char *err, size_t err_len);
+int resty_ffi_runtime_post(const resty_ffi_runtime *rt,
+    const resty_ffi_sink *sink, uint64_t token, const char *req, size_t len);
+int resty_ffi_runtime_unload(const resty_ffi_runtime *rt);
+void resty_ffi_runtime_free(resty_ffi_runtime *rt);
+size_t resty_ffi_sink_drain(const resty_ffi_sink *sink,
+    resty_ffi_completion *out, size_t max);
+void resty_ffi_sink_cancel(const resty_ffi_sink *sink, uint64_t token);
+void free(void *ptr);
+]]
+
+-- Return codes of resty_ffi_runtime_post (include/resty_ffi.h).
+local POST_ERRORS = {
+  [1] = "resty_ffi: task queue full",
+  [2] = "resty_ffi: runtime unloaded",
+  [3] = "resty_ffi: internal error while posting",
+}
+
+local DEFAULT_MAX_QUEUE = 65536
+local DEFAULT_TIMEOUT = 60
+local DRAIN_BATCH = 256
+local ERR_LEN = 512
+
+local completions = ffi_new("resty_ffi_completion[?]", DRAIN_BATCH)
+local errbuf = ffi_new("char[?]", ERR_LEN)
+local init_rc = ffi_new("int[1]")
+
+-- token -> waiter; a waiter receives `rc` and `res` from its completion.
+local waiters = {}
+local next_token = 1
+
+-- Moves every answered call from the sink to its waiter; `wake(waiter)`
+-- resumes the caller. Answers of callers that gave up are freed.
+local function drain(sink, wake)
+  while true do
+    local n = tonumber(C.resty_ffi_sink_drain(sink, completions, DRAIN_BATCH))
+    for i = 0, n - 1 do
+      local c = completions[i]
+      local token = tonumber(c.token)
+      local waiter = waiters[token]
+      if waiter then
+        waiters[token] = nil
+        waiter.rc = c.rc
+        waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len) or nil
+        wake(waiter)
+      end
+      if c.rsp ~= nil then
+        C.free(c.rsp)
+      end
+    end
+    if n < DRAIN_BATCH then
+      return
+    end
+  end
+end
+
+
+-- Hosts. Each provides:
+--   sink()             the completion queue of the caller's context
+--   wait(waiter, t)    suspends the caller until the waiter is answered;
+--                      returns true, or nil and a message
+--   check_load()       raises if runtimes cannot be loaded here
+local host
+
+local envoy = package.loaded["resty_ffi.envoy"]
+if envoy then
+  -- Envoy: one coroutine per stream; the filter resumes it when the stream's
+  -- sink has answers, and we drain them here.
+  local function mark_done(waiter)
+    waiter.done = true
+  end
+
+  host = {
+    sink = function()
+      local sink = envoy.sink()
+      if not sink then
+        error("resty_ffi: runtimes can only be called from envoy_on_request or envoy_on_response", 3)
+      end
+      return ffi.cast("resty_ffi_sink *", sink)
+    end,
+    wait = function(waiter, sink)
+      while not waiter.done do
+        envoy.wait()
+        drain(sink, mark_done)
+      end
+      return true
+    end,
+    check_load = function() end,
+  }
+
+else
+  -- nginx: the nginx module wakes one dispatcher light thread per worker,
+  -- which drains the worker's sink and posts each caller's semaphore.
+  local semaphore = require("ngx.semaphore")
+  local get_phase = ngx.get_phase
+
+  ffi.cdef[[
+  resty_ffi_sink *ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len);
+  ]]
+
+  local YIELDABLE = {
+    rewrite = true, access = true, content = true, timer = true,
+    ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+    server_rewrite = true,
+  }
+
+  local worker_sink
+  local dispatcher_sem
+
+  local function post_waiter(waiter)
+    waiter.sem:post(1)
+  end
+
+  local function dispatch(premature)
+    if premature then
+      return
+    end
+    while true do
+      local ok, err = dispatcher_sem:wait(1)
+      if not ok and err ~= "timeout" then
+        ngx.log(ngx.ERR, "resty_ffi: dispatcher: ", err)
+      end
+      drain(worker_sink, post_waiter)
+      if ngx.worker.exiting() and next(waiters) == nil then
+        return
+      end
+    end
+  end
+
+  local function start_dispatcher()
+    local ok, err = ngx.timer.at(0, dispatch)
+    if not ok then
+      error("resty_ffi: cannot start the dispatcher: " .. err, 3)
+    end
+  end
+
+  local function worker_sink_or_error()
+    if worker_sink then
+      return worker_sink
+    end
+    dispatcher_sem = semaphore.new(0)
+    local sink = C.ngx_http_resty_ffi_worker_sink(dispatcher_sem.sem, errbuf, ERR_LEN)
+    if sink == nil then
+      error(ffi_str(errbuf), 3)
+    end
+    start_dispatcher()
+    worker_sink = sink
+    return sink
+  end
+
+  local sem_pool = {}
+
+  host = {
+    sink = function()
+      local phase = get_phase()
+      if not YIELDABLE[phase] then
+        error("resty_ffi: cannot wait for a runtime in the " .. phase .. " phase", 3)
+      end
+      return worker_sink_or_error()
+    end,
+    wait = function(waiter, _, timeout)
+      local n = #sem_pool
+      local sem = sem_pool[n]
+      if sem then
+        sem_pool[n] = nil
+      else
+        sem = semaphore.new(0)
+      end
+      waiter.sem = sem
+      local ok, err = sem:wait(timeout)
+      if ok then
+        -- Only a semaphore whose wait completed is clean enough to reuse.
+        sem_pool[#sem_pool + 1] = sem
+        return true
+      end
+      return nil, err
+    end,
+    check_load = function()
+      local phase = get_phase()
+      if phase == "init" then
+        error("resty_ffi: runtimes start threads and cannot be loaded in the init phase;"
+              .. " load them in a worker (init_worker_by_lua* or a request)", 3)
+      end
+    end,
+  }
+end
+
+
+local runtimes = {}   -- cache key -> runtime object, per Lua VM
+
+local Runtime = {}
+
+local function call(self, req)
+  if req ~= nil and type(req) ~= "string" then
+    error("resty_ffi: request must be a string or nil, got " .. type(req), 2)
+  end
+  local sink = host.sink()
+  local token = next_token
+  next_token = token + 1
+  local rc = C.resty_ffi_runtime_post(self.ptr, sink, token, req, req and #req or 0)
+  if rc ~= 0 then
+    return false, POST_ERRORS[rc] or "resty_ffi: post failed"
+  end
+  local waiter = {}
+  waiters[token] = waiter
+  local ok, err = host.wait(waiter, sink, self.timeout)
+  if not ok then
+    -- The caller gives up: its late answer is freed by the core.
+    waiters[token] = nil
+    C.resty_ffi_sink_cancel(sink, token)
+    return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
+  end
+  if waiter.rc == 0 then
+    return true, waiter.res or ""
+  end
+  return false, waiter.rc, waiter.res
+end
+
+Runtime.__index = function(self, name)
+  if name == "__unload" then
+    return Runtime.unload
+  end
+  return call
+end
+
+function Runtime.unload(self)
+  if runtimes[self.key] == self then
+    runtimes[self.key] = nil
+  end
+  C.resty_ffi_runtime_unload(self.ptr)
+end
+
+
+local function load_ffi(lib, cfg, opts)
+  if type(lib) ~= "string" or lib == "" then
+    error("resty_ffi: lib must be a non-empty string", 2)
+  end
+  if cfg ~= nil and type(cfg) ~= "string" then
+    error("resty_ffi: cfg must be a string or nil", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("resty_ffi: opts must be a table or nil", 2)
+  end
+  opts = opts or {}
+  local max_queue = opts.max_queue or DEFAULT_MAX_QUEUE
+  if type(max_queue) ~= "number" or max_queue < 1 or max_queue % 1 ~= 0 then
+    error("resty_ffi: opts.max_queue must be an integer >= 1", 2)
+  end
+  local timeout = opts.timeout or DEFAULT_TIMEOUT
+  if type(timeout) ~= "number" or timeout <= 0 then
+    error("resty_ffi: opts.timeout must be a number of seconds > 0", 2)
+  end
+  host.check_load()
+
+  local key = cfg and (lib .. "&" .. cfg) or lib
+  local rt = runtimes[key]
+  if rt then
+    return rt
+  end
+
+  local ptr = C.resty_ffi_runtime_load(lib, cfg, cfg and #cfg or 0, max_queue,
+                                       opts.is_global and 1 or 0,
+                                       opts.unpin and 1 or 0,
+                                       init_rc, errbuf, ERR_LEN)
+  if ptr == nil then
+    if init_rc[0] ~= 0 then
+      return nil, init_rc[0]
+    end
+    return nil, ffi_str(errbuf)
+  end
+
+  rt = setmetatable({ ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
+                      timeout = timeout }, Runtime)
+  runtimes[key] = rt
+  return rt
+end
+
+
+if not ngx then
+  ngx = {}    -- Envoy: SPEC §1 creates the global when absent
+end
+ngx.load_ffi = load_ffi
+
+return { load_ffi = load_ffi, _VERSION = "0.1.0" }

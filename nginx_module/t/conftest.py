@@ -1,0 +1,148 @@
+"""Fixtures that run a real nginx (Debian's, with its lua module) per test.
+
+Environment (set by run.sh or Bazel):
+  RESTY_FFI_MODULE_DIR  ngx_http_resty_ffi_module.so + libresty_ffi.so
+  RESTY_FFI_LUA_DIR     the directory holding resty_ffi.lua
+  RESTY_FFI_RUNTIMES    directory with librust_echo.so and libtest_runtime.so
+  RESTY_FFI_VALGRIND    if set, run nginx under valgrind (leak check)
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+MODULE_DIR = Path(os.environ["RESTY_FFI_MODULE_DIR"])
+LUA_DIR = Path(os.environ["RESTY_FFI_LUA_DIR"])
+RUNTIMES = Path(os.environ["RESTY_FFI_RUNTIMES"])
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+VALGRIND = os.environ.get("RESTY_FFI_VALGRIND")
+
+CONF = """
+user root;
+daemon off;
+master_process {master};
+worker_processes {workers};
+error_log logs/error.log {log_level};
+pid logs/nginx.pid;
+env LD_LIBRARY_PATH;
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+load_module {module_dir}/ngx_http_resty_ffi_module.so;
+{main}
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    lua_package_path "{lua_dir}/?.lua;{fixtures}/?.lua;;";
+    {http}
+    server {{
+        listen 127.0.0.1:{port};
+        {server}
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    def __init__(self, prefix, port, proc):
+        self.prefix, self.port, self.proc = prefix, port, proc
+        self.log = prefix / "logs" / "error.log"
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path, data=None, timeout=30, headers=None):
+        """Returns (status, body bytes)."""
+        req = urllib.request.Request(self.url(path), data=data, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def signal(self, cmd):
+        subprocess.run(["nginx", "-p", str(self.prefix), "-c", "conf/nginx.conf", "-s", cmd],
+                       check=True, capture_output=True)
+
+    def worker_pids(self):
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return sorted(int(p) for p in out.stdout.split())
+
+    def errors(self):
+        """Crashes and alerts in the error log (a test fails on any)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return re.findall(r".*(?:\[alert\]|\[emerg\]|exited on signal|segfault|\[crit\]).*", text)
+
+
+def wait_for_port(port, proc, deadline):
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """start(server=..., http=..., main=..., workers=1) -> Nginx; stopped at teardown."""
+    started = []
+
+    def start(server="", http="", main="", workers=1, master=True, log_level="warn"):
+        prefix = tmp_path / f"nginx{len(started)}"
+        (prefix / "conf").mkdir(parents=True)
+        (prefix / "logs").mkdir()
+        port = free_port()
+        (prefix / "conf" / "nginx.conf").write_text(CONF.format(
+            master="on" if master else "off", workers=workers, module_dir=MODULE_DIR,
+            lua_dir=LUA_DIR, fixtures=FIXTURES, main=main, http=http, server=server,
+            port=port, log_level=log_level))
+        cmd = ["nginx", "-p", str(prefix), "-c", "conf/nginx.conf"]
+        if VALGRIND:
+            cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                   "--error-exitcode=99", "--trace-children=yes",
+                   f"--log-file={prefix}/logs/valgrind.%p.log"] + cmd
+        env = dict(os.environ, LD_LIBRARY_PATH=str(RUNTIMES))
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        server_ = Nginx(prefix, port, proc)
+        started.append(server_)
+        if not wait_for_port(port, proc, time.monotonic() + (60 if VALGRIND else 10)):
+            err = proc.stderr.read().decode() if proc.poll() is not None else ""
+            log = server_.log.read_text() if server_.log.exists() else ""
+            raise RuntimeError(f"nginx did not start: {err}\n{log}")
+        return server_
+
+    yield start
+
+    for server_ in started:
+        if server_.proc.poll() is None:
+            server_.proc.send_signal(signal.SIGQUIT)
+            try:
+                server_.proc.wait(timeout=60 if VALGRIND else 15)
+            except subprocess.TimeoutExpired:
+                server_.proc.kill()
+                server_.proc.wait()
+                pytest.fail("nginx did not quit gracefully")
+        problems = server_.errors()
+        assert not problems, "\n".join(problems)
+        if VALGRIND:
+            for log in (server_.prefix / "logs").glob("valgrind.*.log"):
+                text = log.read_text()
+                assert "definitely lost: 0 bytes" in text or "definitely lost" not in text, text
+                assert "Invalid read" not in text and "Invalid write" not in text, text

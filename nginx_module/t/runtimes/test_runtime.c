@@ -1,0 +1,106 @@
+/*
+ * A misbehaving-on-request runtime for the integration tests, written only
+ * against the runtime C ABI. cfg: "threads=N" (default 1) or "init_rc=N".
+ * Requests:
+ *   "rc:<n>:<msg>"         answers rc n with msg (no response when msg is empty)
+ *   "sleep:<ms>:<payload>" sleeps, then echoes payload
+ *   "cstr:<text>"          answers text as a NUL-terminated string (rsp_len 0)
+ *   "never"                never answers (the task is leaked on purpose)
+ *   anything else          echoed back unchanged
+ */
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "resty_ffi.h"
+
+
+static void
+respond_copy(void *task, int rc, const char *data, size_t len)
+{
+    char  *rsp = NULL;
+
+    if (len > 0) {
+        rsp = malloc(len);
+        memcpy(rsp, data, len);
+    }
+
+    ngx_http_lua_ffi_respond(task, rc, rsp, (int) len);
+}
+
+
+static void
+handle(void *task)
+{
+    int          len;
+    char        *req, *sep;
+    const char  *msg;
+
+    req = ngx_http_lua_ffi_get_req(task, &len);
+
+    if (len > 3 && strncmp(req, "rc:", 3) == 0) {
+        sep = strchr(req + 3, ':');
+        msg = sep ? sep + 1 : "";
+        respond_copy(task, atoi(req + 3), msg, strlen(msg));
+        return;
+    }
+
+    if (len > 6 && strncmp(req, "sleep:", 6) == 0) {
+        sep = strchr(req + 6, ':');
+        usleep(atoi(req + 6) * 1000);
+        msg = sep ? sep + 1 : "";
+        respond_copy(task, 0, msg, len - (msg - req));
+        return;
+    }
+
+    if (len >= 5 && strncmp(req, "cstr:", 5) == 0) {
+        ngx_http_lua_ffi_respond(task, 0, strdup(req + 5), 0);
+        return;
+    }
+
+    if (len == 5 && strcmp(req, "never") == 0) {
+        return;
+    }
+
+    respond_copy(task, 0, req, len);
+}
+
+
+static void *
+serve(void *tq)
+{
+    void  *task;
+
+    while ((task = ngx_http_lua_ffi_task_poll(tq)) != NULL) {
+        handle(task);
+    }
+
+    return NULL;
+}
+
+
+int
+libffi_init(char *cfg, void *tq)
+{
+    int        i, threads = 1;
+    pthread_t  tid;
+
+    if (cfg != NULL && strncmp(cfg, "init_rc=", 8) == 0) {
+        return atoi(cfg + 8);
+    }
+
+    if (cfg != NULL && strncmp(cfg, "threads=", 8) == 0) {
+        threads = atoi(cfg + 8);
+    }
+
+    for (i = 0; i < threads; i++) {
+        if (pthread_create(&tid, NULL, serve, tq) != 0) {
+            return 1;
+        }
+        pthread_detach(tid);
+    }
+
+    return 0;
+}

@@ -1,0 +1,227 @@
+"""Integration tests of the nginx host on Debian's real nginx + lua module."""
+
+import concurrent.futures
+import socket
+import time
+
+import pytest
+
+ECHO = "require('resty_ffi') local rt = assert(ngx.load_ffi('rust_echo'))\n"
+
+
+def content(lua):
+    return f"location /t {{ content_by_lua_block {{ require('resty_ffi') {lua} }} }}"
+
+
+def test_echo_and_cache(nginx):
+    n = nginx(server=content(ECHO + """
+        local again = ngx.load_ffi('rust_echo')
+        ngx.say(rt == again, ' ', rt == ngx.load_ffi('rust_echo', '2'))
+        ngx.say(rt:echo('hello'))"""))
+    assert n.get("/t") == (200, b"true false\ntruehello\n")
+
+
+@pytest.mark.parametrize("phase", ["rewrite", "access", "content"])
+def test_yieldable_phases(nginx, phase):
+    n = nginx(server=f"""location /t {{
+        {phase}_by_lua_block {{ {ECHO} local ok, res = rt:echo('{phase}')
+            ngx.header['x-res'] = res ngx.say(ok, ':', res) ngx.exit(200) }} }}""")
+    assert n.get("/t") == (200, f"true:{phase}\n".encode())
+
+
+def test_timer_phase(nginx):
+    n = nginx(http="lua_shared_dict results 1m;", server=content("""
+        local ok = ngx.timer.at(0, function()
+            local rt = assert(ngx.load_ffi('rust_echo'))
+            local ok, res = rt:echo('from timer')
+            ngx.shared.results:set('timer', tostring(ok) .. ':' .. res)
+        end)
+        for _ = 1, 100 do
+            if ngx.shared.results:get('timer') then break end
+            ngx.sleep(0.01)
+        end
+        ngx.say(ngx.shared.results:get('timer'))"""))
+    assert n.get("/t") == (200, b"true:from timer\n")
+
+
+def test_non_yieldable_phases_raise_clear_errors(nginx):
+    call = "local ok, err = pcall(function() return ngx.load_ffi('rust_echo'):echo('x') end)"
+    n = nginx(
+        http=f"""lua_shared_dict results 1m;
+        init_by_lua_block {{
+            require('resty_ffi')
+            local ok, err = pcall(ngx.load_ffi, 'rust_echo')
+            package.loaded.init_error = err
+        }}""",
+        server=f"""
+        location /t {{
+            set_by_lua_block $set_err {{ {call} return err }}
+            header_filter_by_lua_block {{ {call} ngx.header['x-filter-err'] = err }}
+            log_by_lua_block {{ {call} ngx.shared.results:set('log', err) }}
+            content_by_lua_block {{
+                ngx.say('init: ', package.loaded.init_error)
+                ngx.say('set: ', ngx.var.set_err)
+            }}
+        }}
+        location /log {{ content_by_lua_block {{ ngx.say(ngx.shared.results:get('log')) }} }}""")
+    status, body = n.get("/t")
+    lines = body.decode().splitlines()
+    assert status == 200
+    assert lines[0].startswith("init: resty_ffi: runtimes start threads and cannot be loaded in the init phase")
+    assert "resty_ffi: cannot wait for a runtime in the set phase" in lines[1]
+    status, body = n.get("/log")
+    assert "resty_ffi: cannot wait for a runtime in the log phase" in body.decode()
+    import urllib.request
+    with urllib.request.urlopen(n.url("/t")) as resp:
+        assert "cannot wait for a runtime in the header_filter phase" in resp.headers["x-filter-err"]
+    assert n.get("/t")[0] == 200, "worker still serving"
+
+
+@pytest.mark.parametrize("payload", [b"", b"x", b"a\0b\0\0c", bytes(range(256)) * 256, b"z" * (1 << 20)],
+                         ids=["0B", "1B", "nul", "64KB", "1MB"])
+def test_payloads_round_trip_binary_safe(nginx, payload):
+    n = nginx(http="client_max_body_size 4m; client_body_buffer_size 4m;", server=content(ECHO + """
+        ngx.req.read_body()
+        local ok, res = rt:echo(ngx.req.get_body_data() or '')
+        assert(ok, res)
+        ngx.print(res)"""))
+    assert n.get("/t", data=payload) == (200, payload)
+
+
+def test_nil_request_and_rc_errors(nginx):
+    n = nginx(server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime'))
+        ngx.say(rt:echo(nil))
+        ngx.say(rt:fail('rc:3:bad input'))
+        ngx.say(rt:fail('rc:-2:'))
+        ngx.say(rt:fail('cstr:c string'))
+        ngx.say(select('#', rt:fail('rc:5:')))"""))
+    assert n.get("/t") == (200, b"true\nfalse3bad input\nfalse-2nil\ntruec string\n3\n")
+
+
+def test_bad_arguments_raise(nginx):
+    n = nginx(server=content("""
+        for _, args in ipairs({ {nil}, {'x', 5}, {'x', nil, 'o'}, {'x', nil, {max_queue = 0}} }) do
+            local ok, err = pcall(ngx.load_ffi, args[1], args[2], args[3])
+            ngx.say(err)
+        end
+        local ok, err = pcall(function() return ngx.load_ffi('rust_echo'):echo({}) end)
+        ngx.say(err)"""))
+    body = n.get("/t")[1].decode().splitlines()
+    assert body[0].endswith("resty_ffi: lib must be a non-empty string")
+    assert body[1].endswith("resty_ffi: cfg must be a string or nil")
+    assert body[2].endswith("resty_ffi: opts must be a table or nil")
+    assert body[3].endswith("resty_ffi: opts.max_queue must be an integer >= 1")
+    assert body[4].endswith("resty_ffi: request must be a string or nil, got table")
+
+
+def test_load_errors(nginx):
+    n = nginx(server=content("ngx.say(require('ffi_cases').load_errors())"))
+    unknown, no_init, init_rc = n.get("/t")[1].decode().strip().split("|")
+    assert unknown.startswith("resty_ffi: libno_such_runtime.so: cannot open shared object file")
+    assert no_init.startswith('resty_ffi: load "libm.so.6": no libffi_init')
+    assert init_rc == "7"
+
+
+def test_thousand_concurrent_calls_in_one_request(nginx):
+    n = nginx(server=content(ECHO + """
+        local threads = {}
+        for i = 1, 1000 do
+            threads[i] = ngx.thread.spawn(function() return rt:echo('call ' .. i) end)
+        end
+        local good = 0
+        for i = 1, 1000 do
+            local _, ok, res = ngx.thread.wait(threads[i])
+            if ok and res == 'call ' .. i then good = good + 1 end
+        end
+        ngx.say(good)"""))
+    assert n.get("/t") == (200, b"1000\n")
+
+
+def test_two_hundred_concurrent_clients(nginx):
+    n = nginx(workers=2, server=content(ECHO + """
+        local ok, res = rt:echo(ngx.var.arg_id)
+        ngx.say(ok, ' ', res)"""))
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(lambda i: n.get(f"/t?id={i}"), range(600)))
+    assert results == [(200, f"true {i}\n".encode()) for i in range(600)]
+
+
+def test_queue_full(nginx):
+    n = nginx(server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', 'threads=1', { max_queue = 1 }))
+        local threads = {}
+        for i = 1, 4 do
+            threads[i] = ngx.thread.spawn(function() return rt:call('sleep:200:' .. i) end)
+        end
+        local full, good = 0, 0
+        for i = 1, 4 do
+            local _, ok, res = ngx.thread.wait(threads[i])
+            if ok and res == tostring(i) then good = good + 1 end
+            if not ok and res == 'resty_ffi: task queue full' then full = full + 1 end
+        end
+        ngx.say(good + full == 4, ' ', full >= 2, ' ', good >= 1)"""))
+    assert n.get("/t") == (200, b"true true true\n")
+
+
+def test_unload_with_pending_calls(nginx):
+    n = nginx(server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', 'threads=1'))
+        local threads = {}
+        for i = 1, 5 do
+            threads[i] = ngx.thread.spawn(function() return rt:call('sleep:20:' .. i) end)
+        end
+        ngx.sleep(0.001)
+        rt:__unload()
+        for i = 1, 5 do
+            ngx.say(select(2, ngx.thread.wait(threads[i])))
+        end
+        ngx.say(rt:call('late'))
+        ngx.say(require('ffi_cases').unload_then_call())"""))
+    lines = n.get("/t")[1].decode().splitlines()
+    assert lines[:5] == [f"true{i}" for i in range(1, 6)]
+    assert lines[5] == "falseresty_ffi: runtime unloaded"
+    assert lines[6] == "true|before;false|resty_ffi: runtime unloaded;true;true|again"
+
+
+def test_runtime_that_never_answers_times_out(nginx):
+    n = nginx(server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', nil, { timeout = 0.2 }))
+        ngx.say(rt:call('never'))
+        ngx.say(rt:call('still works'))"""))
+    assert n.get("/t") == (200, b"falseresty_ffi: runtime did not answer in time\ntruestill works\n")
+
+
+def test_client_abort_while_waiting(nginx):
+    n = nginx(http="lua_check_client_abort on;", server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', 'threads=4'))
+        ngx.say(rt:call(ngx.var.arg_req))"""))
+    pids = n.worker_pids()
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", n.port)) as s:
+            s.sendall(b"GET /t?req=sleep:100:x HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.01)
+    time.sleep(0.3)  # the answers arrive after their callers left
+    assert n.get("/t?req=after") == (200, b"trueafter\n")
+    assert n.worker_pids() == pids
+
+
+def test_two_workers_reload_and_quit_with_calls_in_flight(nginx):
+    n = nginx(workers=2, server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', 'threads=8'))
+        ngx.say(rt:call(ngx.var.arg_req))"""))
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        inflight = [pool.submit(n.get, "/t?req=sleep:300:x") for _ in range(16)]
+        time.sleep(0.1)
+        n.signal("reload")
+        assert [f.result() for f in inflight] == [(200, b"truex\n")] * 16
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and n.get("/t?req=new")[1] != b"truenew\n":
+        time.sleep(0.05)
+    assert n.get("/t?req=new") == (200, b"truenew\n")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        inflight = [pool.submit(n.get, "/t?req=sleep:300:y") for _ in range(8)]
+        time.sleep(0.1)
+        n.signal("quit")
+        assert [f.result() for f in inflight] == [(200, b"truey\n")] * 8
+    assert n.proc.wait(timeout=15) == 0
