@@ -1,0 +1,340 @@
+//! One HTTP stream: runs `envoy_on_request` / `envoy_on_response` in
+//! coroutines and turns their yields into Envoy stop/continue decisions.
+//!
+//! Thread contract: a [`Filter`] and its [`Stream`] live on the stream's worker
+//! thread. No `RefCell` borrow is held while Lua runs or while calling into
+//! Envoy, because either may re-enter this filter (a local reply runs our own
+//! response hooks synchronously).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use mlua::thread::ThreadStatus;
+use mlua::{MultiValue, Thread};
+
+use crate::config::FilterConfig;
+use crate::envoy::{log, EnvoyFilter, LogLevel, Status};
+use crate::handle::RawHandle;
+use crate::sink::Sink;
+use crate::vm::{self, WorkerVm, Yield};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Nothing,
+    Ffi,
+    Body,
+}
+
+/// Where a coroutine is resumed from; decides the status a stop maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Site {
+    Headers,
+    Body,
+    Trailers,
+    Scheduled,
+}
+
+enum Outcome {
+    Finished,
+    Waiting(Wait),
+    Responded,
+    Failed(String),
+}
+
+/// The state of one direction (decoding or encoding) of a stream.
+#[derive(Default)]
+pub struct Phase {
+    coroutine: RefCell<Option<Thread>>,
+    wait: Cell<Option<Wait>>,
+    /// A hook returned a stop status: call continue_* once the script is done.
+    stopped: Cell<bool>,
+    /// The headers came with end_of_stream: there is no body.
+    headers_only: Cell<bool>,
+    /// The last body chunk (or the trailers) arrived.
+    body_complete: Cell<bool>,
+    /// Inside a body hook: part of the body is still in the "received" chunk.
+    in_body_hook: Cell<bool>,
+}
+
+/// A local reply recorded by `handle:respond()`, sent once Lua has yielded.
+pub struct LocalReply {
+    pub status: u32,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// The per-stream state shared with the Lua handle objects.
+pub struct Stream {
+    envoy: Cell<Option<EnvoyFilter>>,
+    sink: RefCell<Option<Sink>>,
+    request: Phase,
+    response: Phase,
+    local_reply: RefCell<Option<LocalReply>>,
+    pub metadata_namespace: String,
+}
+
+impl Stream {
+    /// Envoy's filter, or a Lua error once the stream is gone.
+    pub fn envoy(&self) -> mlua::Result<EnvoyFilter> {
+        self.envoy.get().ok_or_else(|| mlua::Error::runtime("resty_ffi: the stream is gone"))
+    }
+
+    pub fn phase(&self, dir: Direction) -> &Phase {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    /// The stream's sink, created (with its scheduler) on first use.
+    pub fn sink_ptr(&self) -> mlua::Result<*mut resty_ffi::host_abi::resty_ffi_sink> {
+        let envoy = self.envoy()?;
+        let mut sink = self.sink.borrow_mut();
+        Ok(sink.get_or_insert_with(|| Sink::new(envoy.new_scheduler())).as_ptr())
+    }
+
+    pub fn set_local_reply(&self, reply: LocalReply) {
+        *self.local_reply.borrow_mut() = Some(reply);
+    }
+
+    /// "none" (headers ended the stream), "ready" or "pending".
+    pub fn body_state(&self, dir: Direction) -> &'static str {
+        let phase = self.phase(dir);
+        if phase.headers_only.get() {
+            "none"
+        } else if phase.body_complete.get() {
+            "ready"
+        } else {
+            "pending"
+        }
+    }
+
+    pub fn in_body_hook(&self, dir: Direction) -> bool {
+        self.phase(dir).in_body_hook.get()
+    }
+}
+
+/// What Envoy's filter pointer designates on our side.
+pub struct Filter {
+    vm: Rc<WorkerVm>,
+    stream: Rc<Stream>,
+    /// A panic happened: Lua is no longer run for this stream.
+    failed: Cell<bool>,
+    response_started: Cell<bool>,
+}
+
+impl Filter {
+    pub fn new(config: &FilterConfig, envoy: EnvoyFilter) -> Filter {
+        let vm = vm::for_config(config);
+        let stream = Rc::new(Stream {
+            envoy: Cell::new(Some(envoy)),
+            sink: RefCell::new(None),
+            request: Phase::default(),
+            response: Phase::default(),
+            local_reply: RefCell::new(None),
+            metadata_namespace: vm.metadata_namespace.clone(),
+        });
+        Filter { vm, stream, failed: Cell::new(false), response_started: Cell::new(false) }
+    }
+
+    fn envoy(&self) -> Option<EnvoyFilter> {
+        self.stream.envoy.get()
+    }
+
+    pub fn on_headers(&self, dir: Direction, end_of_stream: bool) -> Status {
+        if dir == Direction::Response {
+            self.response_started.set(true);
+        }
+        let phase = self.stream.phase(dir);
+        phase.headers_only.set(end_of_stream);
+        phase.body_complete.set(end_of_stream);
+        if self.failed.get() || phase.coroutine.borrow().is_some() {
+            return Status::Continue;
+        }
+        if self.vm.broken {
+            return self.fail(dir, Site::Headers, "the script failed to load".to_owned());
+        }
+        let entry = match dir {
+            Direction::Request => self.vm.on_request.clone(),
+            Direction::Response => self.vm.on_response.clone(),
+        };
+        let Some(entry) = entry else { return Status::Continue };
+        let started = self.vm.lua.create_thread(entry).and_then(|thread| {
+            let raw = self.vm.lua.create_userdata(RawHandle::new(Rc::clone(&self.stream), dir))?;
+            let handle: mlua::Value = self.vm.make_handle.call(raw)?;
+            Ok((thread, handle))
+        });
+        match started {
+            Ok((thread, handle)) => {
+                *phase.coroutine.borrow_mut() = Some(thread);
+                let outcome = self.resume(dir, handle);
+                self.settle(dir, Site::Headers, outcome)
+            }
+            Err(e) => self.fail(dir, Site::Headers, e.to_string()),
+        }
+    }
+
+    pub fn on_body(&self, dir: Direction, end_of_stream: bool) -> Status {
+        let phase = self.stream.phase(dir);
+        if end_of_stream {
+            phase.body_complete.set(true);
+        }
+        match phase.wait.get() {
+            None | Some(Wait::Nothing) => Status::Continue,
+            // Flow control, not a 413: Envoy pauses the sender at the buffer limit.
+            Some(Wait::Ffi) => Status::StopAndWatermark,
+            Some(Wait::Body) if !end_of_stream => Status::StopAndBuffer,
+            Some(Wait::Body) => {
+                phase.in_body_hook.set(true);
+                let outcome = self.resume(dir, ());
+                phase.in_body_hook.set(false);
+                self.settle(dir, Site::Body, outcome)
+            }
+        }
+    }
+
+    pub fn on_trailers(&self, dir: Direction) -> Status {
+        let phase = self.stream.phase(dir);
+        phase.body_complete.set(true);
+        match phase.wait.get() {
+            None | Some(Wait::Nothing) => Status::Continue,
+            Some(Wait::Ffi) => Status::StopAndBuffer,
+            Some(Wait::Body) => {
+                let outcome = self.resume(dir, ());
+                self.settle(dir, Site::Trailers, outcome)
+            }
+        }
+    }
+
+    /// The sink's scheduler event: resume the coroutines waiting for answers.
+    pub fn on_scheduled(&self) {
+        for dir in [Direction::Request, Direction::Response] {
+            if self.stream.phase(dir).wait.get() == Some(Wait::Ffi) {
+                let outcome = self.resume(dir, true);
+                self.settle(dir, Site::Scheduled, outcome);
+            }
+        }
+    }
+
+    pub fn on_stream_complete(&self) {
+        self.shut_down();
+    }
+
+    /// After a panic: 500 while the response has not started, else a reset.
+    pub fn fail_after_panic(&self) -> Status {
+        self.failed.set(true);
+        if let Some(envoy) = self.envoy() {
+            if self.response_started.get() {
+                envoy.reset_stream("resty_ffi_panic");
+            } else {
+                envoy.send_response(500, &[], b"", "resty_ffi_panic");
+            }
+        }
+        Status::StopNoBuffer
+    }
+
+    fn resume(&self, dir: Direction, args: impl mlua::IntoLuaMulti) -> Outcome {
+        let phase = self.stream.phase(dir);
+        phase.wait.set(Some(Wait::Nothing));
+        let Some(thread) = phase.coroutine.borrow().clone() else { return Outcome::Finished };
+        let result = vm::with_current(&self.stream, || thread.resume::<MultiValue>(args));
+        match result {
+            Err(e) => Outcome::Failed(e.to_string()),
+            Ok(_) if thread.status() != ThreadStatus::Resumable => Outcome::Finished,
+            Ok(values) => match vm::classify_yield(values.front()) {
+                Some(Yield::Ffi) => Outcome::Waiting(Wait::Ffi),
+                Some(Yield::Body) => Outcome::Waiting(Wait::Body),
+                Some(Yield::Responded) => Outcome::Responded,
+                None => Outcome::Failed("the script yielded outside of a resty_ffi or handle call".to_owned()),
+            },
+        }
+    }
+
+    /// Applies what the coroutine did; returns the hook's status (ignored
+    /// when resumed from a scheduler event).
+    fn settle(&self, dir: Direction, site: Site, outcome: Outcome) -> Status {
+        let phase = self.stream.phase(dir);
+        match outcome {
+            Outcome::Finished => self.finish(dir, site),
+            Outcome::Waiting(wait) => {
+                phase.wait.set(Some(wait));
+                phase.stopped.set(true);
+                match (site, wait) {
+                    (Site::Body, Wait::Ffi) => Status::StopAndWatermark,
+                    _ => Status::StopAndBuffer,
+                }
+            }
+            Outcome::Responded => {
+                self.end_coroutine(dir);
+                if dir == Direction::Response {
+                    return self.fail(dir, site, "handle:respond() is not supported in envoy_on_response".to_owned());
+                }
+                let reply = self.stream.local_reply.borrow_mut().take();
+                if let (Some(reply), Some(envoy)) = (reply, self.envoy()) {
+                    envoy.send_response(reply.status, &reply.headers, &reply.body, "resty_ffi_respond");
+                }
+                Status::StopNoBuffer
+            }
+            Outcome::Failed(message) => self.fail(dir, site, message),
+        }
+    }
+
+    /// The script ended (or failed open): let the stream go on.
+    fn finish(&self, dir: Direction, site: Site) -> Status {
+        let was_stopped = self.stream.phase(dir).stopped.replace(false);
+        self.end_coroutine(dir);
+        if site == Site::Scheduled && was_stopped {
+            if let Some(envoy) = self.envoy() {
+                envoy.continue_stream(dir);
+            }
+        }
+        Status::Continue
+    }
+
+    /// A Lua error: logged; fail open (continue) unless `fail_closed`.
+    fn fail(&self, dir: Direction, site: Site, message: String) -> Status {
+        let side = match dir {
+            Direction::Request => "envoy_on_request",
+            Direction::Response => "envoy_on_response",
+        };
+        log(LogLevel::Error, &format!("resty_ffi: {side}: {message}"));
+        if !self.vm.fail_closed {
+            return self.finish(dir, site);
+        }
+        self.end_coroutine(dir);
+        if let Some(envoy) = self.envoy() {
+            match dir {
+                Direction::Request => envoy.send_response(500, &[], b"", "resty_ffi_lua_error"),
+                Direction::Response => envoy.reset_stream("resty_ffi_lua_error"),
+            }
+        }
+        Status::StopNoBuffer
+    }
+
+    fn end_coroutine(&self, dir: Direction) {
+        let phase = self.stream.phase(dir);
+        phase.wait.set(None);
+        phase.coroutine.borrow_mut().take();
+    }
+
+    /// Detaches the stream from Envoy: later answers are freed by the core,
+    /// and handles kept by Lua raise errors instead of touching Envoy.
+    fn shut_down(&self) {
+        self.stream.envoy.set(None);
+        self.end_coroutine(Direction::Request);
+        self.end_coroutine(Direction::Response);
+        self.stream.sink.borrow_mut().take();
+    }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
