@@ -24,7 +24,17 @@ if ((${#missing[@]})); then
   echo "ci/install.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1
+fi
+
+if ! python3 -c "import pytest" 2>/dev/null; then
+  echo "ci/install.sh: installing pytest"
+  python3 -m pip install -q pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+
+if [[ ! -x "$HOME/.cargo/bin/cargo" ]] && ! command -v cargo >/dev/null; then
+  echo "ci/install.sh: cargo is required (rustup)" >&2
+  exit 1
 fi
 
 # Debian starts the packaged nginx on install; our tests and demo run their own.

@@ -3,7 +3,7 @@
 Environment (set by run.sh or Bazel):
   RESTY_FFI_MODULE_DIR  ngx_http_resty_ffi_module.so + libresty_ffi.so
   RESTY_FFI_LUA_DIR     the directory holding resty_ffi.lua
-  RESTY_FFI_RUNTIMES    directory with librust_echo.so and libtest_runtime.so
+  RESTY_FFI_RUNTIMES    LD_LIBRARY_PATH that finds librust_echo.so and libtest_runtime.so
   RESTY_FFI_VALGRIND    if set, run nginx under valgrind (leak check)
 """
 
@@ -21,8 +21,8 @@ import pytest
 
 MODULE_DIR = Path(os.environ["RESTY_FFI_MODULE_DIR"])
 LUA_DIR = Path(os.environ["RESTY_FFI_LUA_DIR"])
-RUNTIMES = Path(os.environ["RESTY_FFI_RUNTIMES"])
-FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+RUNTIMES = os.environ["RESTY_FFI_RUNTIMES"]
+FIXTURES = Path(os.environ.get("RESTY_FFI_FIXTURES_DIR", Path(__file__).resolve().parents[2] / "tests" / "fixtures"))
 VALGRIND = os.environ.get("RESTY_FFI_VALGRIND")
 
 CONF = """
@@ -118,7 +118,7 @@ def nginx(tmp_path):
             cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
                    "--error-exitcode=99", "--trace-children=yes",
                    f"--log-file={prefix}/logs/valgrind.%p.log"] + cmd
-        env = dict(os.environ, LD_LIBRARY_PATH=str(RUNTIMES))
+        env = dict(os.environ, LD_LIBRARY_PATH=RUNTIMES)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         server_ = Nginx(prefix, port, proc)
         started.append(server_)

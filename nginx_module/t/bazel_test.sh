@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Bazel entry point: runs the integration tests on the Bazel-built artifacts.
+set -euo pipefail
+here=$(pwd)
+export RESTY_FFI_MODULE_DIR="$here/nginx_module"
+export RESTY_FFI_LUA_DIR="$here/lua"
+export RESTY_FFI_FIXTURES_DIR="$here/tests/fixtures"
+export RESTY_FFI_RUNTIMES="$here/cargo:$here/nginx_module"
+cd nginx_module/t
+exec python3 -m pytest -q -p no:cacheprovider --basetemp="$TEST_TMPDIR/pytest" "$@"
