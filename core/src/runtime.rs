@@ -61,7 +61,8 @@ impl Runtime {
     /// its `libffi_init(cfg, tq)` with a NUL-terminated copy of `cfg` (NULL if none).
     pub fn load(lib: &str, cfg: Option<&[u8]>, opts: &LoadOptions) -> Result<Runtime, LoadError> {
         let name = resolve_name(lib);
-        let library = Library::open(&name, opts.is_global, !opts.unpin).map_err(LoadError::Library)?;
+        let library = Library::open(&name, opts.is_global, !opts.unpin)
+            .map_err(|e| LoadError::Library(format!("load \"{lib}\": {e}")))?;
         let init = library
             .init_fn()
             .map_err(|e| LoadError::Library(format!("load \"{lib}\": no libffi_init: {e}")))?;

@@ -24,7 +24,7 @@ fn load(lib: &str, cfg: Option<&[u8]>) -> Result<Runtime, LoadError> {
 fn unknown_library_is_a_clear_error() {
     let err = load("no_such_runtime", None).err().unwrap();
     let msg = err.to_string();
-    assert!(msg.starts_with("resty_ffi: libno_such_runtime.so: cannot open shared object file"), "{msg}");
+    assert!(msg.starts_with("resty_ffi: load \"no_such_runtime\": libno_such_runtime.so: cannot open shared object file"), "{msg}");
 }
 
 #[test]

@@ -118,7 +118,7 @@ def test_bad_arguments_raise(nginx):
 def test_load_errors(nginx):
     n = nginx(server=content("ngx.say(require('ffi_cases').load_errors())"))
     unknown, no_init, init_rc = n.get("/t")[1].decode().strip().split("|")
-    assert unknown.startswith("resty_ffi: libno_such_runtime.so: cannot open shared object file")
+    assert unknown.startswith('resty_ffi: load "no_such_runtime": libno_such_runtime.so: cannot open shared object file')
     assert no_init.startswith('resty_ffi: load "libm.so.6": no libffi_init')
     assert init_rc == "7"
 
