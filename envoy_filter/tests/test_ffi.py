@@ -1,0 +1,251 @@
+"""resty_ffi calls from Envoy (lua/resty_ffi.lua on our filter): payloads,
+errors, queue limits, unload, concurrency, client aborts, flow control and
+the fail_closed switch. One Envoy with --concurrency 2 serves every case."""
+
+import concurrent.futures
+import os
+import socket
+import time
+
+import harness
+
+PORT = 18110          # main listener
+PORT_SMALL_BUF = 18111  # 64 KiB buffer limit (flow control)
+PORT_FAIL_OPEN = 18112
+PORT_FAIL_CLOSED = 18113
+PORT_LOAD_ERROR = 18114
+PORT_LOAD_ERROR_CLOSED = 18115
+ADMIN = 18119
+
+SCRIPT = r"""
+require("resty_ffi")
+local echo = assert(ngx.load_ffi("rust_echo"))
+local tr = assert(ngx.load_ffi("test_runtime", "threads=8"))
+local single = assert(ngx.load_ffi("test_runtime", "threads=1", { max_queue = 1 }))
+
+local function show(...)
+  local parts = {}
+  for i = 1, select("#", ...) do
+    parts[#parts + 1] = tostring((select(i, ...)))
+  end
+  return table.concat(parts, "|")
+end
+
+local function whole_body(handle)
+  local body = handle:body()
+  return body and body:getBytes(0, body:length()) or ""
+end
+
+local routes = {}
+
+routes["/echo"] = function(handle)
+  local ok, res = echo:echo(whole_body(handle), handle)
+  return ok and 200 or 500, res
+end
+
+routes["/runtime"] = function(handle)
+  return 200, show(tr:call(whole_body(handle)))
+end
+
+routes["/single"] = function(handle)
+  return 200, show(single:call(whole_body(handle)))
+end
+
+routes["/nil-request"] = function()
+  return 200, show(tr:call(nil))
+end
+
+routes["/bad-request"] = function()
+  return 200, show(pcall(tr.call, tr, 42))
+end
+
+routes["/unload"] = function()
+  local rt = assert(ngx.load_ffi("test_runtime", "threads=2"))
+  local before = show(rt:call("before"))
+  rt:__unload()
+  local after = show(rt:call("after"))
+  local fresh = show(assert(ngx.load_ffi("test_runtime", "threads=2")):call("fresh"))
+  return 200, before .. "\n" .. after .. "\n" .. fresh
+end
+
+routes["/unknown-library"] = function()
+  return 200, show(ngx.load_ffi("/nonexistent/libnope.so"))
+end
+
+routes["/init-rc"] = function()
+  return 200, show(ngx.load_ffi("test_runtime", "init_rc=9"))
+end
+
+routes["/two-calls"] = function()
+  local a = show(tr:call("sleep:20:first"))
+  local b = show(echo:call("second"))
+  return 200, a .. "," .. b
+end
+
+routes["/wait-then-body"] = function(handle)
+  local waited = show(tr:call("sleep:200:waited"))
+  return 200, waited .. "," .. #whole_body(handle)
+end
+
+function envoy_on_request(handle)
+  local path = handle:headers():get(":path")
+  if path == "/wait-then-continue" then
+    assert(tr:call("sleep:200:x"))
+    return
+  end
+  local route = routes[path]
+  if route then
+    local status, body = route(handle)
+    handle:respond({ [":status"] = tostring(status) }, body)
+  end
+end
+"""
+
+ERROR_SCRIPT = """
+function envoy_on_request(handle)
+  error("boom")
+end
+"""
+
+LOAD_ERROR_SCRIPT = """
+error("the script fails while loading")
+"""
+
+
+def setup():
+    listeners = [
+        harness.listener("main", PORT, harness.ours(SCRIPT), buffer_limit=4 << 20),
+        harness.listener("small_buf", PORT_SMALL_BUF, harness.ours(SCRIPT), buffer_limit=64 << 10),
+        harness.listener("fail_open", PORT_FAIL_OPEN, harness.ours(ERROR_SCRIPT)),
+        harness.listener("fail_closed", PORT_FAIL_CLOSED, harness.ours(ERROR_SCRIPT, fail_closed=True)),
+        harness.listener("load_error", PORT_LOAD_ERROR, harness.ours(LOAD_ERROR_SCRIPT)),
+        harness.listener("load_error_closed", PORT_LOAD_ERROR_CLOSED, harness.ours(LOAD_ERROR_SCRIPT, fail_closed=True)),
+    ]
+    return harness.Envoy(listeners, ADMIN, concurrency=2)
+
+
+def teardown(envoy):
+    envoy.stop()
+
+
+def post(path, body=b"", port=PORT):
+    status, _, data = harness.request(port, path, method="POST", body=body)
+    return status, data
+
+
+def payload(size, seed):
+    data = bytearray(os.urandom(size))
+    for i in range(0, size, 97):
+        data[i] = 0  # NUL bytes all along
+    return bytes(data) if size else b""
+
+
+def case_payload_sizes(_):
+    for size in [0, 1, 7, 1000, 65536, 1 << 20]:
+        body = payload(size, size)
+        status, data = post("/echo", body)
+        assert status == 200, (size, status)
+        assert data == body, f"size {size}: got {len(data)} bytes"
+
+
+def case_rc_not_zero(_):
+    assert post("/runtime", b"rc:7:bad thing") == (200, b"false|7|bad thing")
+    assert post("/runtime", b"rc:3:") == (200, b"false|3|nil")
+
+
+def case_nil_and_cstr_requests(_):
+    assert post("/nil-request") == (200, b"true|")
+    assert post("/runtime", b"cstr:text") == (200, b"true|text")
+
+
+def case_bad_request_type_raises(_):
+    status, data = post("/bad-request")
+    assert status == 200 and data.startswith(b"false|") and b"request must be a string" in data, data
+
+
+def case_queue_full(_):
+    # Each worker has its own runtime (max_queue 1, one slow poll thread): of
+    # 8 requests, at least 4 reach one worker, so at least 2 find it full.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = []
+        for _ in range(8):
+            futures.append(pool.submit(post, "/single", b"sleep:300:slow"))
+            time.sleep(0.02)
+        results = [f.result() for f in futures]
+    bodies = [data for status, data in results]
+    assert all(status == 200 for status, _ in results), results
+    assert b"false|resty_ffi: task queue full" in bodies, bodies
+    assert b"true|slow" in bodies, bodies
+
+
+def case_unload(_):
+    assert post("/unload") == (200, b"true|before\nfalse|resty_ffi: runtime unloaded\ntrue|fresh")
+
+
+def case_unknown_library(_):
+    status, data = post("/unknown-library")
+    assert status == 200 and data.startswith(b"nil|resty_ffi: "), data
+    assert b"libnope.so" in data, data
+
+
+def case_init_rc(_):
+    assert post("/init-rc") == (200, b"nil|9")
+
+
+def case_two_calls_in_one_request(_):
+    assert post("/two-calls") == (200, b"true|first,true|second")
+
+
+def case_200_concurrent_clients(_):
+    def one(i):
+        body = f"sleep:50:client-{i}".encode()
+        return post("/runtime", body)
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(one, range(200)))
+    for i, (status, data) in enumerate(results):
+        assert (status, data) == (200, f"true|client-{i}".encode()), (i, status, data)
+
+
+def case_client_abort_while_waiting(envoy):
+    for _ in range(40):
+        sock = socket.create_connection(("127.0.0.1", PORT))
+        body = b"sleep:150:gone"
+        sock.sendall(b"POST /runtime HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(0.02)
+        sock.close()
+    time.sleep(0.4)  # let the late answers arrive for streams that are gone
+    assert envoy.alive(), envoy.log_tail()
+    assert post("/echo", b"still up") == (200, b"still up")
+    assert "panic" not in envoy.log_text()
+
+
+def case_body_keeps_arriving_while_waiting(_):
+    # 2 MiB through a 64 KiB buffer limit while a call waits: watermarks, no 413.
+    status, data = post("/wait-then-continue", b"x" * (2 << 20), port=PORT_SMALL_BUF)
+    assert (status, data) == (200, harness.UPSTREAM_BODY.encode()), (status, data[:100])
+
+
+def case_body_after_wait_is_whole(_):
+    assert post("/wait-then-body", b"y" * 40000, port=PORT_SMALL_BUF) == (200, b"true|waited,40000")
+
+
+def case_lua_error_fails_open_by_default(_):
+    assert post("/", port=PORT_FAIL_OPEN) == (200, harness.UPSTREAM_BODY.encode())
+
+
+def case_lua_error_fails_closed_when_asked(_):
+    status, _ = post("/", port=PORT_FAIL_CLOSED)
+    assert status == 500
+
+
+def case_load_error(_):
+    assert post("/", port=PORT_LOAD_ERROR) == (200, harness.UPSTREAM_BODY.encode())
+    status, _ = post("/", port=PORT_LOAD_ERROR_CLOSED)
+    assert status == 500
+
+
+CASES = [(name, fn) for name, fn in globals().items() if name.startswith("case_")]
+
+if __name__ == "__main__":
+    harness.run(CASES, setup, teardown)
