@@ -56,8 +56,9 @@ local completions = ffi_new("resty_ffi_completion[?]", DRAIN_BATCH)
 local errbuf = ffi_new("char[?]", ERR_LEN)
 local init_rc = ffi_new("int[1]")
 
--- token -> waiter; a waiter receives `rc` and `res` from its completion.
+-- token -> waiter; a waiter receives `done`, `rc` and `res` from its completion.
 local waiters = {}
+local pending = 0      -- calls posted and not yet answered or abandoned
 local next_token = 1
 
 -- Moves every answered call from the sink to its waiter; `wake(waiter)`
@@ -71,6 +72,8 @@ local function drain(sink, wake)
       local waiter = waiters[token]
       if waiter then
         waiters[token] = nil
+        pending = pending - 1
+        waiter.done = true
         waiter.rc = c.rc
         waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len) or nil
         wake(waiter)
@@ -88,7 +91,8 @@ end
 
 -- Hosts. Each provides:
 --   sink()             the completion queue of the caller's context
---   wait(waiter, t)    suspends the caller until the waiter is answered;
+--   wait(waiter, sink, timeout, rt)
+--                      suspends the caller until the waiter is answered;
 --                      returns true, or nil and a message
 --   check_load()       raises if runtimes cannot be loaded here
 local host
@@ -97,9 +101,7 @@ local envoy = package.loaded["resty_ffi.envoy"]
 if envoy then
   -- Envoy: one coroutine per stream; the filter resumes it when the stream's
   -- sink has answers, and we drain them here.
-  local function mark_done(waiter)
-    waiter.done = true
-  end
+  local function nothing() end
 
   host = {
     sink = function()
@@ -112,7 +114,7 @@ if envoy then
     wait = function(waiter, sink)
       while not waiter.done do
         envoy.wait()
-        drain(sink, mark_done)
+        drain(sink, nothing)
       end
       return true
     end,
@@ -138,8 +140,54 @@ else
   local worker_sink
   local dispatcher_sem
 
+  -- A waiter without a semaphore is spinning and needs no wake-up.
   local function post_waiter(waiter)
-    waiter.sem:post(1)
+    local sem = waiter.sem
+    if sem then
+      sem:post(1)
+    end
+  end
+
+  -- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
+  -- fast runtime is answered sooner than that. So a call that is the only one
+  -- in flight first polls the sink for at most SPIN_NS. A runtime that misses
+  -- the window is not spun for again for a while (the pause doubles on each
+  -- miss), so slow runtimes and busy workers do not spin.
+  ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } resty_ffi_timespec;
+  int clock_gettime(int clk_id, resty_ffi_timespec *tp);
+  ]]
+  local CLOCK_MONOTONIC = 1
+  local SPIN_NS = 50000
+  local MAX_SPIN_PAUSE = 4096
+  local ts = ffi_new("resty_ffi_timespec")
+
+  local function now_ns()
+    C.clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
+  end
+
+  local function spin(waiter, sink, rt)
+    if pending ~= 1 then
+      return false
+    end
+    if rt.spin_pause > 0 then
+      rt.spin_pause = rt.spin_pause - 1
+      return false
+    end
+    local deadline = now_ns() + SPIN_NS
+    repeat
+      for _ = 1, 16 do
+        drain(sink, post_waiter)
+        if waiter.done then
+          rt.spin_backoff = 1
+          return true
+        end
+      end
+    until now_ns() > deadline
+    rt.spin_pause = rt.spin_backoff
+    rt.spin_backoff = math.min(rt.spin_backoff * 2, MAX_SPIN_PAUSE)
+    return false
   end
 
   local function dispatch(premature)
@@ -152,7 +200,7 @@ else
         ngx.log(ngx.ERR, "resty_ffi: dispatcher: ", err)
       end
       drain(worker_sink, post_waiter)
-      if ngx.worker.exiting() and next(waiters) == nil then
+      if ngx.worker.exiting() and pending == 0 then
         return
       end
     end
@@ -189,7 +237,10 @@ else
       end
       return worker_sink_or_error()
     end,
-    wait = function(waiter, _, timeout)
+    wait = function(waiter, sink, timeout, rt)
+      if spin(waiter, sink, rt) then
+        return true
+      end
       local n = #sem_pool
       local sem = sem_pool[n]
       if sem then
@@ -234,10 +285,12 @@ local function call(self, req)
   end
   local waiter = {}
   waiters[token] = waiter
-  local ok, err = host.wait(waiter, sink, self.timeout)
+  pending = pending + 1
+  local ok, err = host.wait(waiter, sink, self.timeout, self)
   if not ok then
     -- The caller gives up: its late answer is freed by the core.
     waiters[token] = nil
+    pending = pending - 1
     C.resty_ffi_sink_cancel(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
   end
@@ -301,7 +354,7 @@ local function load_ffi(lib, cfg, opts)
   end
 
   rt = setmetatable({ ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
-                      timeout = timeout }, Runtime)
+                      timeout = timeout, spin_pause = 0, spin_backoff = 1 }, Runtime)
   runtimes[key] = rt
   return rt
 end
