@@ -116,7 +116,8 @@ impl UserData for RawHandle {
     }
 }
 
-/// A header map (request or response headers).
+/// A header map (request or response headers). Like Envoy's Lua filter,
+/// lookups that find nothing return no value at all (not nil).
 pub struct Headers {
     stream: Rc<Stream>,
     kind: HeaderKind,
@@ -128,15 +129,15 @@ impl UserData for Headers {
         methods.add_method("get", |lua, this, key: LuaString| {
             let values = this.stream.envoy()?.header_values(this.kind, &key.as_bytes());
             if values.is_empty() {
-                return Ok(Value::Nil);
+                return Ok(MultiValue::new());
             }
-            Ok(Value::String(lua.create_string(values.join(&b","[..]))?))
+            Ok(MultiValue::from_iter([Value::String(lua.create_string(values.join(&b","[..]))?)]))
         });
         methods.add_method("getAtIndex", |lua, this, (key, index): (LuaString, i64)| {
             let values = this.stream.envoy()?.header_values(this.kind, &key.as_bytes());
             match usize::try_from(index).ok().and_then(|i| values.get(i)) {
-                Some(value) => Ok(Value::String(lua.create_string(value)?)),
-                None => Ok(Value::Nil),
+                Some(value) => Ok(MultiValue::from_iter([Value::String(lua.create_string(value)?)])),
+                None => Ok(MultiValue::new()),
             }
         });
         methods.add_method("getNumValues", |_, this, key: LuaString| {
@@ -259,7 +260,7 @@ impl UserData for DynamicMetadata {
             let ns = ns.as_bytes().to_vec();
             let keys = envoy.metadata_keys(METADATA_DYNAMIC, &ns);
             if keys.is_empty() {
-                return Ok(Value::Nil);
+                return Ok(MultiValue::new());
             }
             let table = lua.create_table()?;
             for key in keys {
@@ -267,7 +268,7 @@ impl UserData for DynamicMetadata {
                     table.set(lua.create_string(&key)?, from_meta_value(lua, value)?)?;
                 }
             }
-            Ok(Value::Table(table))
+            Ok(MultiValue::from_iter([Value::Table(table)]))
         });
         methods.add_method("set", |_, this, (ns, key, value): (LuaString, LuaString, Value)| {
             let value = to_meta_value(value)?;
@@ -287,8 +288,8 @@ impl UserData for RouteMetadata {
         methods.add_method("get", |lua, this, key: LuaString| {
             let ns = this.stream.metadata_namespace.as_bytes();
             match this.stream.envoy()?.metadata(METADATA_ROUTE, ns, &key.as_bytes()) {
-                Some(value) => from_meta_value(lua, value),
-                None => Ok(Value::Nil),
+                Some(value) => Ok(MultiValue::from_iter([from_meta_value(lua, value)?])),
+                None => Ok(MultiValue::new()),
             }
         });
     }

@@ -128,7 +128,7 @@ class Envoy:
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
              "--disable-hot-restart", "-l", "warning", "--log-format", "[%l] %v"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         self.wait_ready()
 
     def wait_ready(self):
