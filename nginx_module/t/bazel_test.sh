@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Bazel entry point: runs the integration tests on the Bazel-built artifacts.
+# bazel_test.sh [--valgrind] [pytest args...]
 set -euo pipefail
+if [[ "${1:-}" == "--valgrind" ]]; then
+  export RESTY_FFI_VALGRIND=1
+  shift
+fi
 here=$(pwd)
 export RESTY_FFI_MODULE_DIR="$here/nginx_module"
 export RESTY_FFI_LUA_DIR="$here/lua"

@@ -196,6 +196,7 @@ def test_client_abort_while_waiting(nginx):
     n = nginx(http="lua_check_client_abort on;", server=content("""
         local rt = assert(ngx.load_ffi('test_runtime', 'threads=4'))
         ngx.say(rt:call(ngx.var.arg_req))"""))
+    assert n.get("/t?req=warm") == (200, b"truewarm\n")
     pids = n.worker_pids()
     for _ in range(20):
         with socket.create_connection(("127.0.0.1", n.port)) as s:
