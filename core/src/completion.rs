@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use crossbeam_queue::SegQueue;
 
-use crate::task::{ResponseBuffer, Task};
+use crate::task::ResponseBuffer;
 
 /// How a completion queue tells its host that answers are waiting.
 ///
@@ -83,7 +83,7 @@ pub struct Completion {
 /// Shared (`Arc`) by the host and by every task it posted, so a runtime may
 /// answer after the host closed it: such answers are freed, never delivered.
 pub struct CompletionQueue {
-    done: SegQueue<Box<Task>>,
+    done: SegQueue<Completion>,
     wake_pending: AtomicBool,
     closed: AtomicBool,
     cancelled_count: AtomicUsize,
@@ -107,11 +107,11 @@ impl CompletionQueue {
         &*self.hook
     }
 
-    pub(crate) fn complete(&self, task: Box<Task>) {
+    pub(crate) fn complete(&self, completion: Completion) {
         if self.closed.load(Ordering::Acquire) {
-            return; // dropping the task frees request and response
+            return; // dropping the completion frees the response
         }
-        self.done.push(task);
+        self.done.push(completion);
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             self.hook.wake();
         }
@@ -124,12 +124,11 @@ impl CompletionQueue {
         self.wake_pending.store(false, Ordering::Release);
         let mut delivered = 0;
         while delivered < max {
-            let Some(task) = self.done.pop() else { break };
-            if self.take_cancelled(task.token()) {
+            let Some(completion) = self.done.pop() else { break };
+            if self.take_cancelled(completion.token) {
                 continue;
             }
-            let task = *task;
-            deliver(Completion { token: task.token(), rc: task.rc, response: task.response });
+            deliver(completion);
             delivered += 1;
         }
         delivered

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::completion::CompletionQueue;
+use crate::completion::{Completion, CompletionQueue};
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -85,8 +85,6 @@ pub struct Task {
     request: Box<[u8]>,
     token: u64,
     sink: Arc<CompletionQueue>,
-    pub(crate) rc: i32,
-    pub(crate) response: ResponseBuffer,
 }
 
 impl Task {
@@ -98,8 +96,6 @@ impl Task {
             request: buf.into_boxed_slice(),
             token,
             sink: Arc::clone(sink),
-            rc: 0,
-            response: ResponseBuffer::empty(),
         })
     }
 
@@ -117,11 +113,11 @@ impl Task {
         self.token
     }
 
-    /// Answers the task: hands it to the completion queue of the host that posted it.
-    pub fn respond(mut self: Box<Self>, rc: i32, response: ResponseBuffer) {
-        self.rc = rc;
-        self.response = response;
-        let sink = Arc::clone(&self.sink);
-        sink.complete(self);
+    /// Answers the task: hands the answer to the completion queue of the host
+    /// that posted it. Only the answer is queued, not the task, so a completion
+    /// queue never holds a reference to itself.
+    pub fn respond(self: Box<Self>, rc: i32, response: ResponseBuffer) {
+        let Task { token, sink, .. } = *self;
+        sink.complete(Completion { token, rc, response });
     }
 }

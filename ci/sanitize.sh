@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the core's ABI tests and its 1M-task stress test under AddressSanitizer
+# (heap misuse + LeakSanitizer) with the nightly toolchain's -Zsanitizer.
+# Usage: ci/sanitize.sh [address|thread]   (thread needs rust-src for build-std)
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
+sanitizer=${1:-address}
+workspace=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
+if [[ -f Cargo.toml ]]; then
+  workspace=$(dirname "$(readlink -f Cargo.toml)")   # under Bazel: the real tree
+fi
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "ci/sanitize.sh: no nightly toolchain (rustup toolchain install nightly); cannot run" >&2
+  exit 1
+fi
+export RUSTFLAGS="-Zsanitizer=$sanitizer"
+export RUSTDOCFLAGS="$RUSTFLAGS"
+export CARGO_TARGET_DIR="$workspace/target/$sanitizer-san"
+extra=()
+if [[ "$sanitizer" == thread ]]; then
+  extra=(-Zbuild-std)
+fi
+cargo +nightly test --quiet --release --manifest-path "$workspace/Cargo.toml" -p resty_ffi \
+  --target x86_64-unknown-linux-gnu "${extra[@]}" --test abi --test stress 2>&1
