@@ -66,6 +66,13 @@ def ours(source, **options):
     }
 
 
+def ours_file(path, **options):
+    """Our filter running the Lua file at `path` (default_source_code.filename)."""
+    flt = ours("", **options)
+    flt["typed_config"]["filter_config"]["value"]["default_source_code"] = {"filename": str(path)}
+    return flt
+
+
 def stock_lua(source):
     """Envoy's own Lua filter with the same script (differential tests)."""
     return {

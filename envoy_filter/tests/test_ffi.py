@@ -3,6 +3,8 @@ errors, queue limits, unload, concurrency, client aborts, flow control and
 the fail_closed switch. One Envoy with --concurrency 2 serves every case."""
 
 import concurrent.futures
+import http.client
+import json
 import os
 import socket
 import time
@@ -15,6 +17,8 @@ PORT_FAIL_OPEN = 18112
 PORT_FAIL_CLOSED = 18113
 PORT_LOAD_ERROR = 18114
 PORT_LOAD_ERROR_CLOSED = 18115
+PORT_RESPONSE_CALL = 18116
+PORT_FILENAME = 18117
 ADMIN = 18119
 
 SCRIPT = r"""
@@ -87,6 +91,15 @@ routes["/wait-then-body"] = function(handle)
   return 200, waited .. "," .. #whole_body(handle)
 end
 
+routes["/keep-handle"] = function(handle)
+  kept_handle = handle
+  return 200, "kept"
+end
+
+routes["/use-kept-handle"] = function()
+  return 200, show(pcall(function() return kept_handle:headers():get(":path") end))
+end
+
 function envoy_on_request(handle)
   local path = handle:headers():get(":path")
   if path == "/wait-then-continue" then
@@ -98,6 +111,17 @@ function envoy_on_request(handle)
     local status, body = route(handle)
     handle:respond({ [":status"] = tostring(status) }, body)
   end
+end
+"""
+
+RESPONSE_CALL_SCRIPT = r"""
+require("resty_ffi")
+local tr = assert(ngx.load_ffi("test_runtime", "threads=2"))
+function envoy_on_response(handle)
+  local ok, res = tr:call("sleep:30:from-runtime")
+  handle:headers():add("x-runtime", ok and res or "failed")
+  local body = handle:body()
+  body:setBytes(body:getBytes(0, body:length()) .. res .. "\n")
 end
 """
 
@@ -120,6 +144,8 @@ def setup():
         harness.listener("fail_closed", PORT_FAIL_CLOSED, harness.ours(ERROR_SCRIPT, fail_closed=True)),
         harness.listener("load_error", PORT_LOAD_ERROR, harness.ours(LOAD_ERROR_SCRIPT)),
         harness.listener("load_error_closed", PORT_LOAD_ERROR_CLOSED, harness.ours(LOAD_ERROR_SCRIPT, fail_closed=True)),
+        harness.listener("response_call", PORT_RESPONSE_CALL, harness.ours(RESPONSE_CALL_SCRIPT)),
+        harness.listener("filename", PORT_FILENAME, harness.ours_file(harness.ROOT / "envoy_filter" / "tests" / "echo_body.lua")),
     ]
     return harness.Envoy(listeners, ADMIN, concurrency=2)
 
@@ -218,6 +244,74 @@ def case_client_abort_while_waiting(envoy):
     assert envoy.alive(), envoy.log_tail()
     assert post("/echo", b"still up") == (200, b"still up")
     assert "panic" not in envoy.log_text()
+
+
+def memory_allocated():
+    _, _, data = harness.request(ADMIN, "/memory")
+    return int(json.loads(data)["allocated"])
+
+
+def abort_calls(n, path, body):
+    for i in range(n):
+        sock = socket.create_connection(("127.0.0.1", PORT))
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (path, len(body), body))
+        if i % 3:
+            time.sleep(0.002 * (i % 5))  # vary the race against the answer
+        sock.close()
+
+
+def case_aborts_race_answers_without_leaking(envoy):
+    def aborts_then_traffic(n):
+        abort_calls(n, b"/runtime", b"sleep:3:x")
+        time.sleep(0.5)
+        for _ in range(300):  # ordinary requests let Lua's GC catch up
+            post("/echo", b"x" * 100)
+
+    aborts_then_traffic(300)
+    before = memory_allocated()
+    aborts_then_traffic(600)
+    grown = memory_allocated() - before
+    print(f"  allocated memory grew by {grown} bytes over 600 aborted calls")
+    assert envoy.alive(), envoy.log_tail()
+    assert post("/echo", b"after aborts") == (200, b"after aborts")
+    assert grown < 1 << 20, f"allocated memory grew by {grown} bytes over 600 aborted calls"
+
+
+def case_client_abort_while_waiting_for_body(envoy):
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", PORT))
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial")
+        time.sleep(0.01)
+        sock.close()
+    time.sleep(0.2)
+    assert envoy.alive(), envoy.log_tail()
+    assert post("/echo", b"ok") == (200, b"ok")
+
+
+def case_handle_kept_after_its_stream_raises(_):
+    # One connection, so both requests reach the same worker (and Lua VM).
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+    try:
+        results = []
+        for path in ("/keep-handle", "/use-kept-handle"):
+            conn.request("POST", path, body=b"")
+            resp = conn.getresponse()
+            results.append((resp.status, resp.read()))
+    finally:
+        conn.close()
+    assert results[0] == (200, b"kept"), results
+    assert results[1][0] == 200 and results[1][1].startswith(b"false|"), results
+    assert b"resty_ffi: the stream is gone" in results[1][1], results
+
+
+def case_call_in_envoy_on_response(_):
+    status, headers, data = harness.request(PORT_RESPONSE_CALL)
+    assert status == 200 and ("x-runtime", "from-runtime") in headers, headers
+    assert data == harness.UPSTREAM_BODY.encode() + b"from-runtime\n", data
+
+
+def case_script_from_filename(_):
+    assert post("/", b"file body", port=PORT_FILENAME) == (200, b"file body")
 
 
 def case_body_keeps_arriving_while_waiting(_):
