@@ -9,6 +9,7 @@ fi
 here=$(pwd)
 export RESTY_FFI_MODULE_DIR="$here/nginx_module"
 export RESTY_FFI_LUA_DIR="$here/lua"
+export RESTY_FFI_HEADER="$here/cargo/include/resty_ffi.h"
 export RESTY_FFI_FIXTURES_DIR="$here/tests/fixtures"
 export RESTY_FFI_RUNTIMES="$here/cargo:$here/nginx_module:$here/examples/go_echo"
 cd nginx_module/t
