@@ -57,20 +57,26 @@ def test_non_yieldable_phases_raise_clear_errors(nginx):
         location /t {{
             set_by_lua_block $set_err {{ {call} return err }}
             header_filter_by_lua_block {{ {call} ngx.header['x-filter-err'] = err }}
+            body_filter_by_lua_block {{ {call} ngx.shared.results:set('body_filter', err) }}
             log_by_lua_block {{ {call} ngx.shared.results:set('log', err) }}
             content_by_lua_block {{
                 ngx.say('init: ', package.loaded.init_error)
                 ngx.say('set: ', ngx.var.set_err)
             }}
         }}
-        location /log {{ content_by_lua_block {{ ngx.say(ngx.shared.results:get('log')) }} }}""")
+        location /log {{ content_by_lua_block {{
+            ngx.say(ngx.shared.results:get('log'))
+            ngx.say(ngx.shared.results:get('body_filter'))
+        }} }}""")
     status, body = n.get("/t")
     lines = body.decode().splitlines()
     assert status == 200
     assert lines[0].startswith("init: resty_ffi: runtimes start threads and cannot be loaded in the init phase")
     assert "resty_ffi: cannot wait for a runtime in the set phase" in lines[1]
     status, body = n.get("/log")
-    assert "resty_ffi: cannot wait for a runtime in the log phase" in body.decode()
+    log_err, body_filter_err = body.decode().splitlines()
+    assert "resty_ffi: cannot wait for a runtime in the log phase" in log_err
+    assert "resty_ffi: cannot wait for a runtime in the body_filter phase" in body_filter_err
     import urllib.request
     with urllib.request.urlopen(n.url("/t")) as resp:
         assert "cannot wait for a runtime in the header_filter phase" in resp.headers["x-filter-err"]
