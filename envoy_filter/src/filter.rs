@@ -63,11 +63,58 @@ pub struct Phase {
 }
 
 /// A local reply recorded by `handle:respond()`, sent once Lua has yielded.
+/// Header names are lower-case.
+#[derive(Clone)]
 pub struct LocalReply {
     pub status: u32,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     pub body: Vec<u8>,
 }
+
+impl LocalReply {
+    /// Adds what Envoy's local reply adds, so envoy_on_response sees it too.
+    fn with_envoy_headers(mut self) -> LocalReply {
+        if !self.body.is_empty() {
+            self.headers.push((b"content-length".to_vec(), self.body.len().to_string().into_bytes()));
+            if !self.headers.iter().any(|(k, _)| k == b"content-type") {
+                self.headers.push((b"content-type".to_vec(), b"text/plain".to_vec()));
+            }
+        }
+        self
+    }
+
+    pub fn values(&self, key: &[u8]) -> Vec<Vec<u8>> {
+        if key == b":status" {
+            return vec![self.status.to_string().into_bytes()];
+        }
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.clone()).collect()
+    }
+
+    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut entries = vec![(b":status".to_vec(), self.status.to_string().into_bytes())];
+        entries.extend(self.headers.iter().cloned());
+        entries
+    }
+
+    pub fn add(&mut self, key: &[u8], value: &[u8]) {
+        if key == b":status" {
+            if let Some(status) = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
+                self.status = status;
+            }
+        } else {
+            self.headers.push((key.to_ascii_lowercase(), value.to_vec()));
+        }
+    }
+
+    pub fn set(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        if let Some(value) = value {
+            self.add(key, value);
+        }
+    }
+}
+
+pub type SharedReply = Rc<RefCell<LocalReply>>;
 
 /// The per-stream state shared with the Lua handle objects.
 pub struct Stream {
@@ -76,6 +123,8 @@ pub struct Stream {
     request: Phase,
     response: Phase,
     local_reply: RefCell<Option<LocalReply>>,
+    /// A local reply that envoy_on_response is still working on.
+    pending_reply: RefCell<Option<SharedReply>>,
     pub metadata_namespace: String,
 }
 
@@ -138,6 +187,7 @@ impl Filter {
             request: Phase::default(),
             response: Phase::default(),
             local_reply: RefCell::new(None),
+            pending_reply: RefCell::new(None),
             metadata_namespace: vm.metadata_namespace.clone(),
         });
         Filter { vm, stream, failed: Cell::new(false), response_started: Cell::new(false) }
@@ -164,19 +214,27 @@ impl Filter {
             Direction::Request => self.vm.on_request.clone(),
             Direction::Response => self.vm.on_response.clone(),
         };
-        let Some(entry) = entry else { return Status::Continue };
+        match entry {
+            Some(entry) => self.start(dir, entry, None, Site::Headers),
+            None => Status::Continue,
+        }
+    }
+
+    /// Runs `entry(handle)` in a new coroutine; `local` makes the handle work
+    /// on a local reply instead of Envoy's response.
+    fn start(&self, dir: Direction, entry: mlua::Function, local: Option<SharedReply>, site: Site) -> Status {
         let started = self.vm.lua.create_thread(entry).and_then(|thread| {
-            let raw = self.vm.lua.create_userdata(RawHandle::new(Rc::clone(&self.stream), dir))?;
+            let raw = self.vm.lua.create_userdata(RawHandle::new(Rc::clone(&self.stream), dir, local))?;
             let handle: mlua::Value = self.vm.make_handle.call(raw)?;
             Ok((thread, handle))
         });
         match started {
             Ok((thread, handle)) => {
-                *phase.coroutine.borrow_mut() = Some(thread);
+                *self.stream.phase(dir).coroutine.borrow_mut() = Some(thread);
                 let outcome = self.resume(dir, handle);
-                self.settle(dir, Site::Headers, outcome)
+                self.settle(dir, site, outcome)
             }
-            Err(e) => self.fail(dir, Site::Headers, e.to_string()),
+            Err(e) => self.fail(dir, site, e.to_string()),
         }
     }
 
@@ -276,8 +334,8 @@ impl Filter {
                     return self.fail(dir, site, "handle:respond() is not supported in envoy_on_response".to_owned());
                 }
                 let reply = self.stream.local_reply.borrow_mut().take();
-                if let (Some(reply), Some(envoy)) = (reply, self.envoy()) {
-                    envoy.send_response(reply.status, &reply.headers, &reply.body, "resty_ffi_respond");
+                if let Some(reply) = reply {
+                    self.respond_locally(reply, site);
                 }
                 Status::StopNoBuffer
             }
@@ -285,10 +343,38 @@ impl Filter {
         }
     }
 
+    /// Sends `reply`, after envoy_on_response has seen it. Envoy skips a
+    /// module's encode hooks for the module's own local replies, so we run
+    /// envoy_on_response over the reply here, as the stock Lua filter would.
+    fn respond_locally(&self, reply: LocalReply, site: Site) {
+        let on_response = self.vm.on_response.clone().filter(|_| !self.failed.get());
+        let Some(entry) = on_response else {
+            self.send_local(&reply);
+            return;
+        };
+        let shared = Rc::new(RefCell::new(reply.with_envoy_headers()));
+        *self.stream.pending_reply.borrow_mut() = Some(Rc::clone(&shared));
+        self.start(Direction::Response, entry, Some(shared), site);
+    }
+
+    fn send_local(&self, reply: &LocalReply) {
+        // Envoy sets content-length itself.
+        let headers: Vec<_> = reply.headers.iter().filter(|(k, _)| k != b"content-length").cloned().collect();
+        if let Some(envoy) = self.envoy() {
+            envoy.send_response(reply.status, &headers, &reply.body, "resty_ffi_respond");
+        }
+    }
+
     /// The script ended (or failed open): let the stream go on.
     fn finish(&self, dir: Direction, site: Site) -> Status {
         let was_stopped = self.stream.phase(dir).stopped.replace(false);
         self.end_coroutine(dir);
+        let pending = if dir == Direction::Response { self.stream.pending_reply.borrow_mut().take() } else { None };
+        if let Some(reply) = pending {
+            let reply = reply.borrow().clone();
+            self.send_local(&reply);
+            return Status::StopNoBuffer;
+        }
         if site == Site::Scheduled && was_stopped {
             if let Some(envoy) = self.envoy() {
                 envoy.continue_stream(dir);
@@ -308,6 +394,7 @@ impl Filter {
             return self.finish(dir, site);
         }
         self.end_coroutine(dir);
+        self.stream.pending_reply.borrow_mut().take();
         if let Some(envoy) = self.envoy() {
             match dir {
                 Direction::Request => envoy.send_response(500, &[], b"", "resty_ffi_lua_error"),
@@ -330,6 +417,7 @@ impl Filter {
         self.end_coroutine(Direction::Request);
         self.end_coroutine(Direction::Response);
         self.stream.sink.borrow_mut().take();
+        self.stream.pending_reply.borrow_mut().take();
     }
 }
 

@@ -9,17 +9,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mlua::{Lua, LuaString, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value};
 
 use crate::envoy::{log, Attribute, BodyKind, HeaderKind, LogLevel, MetaValue, METADATA_DYNAMIC, METADATA_ROUTE};
-use crate::filter::{Direction, LocalReply, Stream};
+use crate::filter::{Direction, LocalReply, SharedReply, Stream};
 
 /// The per-call handle given to `envoy_on_request` / `envoy_on_response`.
+/// With `local`, envoy_on_response works on our own local reply, which
+/// Envoy does not pass through our encode hooks.
 pub struct RawHandle {
     stream: Rc<Stream>,
     dir: Direction,
+    local: Option<SharedReply>,
 }
 
 impl RawHandle {
-    pub fn new(stream: Rc<Stream>, dir: Direction) -> RawHandle {
-        RawHandle { stream, dir }
+    pub fn new(stream: Rc<Stream>, dir: Direction, local: Option<SharedReply>) -> RawHandle {
+        RawHandle { stream, dir, local }
     }
 }
 
@@ -90,7 +93,7 @@ impl UserData for RawHandle {
                 Direction::Request => HeaderKind::Request,
                 Direction::Response => HeaderKind::Response,
             };
-            Ok(Headers { stream: Rc::clone(&this.stream), kind })
+            Ok(Headers { stream: Rc::clone(&this.stream), kind, local: this.local.clone() })
         });
         methods.add_method("streamInfo", |_, this, ()| Ok(StreamInfo { stream: Rc::clone(&this.stream) }));
         methods.add_method("metadata", |_, this, ()| Ok(RouteMetadata { stream: Rc::clone(&this.stream) }));
@@ -104,8 +107,16 @@ impl UserData for RawHandle {
         log_method(methods, "logWarn", LogLevel::Warn);
         log_method(methods, "logErr", LogLevel::Error);
         log_method(methods, "logCritical", LogLevel::Critical);
-        methods.add_method("bodyState", |_, this, ()| Ok(this.stream.body_state(this.dir)));
-        methods.add_method("bodyObject", |_, this, ()| Ok(Body { stream: Rc::clone(&this.stream), dir: this.dir }));
+        methods.add_method("bodyState", |_, this, ()| {
+            Ok(match &this.local {
+                Some(reply) if reply.borrow().body.is_empty() => "none",
+                Some(_) => "ready",
+                None => this.stream.body_state(this.dir),
+            })
+        });
+        methods.add_method("bodyObject", |_, this, ()| {
+            Ok(Body { stream: Rc::clone(&this.stream), dir: this.dir, local: this.local.clone() })
+        });
         methods.add_method("respond", |lua, this, (headers, body): (Table, Option<LuaString>)| {
             this.stream.envoy()?;
             let (status, headers) = reply_headers(lua, &headers)?;
@@ -121,42 +132,75 @@ impl UserData for RawHandle {
 pub struct Headers {
     stream: Rc<Stream>,
     kind: HeaderKind,
+    local: Option<SharedReply>,
+}
+
+impl Headers {
+    fn values(&self, key: &[u8]) -> mlua::Result<Vec<Vec<u8>>> {
+        match &self.local {
+            Some(reply) => Ok(reply.borrow().values(key)),
+            None => Ok(self.stream.envoy()?.header_values(self.kind, key)),
+        }
+    }
+
+    fn entries(&self) -> mlua::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match &self.local {
+            Some(reply) => Ok(reply.borrow().entries()),
+            None => Ok(self.stream.envoy()?.headers(self.kind)),
+        }
+    }
+
+    fn add(&self, key: &[u8], value: &[u8]) -> mlua::Result<()> {
+        match &self.local {
+            Some(reply) => reply.borrow_mut().add(key, value),
+            None => {
+                self.stream.envoy()?.add_header(self.kind, key, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every value of `key`; `None` removes it.
+    fn set(&self, key: &[u8], value: Option<&[u8]>) -> mlua::Result<()> {
+        match &self.local {
+            Some(reply) => reply.borrow_mut().set(key, value),
+            None => {
+                self.stream.envoy()?.set_header(self.kind, key, value);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl UserData for Headers {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         // Several values come back joined with ",", like Envoy's Lua filter.
         methods.add_method("get", |lua, this, key: LuaString| {
-            let values = this.stream.envoy()?.header_values(this.kind, &key.as_bytes());
+            let values = this.values(&key.as_bytes())?;
             if values.is_empty() {
                 return Ok(MultiValue::new());
             }
             Ok(MultiValue::from_iter([Value::String(lua.create_string(values.join(&b","[..]))?)]))
         });
         methods.add_method("getAtIndex", |lua, this, (key, index): (LuaString, i64)| {
-            let values = this.stream.envoy()?.header_values(this.kind, &key.as_bytes());
+            let values = this.values(&key.as_bytes())?;
             match usize::try_from(index).ok().and_then(|i| values.get(i)) {
                 Some(value) => Ok(MultiValue::from_iter([Value::String(lua.create_string(value)?)])),
                 None => Ok(MultiValue::new()),
             }
         });
         methods.add_method("getNumValues", |_, this, key: LuaString| {
-            Ok(this.stream.envoy()?.header_values(this.kind, &key.as_bytes()).len())
+            Ok(this.values(&key.as_bytes())?.len())
         });
         methods.add_method("add", |_, this, (key, value): (LuaString, LuaString)| {
-            this.stream.envoy()?.add_header(this.kind, &key.as_bytes(), &value.as_bytes());
-            Ok(())
+            this.add(&key.as_bytes(), &value.as_bytes())
         });
         methods.add_method("replace", |_, this, (key, value): (LuaString, LuaString)| {
-            this.stream.envoy()?.set_header(this.kind, &key.as_bytes(), Some(&value.as_bytes()));
-            Ok(())
+            this.set(&key.as_bytes(), Some(&value.as_bytes()))
         });
-        methods.add_method("remove", |_, this, key: LuaString| {
-            this.stream.envoy()?.set_header(this.kind, &key.as_bytes(), None);
-            Ok(())
-        });
+        methods.add_method("remove", |_, this, key: LuaString| this.set(&key.as_bytes(), None));
         methods.add_meta_method(MetaMethod::Pairs, |lua, this, ()| {
-            let entries = this.stream.envoy()?.headers(this.kind);
+            let entries = this.entries()?;
             let next = Cell::new(0usize);
             let iter = lua.create_function(move |lua, _: MultiValue| {
                 let i = next.get();
@@ -176,10 +220,14 @@ impl UserData for Headers {
 pub struct Body {
     stream: Rc<Stream>,
     dir: Direction,
+    local: Option<SharedReply>,
 }
 
 impl Body {
     fn bytes(&self) -> mlua::Result<Vec<u8>> {
+        if let Some(reply) = &self.local {
+            return Ok(reply.borrow().body.clone());
+        }
         let envoy = self.stream.envoy()?;
         let mut body = envoy.body(self.dir, BodyKind::Buffered);
         if self.stream.in_body_hook(self.dir) {
@@ -201,6 +249,13 @@ impl UserData for Body {
             lua.create_string(&body[start..start + len])
         });
         methods.add_method("setBytes", |_, this, data: LuaString| {
+            if let Some(reply) = &this.local {
+                let mut reply = reply.borrow_mut();
+                reply.body = data.as_bytes().to_vec();
+                let length = reply.body.len().to_string();
+                reply.set(b"content-length", Some(length.as_bytes()));
+                return Ok(());
+            }
             let envoy = this.stream.envoy()?;
             let in_hook = this.stream.in_body_hook(this.dir);
             envoy.drain_body(this.dir, BodyKind::Buffered, usize::MAX);

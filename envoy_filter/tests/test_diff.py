@@ -102,6 +102,18 @@ function envoy_on_request(handle)
   end
   handle:headers():add("x-req-seen", "1")
 end
+
+function envoy_on_response(handle)
+  local h = handle:headers()
+  h:add("x-on-response", "ran")
+  h:add("x-seen-status", h:get(":status"))
+  h:add("x-seen-type", tostring((h:get("content-type"))))
+  h:add("x-seen-reason", tostring((h:get("x-reason"))))
+  local body = handle:body()
+  if body then
+    body:setBytes(body:getBytes(0, body:length()) .. "!")
+  end
+end
 """
 
 ERROR_SCRIPT = r"""

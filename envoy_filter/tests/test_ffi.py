@@ -117,6 +117,12 @@ end
 RESPONSE_CALL_SCRIPT = r"""
 require("resty_ffi")
 local tr = assert(ngx.load_ffi("test_runtime", "threads=2"))
+function envoy_on_request(handle)
+  if handle:headers():get(":path") == "/local" then
+    handle:respond({ [":status"] = "403" }, "denied\n")
+  end
+end
+
 function envoy_on_response(handle)
   local ok, res = tr:call("sleep:30:from-runtime")
   handle:headers():add("x-runtime", ok and res or "failed")
@@ -308,6 +314,12 @@ def case_call_in_envoy_on_response(_):
     status, headers, data = harness.request(PORT_RESPONSE_CALL)
     assert status == 200 and ("x-runtime", "from-runtime") in headers, headers
     assert data == harness.UPSTREAM_BODY.encode() + b"from-runtime\n", data
+
+
+def case_call_in_envoy_on_response_to_a_local_reply(_):
+    status, headers, data = harness.request(PORT_RESPONSE_CALL, "/local")
+    assert status == 403 and ("x-runtime", "from-runtime") in headers, headers
+    assert data == b"denied\nfrom-runtime\n", data
 
 
 def case_script_from_filename(_):
