@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The static library for a custom Envoy: hooks carry the static-module prefix,
-# the resty_ffi C ABI is exported, nothing else (no LuaJIT, no Rust std) is,
-# and a program linked against it gets "v0.2.0" from the prefixed program_init.
+# Exported symbols. The cdylib exports the hooks and the resty_ffi C ABI, and no
+# lua_* (its LuaJIT must not bind to Envoy's). The static library for a custom
+# Envoy: hooks carry the static-module prefix, the resty_ffi C ABI is exported,
+# nothing else (no LuaJIT, no Rust std) is, and a program linked against it
+# gets "v0.2.0" from the prefixed program_init.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_ffi_envoy
 lib=$("$root/envoy_filter/static/build.sh")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -11,6 +15,10 @@ passed=0 failed=0
 check() {  # check NAME COMMAND...
   if "${@:2}"; then passed=$((passed + 1)); echo "PASS $1"; else failed=$((failed + 1)); echo "FAIL $1"; fi
 }
+
+nm -D --defined-only "$root/target/release/libresty_ffi_envoy.so" | awk 'NF == 3 {print $3}' | sort > "$tmp/dynamic"
+check "cdylib_exports_hooks_and_abi" bash -c "grep -qx envoy_dynamic_module_on_program_init '$tmp/dynamic' && grep -qx ngx_http_lua_ffi_task_poll '$tmp/dynamic' && grep -qx resty_ffi_sink_drain '$tmp/dynamic'"
+check "cdylib_exports_no_lua" bash -c "! grep -qiE '^(lua|luaL|luaJIT)_' '$tmp/dynamic' && ! nm -D '$root/target/release/libresty_ffi_envoy.so' | grep -qE ' U (lua|luaL)_'"
 
 nm -g --defined-only "$lib" | awk 'NF == 3 {print $3}' | sort > "$tmp/defined"
 # Every hook the header declares, with the static prefix, and none without it.
