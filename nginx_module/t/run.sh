@@ -5,10 +5,10 @@ set -euo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 out="$root/target/nginx"
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_ffi -p rust_echo
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_ffi -p rust_echo -p rust_http_client
 "$root/nginx_module/build.sh" "$out/module" "$root/target/release/include" "$root/target/release"
 mkdir -p "$out/runtimes"
-cp -f "$root/target/release/librust_echo.so" "$out/runtimes/"
+cp -f "$root/target/release/librust_echo.so" "$root/target/release/librust_http_client.so" "$out/runtimes/"
 cc -O2 -shared -fPIC -pthread -I"$root/target/release/include" \
   -o "$out/runtimes/libtest_runtime.so" "$root/nginx_module/t/runtimes/test_runtime.c"
 "$root/examples/go_echo/build.sh" "$out/runtimes/libgo_echo.so"
