@@ -268,9 +268,10 @@ bool envoy_dynamic_module_callback_http_get_metadata_keys(
 bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
     envoy_dynamic_module_type_attribute_id attribute_id, envoy_dynamic_module_type_envoy_buffer *value);
+/* The downstream peer as "ip:port", before any XFF-based rewriting. */
 bool envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
-    envoy_dynamic_module_type_envoy_buffer *address, uint32_t *port);
+    envoy_dynamic_module_type_envoy_buffer *address);
 
 /* Reset the stream (reason 0 = local reset); used when a panic leaves no
  * other safe way out on the response path. */

@@ -355,14 +355,11 @@ impl EnvoyFilter {
     }
 
     /// The downstream peer's address as `ip:port`, before any XFF rewriting.
-    pub fn direct_remote_address(self) -> Option<String> {
+    pub fn direct_remote_address(self) -> Option<Vec<u8>> {
         let mut address = empty_envoy_buffer();
-        let mut port = 0u32;
-        // SAFETY: type contract; the out-parameters are writable locals.
-        let found = unsafe {
-            envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(self.0, &mut address, &mut port)
-        };
-        found.then(|| format!("{}:{port}", String::from_utf8_lossy(&copy_envoy_buffer(&address))))
+        // SAFETY: type contract; `address` is a writable local.
+        unsafe { envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(self.0, &mut address) }
+            .then(|| copy_envoy_buffer(&address))
     }
 
     pub fn continue_stream(self, dir: Direction) {

@@ -296,8 +296,11 @@ impl UserData for StreamInfo {
         methods.add_method("downstreamRemoteAddress", |lua, this, ()| {
             attribute_string(lua, &this.stream, Attribute::SourceAddress)
         });
-        methods.add_method("downstreamDirectRemoteAddress", |_, this, ()| {
-            Ok(this.stream.envoy()?.direct_remote_address())
+        methods.add_method("downstreamDirectRemoteAddress", |lua, this, ()| {
+            match this.stream.envoy()?.direct_remote_address() {
+                Some(address) => Ok(Value::String(lua.create_string(address)?)),
+                None => Ok(Value::Nil),
+            }
         });
         methods.add_method("dynamicMetadata", |_, this, ()| Ok(DynamicMetadata { stream: Rc::clone(&this.stream) }));
     }

@@ -83,6 +83,7 @@ function envoy_on_request(handle)
     "protocol=" .. si:protocol(),
     "remote=" .. tostring(si:downstreamRemoteAddress():match("^127%.0%.0%.1:%d+$") ~= nil),
     "local=" .. tostring(si:downstreamLocalAddress():match("^127%.0%.0%.1:%d+$") ~= nil),
+    "direct=" .. tostring(si:downstreamDirectRemoteAddress():match("^127%.0%.0%.1:%d+$") ~= nil),
     "meta=" .. table.concat(pairs_seen, ","),
     "missing=" .. tostring((dm:get("no.such.ns"))),
     "route=" .. tostring((md:get("greeting"))),

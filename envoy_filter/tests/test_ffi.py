@@ -100,8 +100,15 @@ routes["/use-kept-handle"] = function()
   return 200, show(pcall(function() return kept_handle:headers():get(":path") end))
 end
 
+routes["/unsupported"] = function(handle)
+  return 200, show(pcall(handle.httpCall, handle, "cluster", {}, "", 1000))
+end
+
 function envoy_on_request(handle)
   local path = handle:headers():get(":path")
+  if path == "/bad-yield" then
+    coroutine.yield("not a resty_ffi wait")
+  end
   if path == "/wait-then-continue" then
     assert(tr:call("sleep:200:x"))
     return
@@ -334,6 +341,17 @@ def case_body_keeps_arriving_while_waiting(_):
 
 def case_body_after_wait_is_whole(_):
     assert post("/wait-then-body", b"y" * 40000, port=PORT_SMALL_BUF) == (200, b"true|waited,40000")
+
+
+def case_unsupported_handle_method_raises(_):
+    status, data = post("/unsupported")
+    assert status == 200, status
+    assert data.startswith(b"false|") and b"resty_ffi: handle:httpCall() is not supported" in data, data
+
+
+def case_unexpected_yield_is_a_lua_error(_):
+    # Fails open (logged), so the request reaches the route.
+    assert post("/bad-yield") == (200, harness.UPSTREAM_BODY.encode())
 
 
 def case_lua_error_fails_open_by_default(_):
