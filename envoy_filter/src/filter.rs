@@ -287,6 +287,9 @@ impl Filter {
     /// After a panic: 500 while the response has not started, else a reset.
     pub fn fail_after_panic(&self) -> Status {
         self.failed.set(true);
+        self.end_coroutine(Direction::Request);
+        self.end_coroutine(Direction::Response);
+        self.stream.pending_reply.borrow_mut().take();
         if let Some(envoy) = self.envoy() {
             if self.response_started.get() {
                 envoy.reset_stream("resty_ffi_panic");
@@ -334,7 +337,10 @@ impl Filter {
                     return self.fail(dir, site, "handle:respond() is not supported in envoy_on_response".to_owned());
                 }
                 let reply = self.stream.local_reply.borrow_mut().take();
-                if let Some(reply) = reply {
+                if self.response_started.get() {
+                    // E.g. Envoy timed the request out while the script waited.
+                    log(LogLevel::Warn, "resty_ffi: respond() after the response started; ignored");
+                } else if let Some(reply) = reply {
                     self.respond_locally(reply, site);
                 }
                 Status::StopNoBuffer
@@ -375,7 +381,10 @@ impl Filter {
             self.send_local(&reply);
             return Status::StopNoBuffer;
         }
-        if site == Site::Scheduled && was_stopped {
+        // Once a response started (e.g. Envoy's own timeout reply), the
+        // request side must not be continued.
+        let request_over = dir == Direction::Request && self.response_started.get();
+        if site == Site::Scheduled && was_stopped && !request_over {
             if let Some(envoy) = self.envoy() {
                 envoy.continue_stream(dir);
             }

@@ -88,7 +88,7 @@ ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
 
-def listener(name, port, http_filter, route_metadata=None, buffer_limit=None):
+def listener(name, port, http_filter, route_metadata=None, buffer_limit=None, hcm_options=None):
     """A listener whose route answers `UPSTREAM_BODY` with a direct response."""
     route = {"match": {"prefix": "/"},
              "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}}}
@@ -104,6 +104,7 @@ def listener(name, port, http_filter, route_metadata=None, buffer_limit=None):
                 "stat_prefix": name,
                 "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
                 "http_filters": [http_filter, ROUTER],
+                **(hcm_options or {}),
             },
         }]}],
     }

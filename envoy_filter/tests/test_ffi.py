@@ -19,6 +19,7 @@ PORT_LOAD_ERROR = 18114
 PORT_LOAD_ERROR_CLOSED = 18115
 PORT_RESPONSE_CALL = 18116
 PORT_FILENAME = 18117
+PORT_IDLE_TIMEOUT = 18118
 ADMIN = 18119
 
 SCRIPT = r"""
@@ -158,6 +159,8 @@ def setup():
         harness.listener("load_error", PORT_LOAD_ERROR, harness.ours(LOAD_ERROR_SCRIPT)),
         harness.listener("load_error_closed", PORT_LOAD_ERROR_CLOSED, harness.ours(LOAD_ERROR_SCRIPT, fail_closed=True)),
         harness.listener("response_call", PORT_RESPONSE_CALL, harness.ours(RESPONSE_CALL_SCRIPT)),
+        harness.listener("idle_timeout", PORT_IDLE_TIMEOUT, harness.ours(SCRIPT),
+                         hcm_options={"stream_idle_timeout": "0.2s"}),
         harness.listener("filename", PORT_FILENAME, harness.ours_file(harness.ROOT / "envoy_filter" / "tests" / "echo_body.lua")),
     ]
     return harness.Envoy(listeners, ADMIN, concurrency=2)
@@ -352,6 +355,16 @@ def case_unsupported_handle_method_raises(_):
 def case_unexpected_yield_is_a_lua_error(_):
     # Fails open (logged), so the request reaches the route.
     assert post("/bad-yield") == (200, harness.UPSTREAM_BODY.encode())
+
+
+def case_envoy_times_out_a_waiting_stream(envoy):
+    # Envoy answers 504 itself while the script waits; the late answer and the
+    # script's respond() must not touch the finished stream.
+    status, data = post("/runtime", b"sleep:600:late", port=PORT_IDLE_TIMEOUT)
+    assert (status, data) == (504, b"stream timeout"), (status, data)
+    time.sleep(0.7)
+    assert envoy.alive(), envoy.log_tail()
+    assert post("/runtime", b"sleep:10:fine", port=PORT_IDLE_TIMEOUT) == (200, b"true|fine")
 
 
 def case_lua_error_fails_open_by_default(_):
