@@ -60,6 +60,7 @@ local init_rc = ffi_new("int[1]")
 local waiters = {}
 local pending = 0      -- calls posted and not yet answered or abandoned
 local next_token = 1
+local max_timeout = 0  -- the longest opts.timeout of any runtime loaded here
 
 -- Moves every answered call from the sink to its waiter; `wake(waiter)`
 -- resumes the caller. Answers of callers that gave up are freed.
@@ -190,18 +191,25 @@ else
     return false
   end
 
+  -- Runs until the worker exits and every call still waiting got its answer
+  -- or outlived the longest timeout (its caller may have been aborted).
   local function dispatch(premature)
     if premature then
       return
     end
+    local exit_deadline
     while true do
       local ok, err = dispatcher_sem:wait(1)
       if not ok and err ~= "timeout" then
         ngx.log(ngx.ERR, "resty_ffi: dispatcher: ", err)
       end
       drain(worker_sink, post_waiter)
-      if ngx.worker.exiting() and pending == 0 then
-        return
+      if ngx.worker.exiting() then
+        ngx.update_time()
+        exit_deadline = exit_deadline or ngx.now() + max_timeout
+        if pending == 0 or ngx.now() > exit_deadline then
+          return
+        end
       end
     end
   end
@@ -335,6 +343,10 @@ local function load_ffi(lib, cfg, opts)
     error("resty_ffi: opts.timeout must be a number of seconds > 0", 2)
   end
   host.check_load()
+
+  if timeout > max_timeout then
+    max_timeout = timeout
+  end
 
   local key = cfg and (lib .. "&" .. cfg) or lib
   local rt = runtimes[key]

@@ -232,3 +232,18 @@ def test_two_workers_reload_and_quit_with_calls_in_flight(nginx):
         n.signal("quit")
         assert [f.result() for f in inflight] == [(200, b"truey\n")] * 8
     assert n.proc.wait(timeout=15) == 0
+
+
+def test_quit_while_an_abandoned_call_never_gets_an_answer(nginx):
+    n = nginx(http="lua_check_client_abort on;", server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', nil, { timeout = 0.5 }))
+        ngx.say(rt:call(ngx.var.arg_req))"""))
+    assert n.get("/t?req=warm") == (200, b"truewarm\n")
+    with socket.create_connection(("127.0.0.1", n.port)) as s:
+        s.sendall(b"GET /t?req=never HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+    time.sleep(0.1)
+    started = time.monotonic()
+    n.signal("quit")
+    assert n.proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
