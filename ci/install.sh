@@ -37,6 +37,8 @@ if [[ ! -x "$HOME/.cargo/bin/cargo" ]] && ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+bash "$(dirname "${BASH_SOURCE[0]}")/../envoy_filter/install.sh"
+
 # Debian starts the packaged nginx on install; our tests and demo run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
   systemctl stop nginx || true
