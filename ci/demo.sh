@@ -5,12 +5,26 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 demo="$root/target/demo"
 nginx_prefix="$demo/nginx"
+envoy_pid_file="$demo/envoy.pid"
 
 stop() {
   if [[ -f "$nginx_prefix/logs/nginx.pid" ]]; then
     kill -QUIT "$(cat "$nginx_prefix/logs/nginx.pid")" 2>/dev/null || true
     rm -f "$nginx_prefix/logs/nginx.pid"
   fi
+  if [[ -f "$envoy_pid_file" ]]; then
+    kill "$(cat "$envoy_pid_file")" 2>/dev/null || true
+    rm -f "$envoy_pid_file"
+  fi
+}
+
+wait_for() {
+  for _ in $(seq 1 100); do
+    curl -sf "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "ci/demo.sh: $1 did not answer" >&2
+  return 1
 }
 
 if [[ "${1:-}" == "stop" ]]; then
@@ -30,10 +44,14 @@ cp -f bazel-bin/cargo/librust_echo.so "$nginx_prefix/runtimes/"
 LD_LIBRARY_PATH="$nginx_prefix/runtimes" nohup nginx -p "$nginx_prefix" -c "$root/examples/nginx/nginx.conf" \
   >"$nginx_prefix/logs/stderr.log" 2>&1 &
 
-for _ in $(seq 1 50); do
-  curl -sf "http://127.0.0.1:8080/echo?ping" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+nohup examples/envoy/run.sh >"$demo/envoy.log" 2>&1 &
+echo $! >"$envoy_pid_file"
+
+wait_for "http://127.0.0.1:8080/echo?ping"
 echo "nginx: curl http://127.0.0.1:8080/echo -d 'hello resty_ffi'"
 curl -sS http://127.0.0.1:8080/echo -d 'hello resty_ffi'
-echo "(stop with: ci/demo.sh stop)"
+wait_for "http://127.0.0.1:10000/"
+echo "envoy: curl http://127.0.0.1:10000/"
+curl -sS http://127.0.0.1:10000/
+echo
+echo "(stop both with: ci/demo.sh stop)"
