@@ -27,7 +27,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static LIVE: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 
 pub fn is_live(id: u64) -> bool {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|live| live.contains(&id))
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|live| live.contains(&id))
 }
 
 fn string_field(config: &Value, key: &str) -> Result<Option<String>, String> {
@@ -67,7 +70,10 @@ impl FilterConfig {
         };
         crate::vm::check_syntax(&source, &chunk_name)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        LIVE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new).insert(id);
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashSet::new)
+            .insert(id);
         Ok(FilterConfig {
             id,
             source,

@@ -97,9 +97,7 @@ impl Status {
         match self {
             Status::Continue => envoy_dynamic_module_type_on_http_filter_body_status_Continue,
             Status::StopAndBuffer => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndBuffer,
-            Status::StopAndWatermark => {
-                envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndWatermark
-            }
+            Status::StopAndWatermark => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndWatermark,
             Status::StopNoBuffer => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationNoBuffer,
         }
     }
@@ -112,6 +110,9 @@ impl Status {
     }
 }
 
+/// Header names and values, in order.
+pub type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A metadata value as read from Envoy.
 pub enum MetaValue {
     Str(Vec<u8>),
@@ -120,14 +121,22 @@ pub enum MetaValue {
 }
 
 fn module_buffer(bytes: &[u8]) -> envoy_dynamic_module_type_module_buffer {
-    envoy_dynamic_module_type_module_buffer { ptr: bytes.as_ptr() as *const c_char, length: bytes.len() }
+    envoy_dynamic_module_type_module_buffer {
+        ptr: bytes.as_ptr() as *const c_char,
+        length: bytes.len(),
+    }
 }
 
-const NULL_MODULE_BUFFER: envoy_dynamic_module_type_module_buffer =
-    envoy_dynamic_module_type_module_buffer { ptr: std::ptr::null(), length: 0 };
+const NULL_MODULE_BUFFER: envoy_dynamic_module_type_module_buffer = envoy_dynamic_module_type_module_buffer {
+    ptr: std::ptr::null(),
+    length: 0,
+};
 
 const fn empty_envoy_buffer() -> envoy_dynamic_module_type_envoy_buffer {
-    envoy_dynamic_module_type_envoy_buffer { ptr: std::ptr::null(), length: 0 }
+    envoy_dynamic_module_type_envoy_buffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    }
 }
 
 fn copy_envoy_buffer(buffer: &envoy_dynamic_module_type_envoy_buffer) -> Vec<u8> {
@@ -177,7 +186,14 @@ impl EnvoyFilter {
         let mut count = 0usize;
         // SAFETY: type contract; `value` and `count` are writable locals.
         let found = unsafe {
-            envoy_dynamic_module_callback_http_get_header(self.0, kind.raw(), module_buffer(key), &mut value, 0, &mut count)
+            envoy_dynamic_module_callback_http_get_header(
+                self.0,
+                kind.raw(),
+                module_buffer(key),
+                &mut value,
+                0,
+                &mut count,
+            )
         };
         if !found || count == 0 {
             return Vec::new();
@@ -203,7 +219,7 @@ impl EnvoyFilter {
     }
 
     /// Every header in order, pseudo-headers included.
-    pub fn headers(self, kind: HeaderKind) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn headers(self, kind: HeaderKind) -> HeaderList {
         // SAFETY: type contract.
         let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind.raw()) };
         if n == 0 {
@@ -227,7 +243,9 @@ impl EnvoyFilter {
 
     pub fn add_header(self, kind: HeaderKind, key: &[u8], value: &[u8]) -> bool {
         // SAFETY: type contract; Envoy copies key and value during the call.
-        unsafe { envoy_dynamic_module_callback_http_add_header(self.0, kind.raw(), module_buffer(key), module_buffer(value)) }
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(self.0, kind.raw(), module_buffer(key), module_buffer(value))
+        }
     }
 
     /// Replaces every value of `key`; `None` removes the header.
@@ -300,8 +318,12 @@ impl EnvoyFilter {
         // SAFETY: type contract; Envoy copies the buffers during the call.
         unsafe {
             match value {
-                MetaValue::Str(s) => envoy_dynamic_module_callback_http_set_dynamic_metadata_string(self.0, ns, key, module_buffer(s)),
-                MetaValue::Number(n) => envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.0, ns, key, *n),
+                MetaValue::Str(s) => {
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_string(self.0, ns, key, module_buffer(s))
+                }
+                MetaValue::Number(n) => {
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.0, ns, key, *n)
+                }
                 MetaValue::Bool(b) => envoy_dynamic_module_callback_http_set_dynamic_metadata_bool(self.0, ns, key, *b),
             }
         }
@@ -330,13 +352,16 @@ impl EnvoyFilter {
 
     pub fn metadata_keys(self, source: MetadataSource, ns: &[u8]) -> Vec<Vec<u8>> {
         // SAFETY: type contract.
-        let n = unsafe { envoy_dynamic_module_callback_http_get_metadata_keys_count(self.0, source, module_buffer(ns)) };
+        let n =
+            unsafe { envoy_dynamic_module_callback_http_get_metadata_keys_count(self.0, source, module_buffer(ns)) };
         if n == 0 {
             return Vec::new();
         }
         let mut keys = vec![empty_envoy_buffer(); n];
         // SAFETY: type contract; `keys` has room for the `n` keys reported.
-        if !unsafe { envoy_dynamic_module_callback_http_get_metadata_keys(self.0, source, module_buffer(ns), keys.as_mut_ptr()) } {
+        if !unsafe {
+            envoy_dynamic_module_callback_http_get_metadata_keys(self.0, source, module_buffer(ns), keys.as_mut_ptr())
+        } {
             return Vec::new();
         }
         keys.iter().map(copy_envoy_buffer).collect()
@@ -437,7 +462,10 @@ fn filter_hook(filter: FilterModulePtr, what: &str, f: impl FnOnce(&Filter) -> S
     match catch_unwind(AssertUnwindSafe(|| f(filter))) {
         Ok(status) => status,
         Err(_) => {
-            log(LogLevel::Error, &format!("resty_ffi: panic in {what}; failing the stream closed"));
+            log(
+                LogLevel::Error,
+                &format!("resty_ffi: panic in {what}; failing the stream closed"),
+            );
             no_unwind("panic handling", Status::StopNoBuffer, || filter.fail_after_panic())
         }
     }

@@ -13,7 +13,7 @@ use mlua::thread::ThreadStatus;
 use mlua::{MultiValue, Thread};
 
 use crate::config::FilterConfig;
-use crate::envoy::{log, EnvoyFilter, LogLevel, Status};
+use crate::envoy::{log, EnvoyFilter, HeaderList, LogLevel, Status};
 use crate::handle::RawHandle;
 use crate::sink::Sink;
 use crate::vm::{self, WorkerVm, Yield};
@@ -67,7 +67,7 @@ pub struct Phase {
 #[derive(Clone)]
 pub struct LocalReply {
     pub status: u32,
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: HeaderList,
     pub body: Vec<u8>,
 }
 
@@ -75,7 +75,8 @@ impl LocalReply {
     /// Adds what Envoy's local reply adds, so envoy_on_response sees it too.
     fn with_envoy_headers(mut self) -> LocalReply {
         if !self.body.is_empty() {
-            self.headers.push((b"content-length".to_vec(), self.body.len().to_string().into_bytes()));
+            self.headers
+                .push((b"content-length".to_vec(), self.body.len().to_string().into_bytes()));
             if !self.headers.iter().any(|(k, _)| k == b"content-type") {
                 self.headers.push((b"content-type".to_vec(), b"text/plain".to_vec()));
             }
@@ -87,10 +88,14 @@ impl LocalReply {
         if key == b":status" {
             return vec![self.status.to_string().into_bytes()];
         }
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.clone()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
-    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn entries(&self) -> HeaderList {
         let mut entries = vec![(b":status".to_vec(), self.status.to_string().into_bytes())];
         entries.extend(self.headers.iter().cloned());
         entries
@@ -131,7 +136,9 @@ pub struct Stream {
 impl Stream {
     /// Envoy's filter, or a Lua error once the stream is gone.
     pub fn envoy(&self) -> mlua::Result<EnvoyFilter> {
-        self.envoy.get().ok_or_else(|| mlua::Error::runtime("resty_ffi: the stream is gone"))
+        self.envoy
+            .get()
+            .ok_or_else(|| mlua::Error::runtime("resty_ffi: the stream is gone"))
     }
 
     pub fn phase(&self, dir: Direction) -> &Phase {
@@ -190,7 +197,12 @@ impl Filter {
             pending_reply: RefCell::new(None),
             metadata_namespace: vm.metadata_namespace.clone(),
         });
-        Filter { vm, stream, failed: Cell::new(false), response_started: Cell::new(false) }
+        Filter {
+            vm,
+            stream,
+            failed: Cell::new(false),
+            response_started: Cell::new(false),
+        }
     }
 
     fn envoy(&self) -> Option<EnvoyFilter> {
@@ -224,7 +236,10 @@ impl Filter {
     /// on a local reply instead of Envoy's response.
     fn start(&self, dir: Direction, entry: mlua::Function, local: Option<SharedReply>, site: Site) -> Status {
         let started = self.vm.lua.create_thread(entry).and_then(|thread| {
-            let raw = self.vm.lua.create_userdata(RawHandle::new(Rc::clone(&self.stream), dir, local))?;
+            let raw = self
+                .vm
+                .lua
+                .create_userdata(RawHandle::new(Rc::clone(&self.stream), dir, local))?;
             let handle: mlua::Value = self.vm.make_handle.call(raw)?;
             Ok((thread, handle))
         });
@@ -303,7 +318,9 @@ impl Filter {
     fn resume(&self, dir: Direction, args: impl mlua::IntoLuaMulti) -> Outcome {
         let phase = self.stream.phase(dir);
         phase.wait.set(Some(Wait::Nothing));
-        let Some(thread) = phase.coroutine.borrow().clone() else { return Outcome::Finished };
+        let Some(thread) = phase.coroutine.borrow().clone() else {
+            return Outcome::Finished;
+        };
         let result = vm::with_current(&self.stream, || thread.resume::<MultiValue>(args));
         match result {
             Err(e) => Outcome::Failed(e.to_string()),
@@ -334,12 +351,19 @@ impl Filter {
             Outcome::Responded => {
                 self.end_coroutine(dir);
                 if dir == Direction::Response {
-                    return self.fail(dir, site, "handle:respond() is not supported in envoy_on_response".to_owned());
+                    return self.fail(
+                        dir,
+                        site,
+                        "handle:respond() is not supported in envoy_on_response".to_owned(),
+                    );
                 }
                 let reply = self.stream.local_reply.borrow_mut().take();
                 if self.response_started.get() {
                     // E.g. Envoy timed the request out while the script waited.
-                    log(LogLevel::Warn, "resty_ffi: respond() after the response started; ignored");
+                    log(
+                        LogLevel::Warn,
+                        "resty_ffi: respond() after the response started; ignored",
+                    );
                 } else if let Some(reply) = reply {
                     self.respond_locally(reply, site);
                 }
@@ -365,7 +389,12 @@ impl Filter {
 
     fn send_local(&self, reply: &LocalReply) {
         // Envoy sets content-length itself.
-        let headers: Vec<_> = reply.headers.iter().filter(|(k, _)| k != b"content-length").cloned().collect();
+        let headers: Vec<_> = reply
+            .headers
+            .iter()
+            .filter(|(k, _)| k != b"content-length")
+            .cloned()
+            .collect();
         if let Some(envoy) = self.envoy() {
             envoy.send_response(reply.status, &headers, &reply.body, "resty_ffi_respond");
         }
@@ -375,7 +404,11 @@ impl Filter {
     fn finish(&self, dir: Direction, site: Site) -> Status {
         let was_stopped = self.stream.phase(dir).stopped.replace(false);
         self.end_coroutine(dir);
-        let pending = if dir == Direction::Response { self.stream.pending_reply.borrow_mut().take() } else { None };
+        let pending = if dir == Direction::Response {
+            self.stream.pending_reply.borrow_mut().take()
+        } else {
+            None
+        };
         if let Some(reply) = pending {
             let reply = reply.borrow().clone();
             self.send_local(&reply);

@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mlua::{Lua, LuaString, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value};
 
-use crate::envoy::{log, Attribute, BodyKind, HeaderKind, LogLevel, MetaValue, METADATA_DYNAMIC, METADATA_ROUTE};
+use crate::envoy::{
+    log, Attribute, BodyKind, HeaderKind, HeaderList, LogLevel, MetaValue, METADATA_DYNAMIC, METADATA_ROUTE,
+};
 use crate::filter::{Direction, LocalReply, SharedReply, Stream};
 
 /// The per-call handle given to `envoy_on_request` / `envoy_on_response`.
@@ -55,7 +57,7 @@ fn from_meta_value(lua: &Lua, value: MetaValue) -> mlua::Result<Value> {
 }
 
 /// Headers given to `respond()`: string values, or arrays of strings.
-fn reply_headers(lua: &Lua, headers: &Table) -> mlua::Result<(u32, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn reply_headers(lua: &Lua, headers: &Table) -> mlua::Result<(u32, HeaderList)> {
     let mut status = None;
     let mut list = Vec::new();
     for pair in headers.pairs::<LuaString, Value>() {
@@ -82,7 +84,9 @@ fn reply_headers(lua: &Lua, headers: &Table) -> mlua::Result<(u32, Vec<(Vec<u8>,
     }
     match status {
         Some(code) if (100..1000).contains(&code) => Ok((code, list)),
-        _ => Err(mlua::Error::runtime("resty_ffi: respond(): headers need a valid :status")),
+        _ => Err(mlua::Error::runtime(
+            "resty_ffi: respond(): headers need a valid :status",
+        )),
     }
 }
 
@@ -93,12 +97,26 @@ impl UserData for RawHandle {
                 Direction::Request => HeaderKind::Request,
                 Direction::Response => HeaderKind::Response,
             };
-            Ok(Headers { stream: Rc::clone(&this.stream), kind, local: this.local.clone() })
+            Ok(Headers {
+                stream: Rc::clone(&this.stream),
+                kind,
+                local: this.local.clone(),
+            })
         });
-        methods.add_method("streamInfo", |_, this, ()| Ok(StreamInfo { stream: Rc::clone(&this.stream) }));
-        methods.add_method("metadata", |_, this, ()| Ok(RouteMetadata { stream: Rc::clone(&this.stream) }));
+        methods.add_method("streamInfo", |_, this, ()| {
+            Ok(StreamInfo {
+                stream: Rc::clone(&this.stream),
+            })
+        });
+        methods.add_method("metadata", |_, this, ()| {
+            Ok(RouteMetadata {
+                stream: Rc::clone(&this.stream),
+            })
+        });
         methods.add_method("timestamp", |_, _, ()| {
-            let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             Ok(ms)
         });
         log_method(methods, "logTrace", LogLevel::Trace);
@@ -115,7 +133,11 @@ impl UserData for RawHandle {
             })
         });
         methods.add_method("bodyObject", |_, this, ()| {
-            Ok(Body { stream: Rc::clone(&this.stream), dir: this.dir, local: this.local.clone() })
+            Ok(Body {
+                stream: Rc::clone(&this.stream),
+                dir: this.dir,
+                local: this.local.clone(),
+            })
         });
         methods.add_method("respond", |lua, this, (headers, body): (Table, Option<LuaString>)| {
             this.stream.envoy()?;
@@ -143,7 +165,7 @@ impl Headers {
         }
     }
 
-    fn entries(&self) -> mlua::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn entries(&self) -> mlua::Result<HeaderList> {
         match &self.local {
             Some(reply) => Ok(reply.borrow().entries()),
             None => Ok(self.stream.envoy()?.headers(self.kind)),
@@ -180,7 +202,9 @@ impl UserData for Headers {
             if values.is_empty() {
                 return Ok(MultiValue::new());
             }
-            Ok(MultiValue::from_iter([Value::String(lua.create_string(values.join(&b","[..]))?)]))
+            Ok(MultiValue::from_iter([Value::String(
+                lua.create_string(values.join(&b","[..]))?,
+            )]))
         });
         methods.add_method("getAtIndex", |lua, this, (key, index): (LuaString, i64)| {
             let values = this.values(&key.as_bytes())?;
@@ -206,7 +230,10 @@ impl UserData for Headers {
                 let i = next.get();
                 next.set(i + 1);
                 match entries.get(i) {
-                    Some((k, v)) => Ok((Value::String(lua.create_string(k)?), Value::String(lua.create_string(v)?))),
+                    Some((k, v)) => Ok((
+                        Value::String(lua.create_string(k)?),
+                        Value::String(lua.create_string(v)?),
+                    )),
                     None => Ok((Value::Nil, Value::Nil)),
                 }
             })?;
@@ -244,7 +271,11 @@ impl UserData for Body {
             let body = this.bytes()?;
             let (start, len) = match (usize::try_from(index), usize::try_from(length)) {
                 (Ok(s), Ok(l)) if s.checked_add(l).is_some_and(|end| end <= body.len()) => (s, l),
-                _ => return Err(mlua::Error::runtime("resty_ffi: getBytes(): index and length out of range")),
+                _ => {
+                    return Err(mlua::Error::runtime(
+                        "resty_ffi: getBytes(): index and length out of range",
+                    ))
+                }
             };
             lua.create_string(&body[start..start + len])
         });
@@ -270,7 +301,11 @@ impl UserData for Body {
                 Direction::Request => HeaderKind::Request,
                 Direction::Response => HeaderKind::Response,
             };
-            envoy.set_header(headers, b"content-length", Some(data.as_bytes().len().to_string().as_bytes()));
+            envoy.set_header(
+                headers,
+                b"content-length",
+                Some(data.as_bytes().len().to_string().as_bytes()),
+            );
             Ok(())
         });
     }
@@ -289,7 +324,9 @@ fn attribute_string(lua: &Lua, stream: &Stream, attribute: Attribute) -> mlua::R
 
 impl UserData for StreamInfo {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("protocol", |lua, this, ()| attribute_string(lua, &this.stream, Attribute::Protocol));
+        methods.add_method("protocol", |lua, this, ()| {
+            attribute_string(lua, &this.stream, Attribute::Protocol)
+        });
         methods.add_method("downstreamLocalAddress", |lua, this, ()| {
             attribute_string(lua, &this.stream, Attribute::DestinationAddress)
         });
@@ -302,7 +339,11 @@ impl UserData for StreamInfo {
                 None => Ok(Value::Nil),
             }
         });
-        methods.add_method("dynamicMetadata", |_, this, ()| Ok(DynamicMetadata { stream: Rc::clone(&this.stream) }));
+        methods.add_method("dynamicMetadata", |_, this, ()| {
+            Ok(DynamicMetadata {
+                stream: Rc::clone(&this.stream),
+            })
+        });
     }
 }
 
@@ -330,7 +371,9 @@ impl UserData for DynamicMetadata {
         });
         methods.add_method("set", |_, this, (ns, key, value): (LuaString, LuaString, Value)| {
             let value = to_meta_value(value)?;
-            this.stream.envoy()?.set_dynamic_metadata(&ns.as_bytes(), &key.as_bytes(), &value);
+            this.stream
+                .envoy()?
+                .set_dynamic_metadata(&ns.as_bytes(), &key.as_bytes(), &value);
             Ok(())
         });
     }

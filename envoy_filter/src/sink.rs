@@ -14,7 +14,9 @@ pub struct Sink(*mut resty_ffi_sink);
 impl Sink {
     /// Each batch of answers commits one event on the stream's worker thread.
     pub fn new(scheduler: Scheduler) -> Sink {
-        Sink(resty_ffi_sink::with_hook(CallbackHook::new(move || scheduler.commit(0))))
+        Sink(resty_ffi_sink::with_hook(CallbackHook::new(move || {
+            scheduler.commit(0)
+        })))
     }
 
     pub fn as_ptr(&self) -> *mut resty_ffi_sink {

@@ -36,8 +36,12 @@ fn sentinel(y: Yield) -> LightUserData {
 }
 
 pub fn classify_yield(value: Option<&Value>) -> Option<Yield> {
-    let Some(Value::LightUserData(ud)) = value else { return None };
-    [Yield::Ffi, Yield::Body, Yield::Responded].into_iter().find(|y| sentinel(*y) == *ud)
+    let Some(Value::LightUserData(ud)) = value else {
+        return None;
+    };
+    [Yield::Ffi, Yield::Body, Yield::Responded]
+        .into_iter()
+        .find(|y| sentinel(*y) == *ud)
 }
 
 pub struct WorkerVm {
@@ -140,12 +144,14 @@ impl WorkerVm {
                 })
             })?,
         )?;
-        lua.load(include_str!("prelude.lua")).set_name("=resty_ffi.envoy").call((
-            raw_host,
-            sentinel(Yield::Ffi),
-            sentinel(Yield::Body),
-            sentinel(Yield::Responded),
-        ))
+        lua.load(include_str!("prelude.lua"))
+            .set_name("=resty_ffi.envoy")
+            .call((
+                raw_host,
+                sentinel(Yield::Ffi),
+                sentinel(Yield::Body),
+                sentinel(Yield::Responded),
+            ))
     }
 
     fn load_script(&mut self, config: &FilterConfig) -> mlua::Result<()> {
