@@ -32,6 +32,12 @@ if ! python3 -c "import pytest" 2>/dev/null; then
   python3 -m pip install -q pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 
+# The Python loader's tests run modules in the original's style, which use cffi.
+if ! python3 -c "import cffi" 2>/dev/null; then
+  echo "ci/install.sh: installing cffi"
+  python3 -m pip install -q cffi 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+
 if [[ ! -x "$HOME/.cargo/bin/cargo" ]] && ! command -v cargo >/dev/null; then
   echo "ci/install.sh: cargo is required (rustup)" >&2
   exit 1

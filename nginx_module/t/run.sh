@@ -12,6 +12,7 @@ cp -f "$root/target/release/librust_echo.so" "$root/target/release/librust_http_
 cc -O2 -shared -fPIC -pthread -I"$root/target/release/include" \
   -o "$out/runtimes/libtest_runtime.so" "$root/nginx_module/t/runtimes/test_runtime.c"
 "$root/examples/go_echo/build.sh" "$out/runtimes/libgo_echo.so"
+"$root/examples/python/build.sh" "$out/runtimes/libffi_python3.so"
 export RESTY_FFI_MODULE_DIR="$out/module" RESTY_FFI_LUA_DIR="$root/lua" RESTY_FFI_RUNTIMES="$out/runtimes"
 export RESTY_FFI_HEADER="$root/target/release/include/resty_ffi.h"
 cd "$root/nginx_module/t"

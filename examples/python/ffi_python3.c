@@ -1,0 +1,235 @@
+/*
+ * libffi_python3.so: runs Python runtimes, compatible with the original
+ * lua-resty-ffi Python loader. Load it with `is_global = true` (extension
+ * modules such as cffi resolve libpython's symbols from the global scope):
+ *
+ *   ngx.load_ffi("ffi_python3", "module,function,rest", { is_global = true })
+ *
+ * `module` may carry a directory ("path/to/mod": the directory goes first on
+ * sys.path) and a trailing '?' ("mod?": an already imported module is
+ * reloaded, for hot reload). The loader calls `function(cfg, tq)` with `cfg`
+ * the address of the NUL-terminated `rest` (0 when absent) and `tq` the task
+ * queue address, both ints; the function's int result (None = 0) is
+ * libffi_init's rc.
+ *
+ * One interpreter per process, started by the first libffi_init; the GIL is
+ * held only while a runtime is being initialized or runs Python code.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+#define RC_BAD_CFG      2       /* cfg is not "module,function[,rest]" */
+#define RC_NO_PYTHON    3       /* the interpreter could not start */
+#define RC_PY_ERROR     -1      /* import or call raised: see the error log */
+
+
+static pthread_once_t  python_once = PTHREAD_ONCE_INIT;
+static int             python_ok;
+
+
+static void
+python_start(void)
+{
+    PyConfig     config;
+    PyStatus     status;
+
+    PyConfig_InitPythonConfig(&config);
+
+    /* nginx and Envoy own the process's signals. */
+    config.install_signal_handlers = 0;
+    config.parse_argv = 0;
+
+    /*
+     * The program is nginx or Envoy, not python: without PYTHONHOME, find
+     * the standard library under the prefix we were built against.
+     */
+    if (getenv("PYTHONHOME") == NULL) {
+        status = PyConfig_SetBytesString(&config, &config.home, PYTHON_PREFIX);
+        if (PyStatus_Exception(status)) {
+            goto failed;
+        }
+    }
+
+    status = Py_InitializeFromConfig(&config);
+    if (PyStatus_Exception(status)) {
+        goto failed;
+    }
+
+    PyConfig_Clear(&config);
+
+    /* Release the GIL: runtimes' threads take it when they run Python. */
+    PyEval_SaveThread();
+    python_ok = 1;
+    return;
+
+failed:
+
+    fprintf(stderr, "ffi_python3: cannot start Python: %s\n",
+            status.err_msg ? status.err_msg : "unknown error");
+    PyConfig_Clear(&config);
+}
+
+
+/* Puts `dir` first on sys.path unless it is there already. */
+static int
+add_sys_path(const char *dir)
+{
+    int        rc;
+    PyObject  *path, *item;
+
+    path = PySys_GetObject("path");     /* borrowed */
+    item = PyUnicode_DecodeFSDefault(dir);
+    if (path == NULL || item == NULL) {
+        Py_XDECREF(item);
+        return -1;
+    }
+
+    rc = PySequence_Contains(path, item);
+    if (rc == 0) {
+        rc = PyList_Insert(path, 0, item);
+    }
+
+    Py_DECREF(item);
+    return rc < 0 ? -1 : 0;
+}
+
+
+/* Imports `name`, or reloads it when asked and already imported. */
+static PyObject *
+import_module(const char *name, int reload)
+{
+    PyObject  *pname, *module, *fresh;
+
+    pname = PyUnicode_DecodeFSDefault(name);
+    if (pname == NULL) {
+        return NULL;
+    }
+
+    module = PyImport_GetModule(pname);
+    Py_DECREF(pname);
+
+    if (module == NULL) {
+        return PyErr_Occurred() ? NULL : PyImport_ImportModule(name);
+    }
+
+    if (!reload) {
+        return module;
+    }
+
+    fresh = PyImport_ReloadModule(module);
+    Py_DECREF(module);
+    return fresh;
+}
+
+
+static int
+call_init(char *module, const char *func, const char *rest, void *tq)
+{
+    int        reload = 0;
+    long       rc = RC_PY_ERROR;
+    char      *slash;
+    size_t     len;
+    PyObject  *mod = NULL, *fn = NULL, *res = NULL;
+
+    slash = strrchr(module, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        if (add_sys_path(module[0] ? module : "/") != 0) {
+            goto done;
+        }
+        module = slash + 1;
+    }
+
+    len = strlen(module);
+    if (len > 0 && module[len - 1] == '?') {
+        module[len - 1] = '\0';
+        reload = 1;
+    }
+
+    mod = import_module(module, reload);
+    if (mod == NULL) {
+        goto done;
+    }
+
+    fn = PyObject_GetAttrString(mod, func);
+    if (fn == NULL) {
+        goto done;
+    }
+
+    res = PyObject_CallFunction(fn, "NN", PyLong_FromVoidPtr((void *) rest),
+                                PyLong_FromVoidPtr(tq));
+    if (res == NULL) {
+        goto done;
+    }
+
+    if (res == Py_None) {
+        rc = 0;
+
+    } else {
+        rc = PyLong_AsLong(res);
+        if (rc == -1 && PyErr_Occurred()) {
+            rc = RC_PY_ERROR;
+        }
+    }
+
+done:
+
+    if (PyErr_Occurred()) {
+        fprintf(stderr, "ffi_python3: %s.%s failed:\n", module, func);
+        PyErr_Print();
+        fflush(stderr);
+    }
+
+    Py_XDECREF(res);
+    Py_XDECREF(fn);
+    Py_XDECREF(mod);
+    return (int) rc;
+}
+
+
+int
+libffi_init(char *cfg, void *tq)
+{
+    int               rc;
+    char             *copy, *module, *func, *rest;
+    PyGILState_STATE  gil;
+
+    if (cfg == NULL) {
+        fprintf(stderr, "ffi_python3: cfg \"module,function[,rest]\" is required\n");
+        return RC_BAD_CFG;
+    }
+
+    copy = strdup(cfg);
+    if (copy == NULL) {
+        return RC_BAD_CFG;
+    }
+
+    rest = copy;
+    module = strsep(&rest, ",");
+    func = strsep(&rest, ",");
+
+    if (module[0] == '\0' || func == NULL || func[0] == '\0') {
+        fprintf(stderr, "ffi_python3: bad cfg \"%s\": want \"module,function[,rest]\"\n", cfg);
+        free(copy);
+        return RC_BAD_CFG;
+    }
+
+    pthread_once(&python_once, python_start);
+    if (!python_ok) {
+        free(copy);
+        return RC_NO_PYTHON;
+    }
+
+    gil = PyGILState_Ensure();
+    rc = call_init(module, func, rest, tq);
+    PyGILState_Release(gil);
+
+    free(copy);
+    return rc;
+}

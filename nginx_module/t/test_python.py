@@ -1,0 +1,121 @@
+"""The Python loader (examples/python: libffi_python3.so) on a real nginx:
+modules in the original's style (cffi + the C ABI), modules on the resty_ffi
+Python package, errors, and hot reload."""
+
+import concurrent.futures
+import os
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+PYTHONPATH = f"{HERE.parent.parent / 'examples' / 'python'}:{HERE / 'python'}"
+MAIN = "env PYTHONPATH;"
+LOAD = "local function load(cfg) return ngx.load_ffi('ffi_python3', cfg, { is_global = true }) end\n"
+
+
+@pytest.fixture(autouse=True)
+def pythonpath(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
+
+
+def content(lua, path="/t"):
+    return f"location {path} {{ content_by_lua_block {{ require('resty_ffi') {LOAD} {lua} }} }}"
+
+
+def test_original_style_module(nginx):
+    n = nginx(main=MAIN, http="client_max_body_size 1m; client_body_buffer_size 1m;", server=content("""
+        local rt = assert(load('ffi.echo,init'))
+        ngx.req.read_body()
+        ngx.print(rt:echo(ngx.req.get_body_data()))"""))
+    for payload in [b"hello", b"a\0b", bytes(range(256)) * 1024]:
+        assert n.get("/t", data=payload) == (200, b"true" + payload)
+    assert n.get("/t") == (200, b"true")
+
+
+def test_two_hundred_concurrent_clients(nginx):
+    n = nginx(main=MAIN, workers=2, server=content("""
+        local orig = assert(load('ffi.echo,init'))
+        local pkg = assert(load('pkg_demo,init,sync'))
+        local _, a = orig:echo(ngx.var.arg_i)
+        local _, b = pkg:call(ngx.var.arg_i)
+        ngx.say(a, ' ', b)"""))
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(lambda i: n.get(f"/t?i={i}"), range(600)))
+    assert results == [(200, f"{i} sync:{i}\n".encode()) for i in range(600)]
+
+
+def test_package_handlers_and_exceptions(nginx):
+    n = nginx(main=MAIN, server=content("""
+        local sync = assert(load('pkg_demo,init,sync'))
+        local async = assert(load('pkg_demo,init,async'))
+        for _, req in ipairs({ 'hi', 'boom', 'rc:7', 'nothing', 'number' }) do
+            ngx.say(sync:call(req))
+        end
+        ngx.say(async:call('hi'))
+        ngx.say(async:call('boom'))"""))
+    assert n.get("/t") == (200, b"truesync:hi\nfalse1ValueError: bad input\nfalse7custom failure\ntrue\n"
+                                b"false1TypeError: handler returned int, want bytes, str or None\n"
+                                b"trueasync:hi\nfalse1RuntimeError: async boom\n")
+
+
+def test_async_requests_overlap(nginx):
+    n = nginx(main=MAIN, server=content("""
+        local async = assert(load('pkg_demo,init,async'))
+        local start = ngx.now()
+        local threads = {}
+        for i = 1, 100 do
+            threads[i] = ngx.thread.spawn(function() return async:call(tostring(i)) end)
+        end
+        local good = 0
+        for i = 1, 100 do
+            local _, ok, res = ngx.thread.wait(threads[i])
+            if ok and res == 'async:' .. i then good = good + 1 end
+        end
+        ngx.update_time()
+        ngx.say(good, ' ', ngx.now() - start)"""))
+    good, took = n.get("/t")[1].split()
+    assert good == b"100"
+    assert float(took) < 2.0, "100 sleeps of 0.3 s must overlap"
+
+
+def test_init_errors(nginx):
+    n = nginx(main=MAIN, server=content("""
+        ngx.say(load('pkg_demo,init_rc,5'))
+        ngx.say(load('pkg_demo,init_rc,0') ~= nil)
+        ngx.say(load('pkg_demo,init_raises'))
+        ngx.say(load('no_such_module,init'))
+        ngx.say(load('pkg_demo,no_such_function'))
+        ngx.say(load('no function'))
+        ngx.say(load(nil))"""))
+    assert n.get("/t") == (200, b"nil5\ntrue\nnil-1\nnil-1\nnil-1\nnil2\nnil2\n")
+    log = n.log.read_text()
+    assert "RuntimeError: init failed on purpose" in log
+    assert "ModuleNotFoundError: No module named 'no_such_module'" in log
+
+
+HOT_V1 = """import resty_ffi
+def init(cfg, tq):
+    return resty_ffi.serve(tq, lambda req: b"v1 " + req)
+"""
+HOT_V2 = HOT_V1.replace('b"v1 "', 'b"version two "')
+
+
+def test_hot_reload(nginx, tmp_path):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "hot.py").write_text(HOT_V1)
+    n = nginx(main=MAIN, server=content(f"""
+        local rt = assert(load('{mods}/hot?,init'))
+        local ok, res = rt:call('x')
+        ngx.say(ok, ' ', res, ' ', ngx.worker.pid())
+        rt:__unload()"""))
+    status, body = n.get("/t")
+    assert status == 200 and body.startswith(b"true v1 x ")
+    pid = body.split()[-1]
+    # A different size: the cached .pyc is stale even within the same second.
+    (mods / "hot.py").write_text(HOT_V2)
+    status, body = n.get("/t")
+    assert body == b"true version two x " + pid + b"\n", "new code, same worker"
+    (mods / "hot.py").write_text(HOT_V1)
+    assert n.get("/t")[1] == b"true v1 x " + pid + b"\n"
