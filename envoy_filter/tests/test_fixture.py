@@ -1,0 +1,64 @@
+"""The cross-host fixture tests/fixtures/ffi_cases.lua, run unchanged on Envoy:
+the same answers as the nginx suite expects from it (nginx_module/t)."""
+
+import harness
+
+PORT = 18160
+ADMIN = 18169
+
+SCRIPT = r"""
+local cases = require("ffi_cases")
+
+local routes = {
+  ["/echo"] = function(handle) return cases.echo("hello\0world", handle) end,
+  ["/rc"] = function(handle) return cases.rc("rc:7:bad thing", handle) end,
+  ["/load-errors"] = function() return cases.load_errors() end,
+  ["/unload"] = function(handle) return cases.unload_then_call(handle) end,
+}
+
+function envoy_on_request(handle)
+  local route = routes[handle:headers():get(":path")]
+  handle:respond({ [":status"] = "200" }, route(handle))
+end
+"""
+
+
+def setup():
+    package_path = f"{harness.LUA_DIR}/?.lua;{harness.ROOT}/tests/fixtures/?.lua;;"
+    return harness.Envoy([harness.listener("fixture", PORT, harness.ours(SCRIPT, lua_package_path=package_path))],
+                         ADMIN, concurrency=2)
+
+
+def teardown(envoy):
+    envoy.stop()
+
+
+def get(path):
+    status, _, body = harness.request(PORT, path)
+    assert status == 200, (path, status, body)
+    return body.decode()
+
+
+def case_echo():
+    assert get("/echo") == "true|hello\0world"
+
+
+def case_rc():
+    assert get("/rc") == "false|7|bad thing"
+
+
+def case_load_errors():
+    unknown, no_init, init_rc = get("/load-errors").split("|")
+    assert unknown.startswith('resty_ffi: load "no_such_runtime": libno_such_runtime.so: cannot open shared object file'), unknown
+    assert no_init.startswith('resty_ffi: load "libm.so.6": no libffi_init'), no_init
+    assert init_rc == "7"
+
+
+def case_unload_then_call():
+    assert get("/unload") == "true|before;false|resty_ffi: runtime unloaded;true;true|again"
+
+
+CASES = [(name, lambda _, fn=fn: fn()) for name, fn in globals().items() if name.startswith("case_")]
+
+if __name__ == "__main__":
+    harness.run(CASES, setup, teardown)
