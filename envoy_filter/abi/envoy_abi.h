@@ -226,6 +226,12 @@ size_t envoy_dynamic_module_callback_http_get_body_chunks_size(
 bool envoy_dynamic_module_callback_http_get_body_chunks(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
     envoy_dynamic_module_type_http_body_type body_type, envoy_dynamic_module_type_envoy_buffer *chunks);
+size_t envoy_dynamic_module_callback_http_get_body_size(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_http_body_type body_type);
+/* The stream's buffer limit in bytes (0: none). */
+uint64_t envoy_dynamic_module_callback_http_get_buffer_limit(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
 bool envoy_dynamic_module_callback_http_append_body(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
     envoy_dynamic_module_type_http_body_type body_type, envoy_dynamic_module_type_module_buffer data);

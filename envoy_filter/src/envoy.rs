@@ -303,6 +303,16 @@ impl EnvoyFilter {
         body
     }
 
+    pub fn body_size(self, dir: Direction, kind: BodyKind) -> usize {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_body_size(self.0, body_type(dir, kind)) }
+    }
+
+    pub fn buffer_limit(self) -> u64 {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_buffer_limit(self.0) }
+    }
+
     pub fn append_body(self, dir: Direction, kind: BodyKind, data: &[u8]) -> bool {
         // SAFETY: type contract; Envoy copies `data` during the call.
         unsafe { envoy_dynamic_module_callback_http_append_body(self.0, body_type(dir, kind), module_buffer(data)) }

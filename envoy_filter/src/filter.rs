@@ -13,7 +13,7 @@ use mlua::thread::ThreadStatus;
 use mlua::{MultiValue, Thread};
 
 use crate::config::FilterConfig;
-use crate::envoy::{log, EnvoyFilter, HeaderList, LogLevel, Status};
+use crate::envoy::{log, BodyKind, EnvoyFilter, HeaderList, LogLevel, Status};
 use crate::handle::RawHandle;
 use crate::sink::Sink;
 use crate::vm::{self, WorkerVm, Yield};
@@ -340,6 +340,16 @@ impl Filter {
         let phase = self.stream.phase(dir);
         match outcome {
             Outcome::Finished => self.finish(dir, site),
+            Outcome::Waiting(Wait::Body) if site == Site::Scheduled && self.body_cannot_complete(dir) => {
+                self.end_coroutine(dir);
+                if let Some(envoy) = self.envoy() {
+                    match dir {
+                        Direction::Request => envoy.send_response(413, &[], b"Payload Too Large", "resty_ffi_body_too_large"),
+                        Direction::Response => envoy.reset_stream("resty_ffi_body_too_large"),
+                    }
+                }
+                Status::StopNoBuffer
+            }
             Outcome::Waiting(wait) => {
                 phase.wait.set(Some(wait));
                 phase.stopped.set(true);
@@ -398,6 +408,18 @@ impl Filter {
         if let Some(envoy) = self.envoy() {
             envoy.send_response(reply.status, &headers, &reply.body, "resty_ffi_respond");
         }
+    }
+
+    /// The script wants the whole body after a call, but what arrived while
+    /// it waited (flow-controlled) already fills the buffer: Envoy has stopped
+    /// reading, so the rest would never come. Envoy's own buffering answers
+    /// such bodies with 413; so do we.
+    fn body_cannot_complete(&self, dir: Direction) -> bool {
+        let Some(envoy) = self.envoy() else { return false };
+        let limit = envoy.buffer_limit();
+        !self.stream.phase(dir).body_complete.get()
+            && limit > 0
+            && envoy.body_size(dir, BodyKind::Buffered) as u64 >= limit
     }
 
     /// The script ended (or failed open): let the stream go on.

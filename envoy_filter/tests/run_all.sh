@@ -13,7 +13,7 @@ if ! cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_f
   exit 1
 fi
 
-for test in test_readme.py test_ffi.py test_fixture.py test_diff.py test_static.sh; do
+for test in test_readme.py test_ffi.py test_fixture.py test_runtimes.py test_diff.py test_static.sh; do
   echo "== $test"
   case "$test" in
     *.py) cmd=(python3 "$here/$test") ;;

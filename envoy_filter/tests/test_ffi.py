@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
 
 import harness
@@ -340,6 +341,28 @@ def case_body_keeps_arriving_while_waiting(_):
     # 2 MiB through a 64 KiB buffer limit while a call waits: watermarks, no 413.
     status, data = post("/wait-then-continue", b"x" * (2 << 20), port=PORT_SMALL_BUF)
     assert (status, data) == (200, harness.UPSTREAM_BODY.encode()), (status, data[:100])
+
+
+def case_body_after_wait_beyond_buffer_limit_is_413(_):
+    # body() after a call, with more body than the 64 KiB buffer limit: the
+    # flow-controlled part already fills the buffer, so 413 (not a stall).
+    sock = socket.create_connection(("127.0.0.1", PORT_SMALL_BUF), timeout=10)
+    body = b"z" * (1 << 20)
+    sock.sendall(b"POST /wait-then-body HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+
+    def send_body():
+        try:
+            sock.sendall(body)
+        except OSError:
+            pass  # Envoy stops reading and closes after answering
+
+    sender = threading.Thread(target=send_body, daemon=True)
+    sender.start()
+    start = time.time()
+    status_line = sock.makefile("rb").readline()
+    sock.close()
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    assert time.time() - start < 5
 
 
 def case_body_after_wait_is_whole(_):

@@ -1,0 +1,174 @@
+"""The runtimes of examples/ on Envoy through the shared fixture
+tests/fixtures/runtime_cases.lua (the nginx tests run the same file): Go,
+the Rust SDK (echo, async HTTP client), the Python loader (original-style
+module, resty_ffi package, exceptions, hot reload), 200 concurrent clients,
+and a clean SIGTERM shutdown with the Go runtime loaded."""
+
+import concurrent.futures
+import http.server
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import harness
+
+PORT = 18180
+ADMIN = 18189
+PORT_SIGTERM = 18181
+ADMIN_SIGTERM = 18188
+FIXTURES = harness.ROOT / "tests" / "fixtures"
+
+SCRIPT = r"""
+local cases = require("runtime_cases")
+function envoy_on_request(handle)
+  local case = cases[handle:headers():get(":path"):sub(2)]
+  if case then
+    local body = handle:body()
+    local req = body and body:getBytes(0, body:length()) or ""
+    handle:respond({ [":status"] = "200" }, case(req, handle))
+  end
+end
+"""
+
+HOT = """import resty_ffi
+def init(cfg, tq):
+    return resty_ffi.serve(tq, lambda req: b"%s " + req)
+"""
+
+
+def build_runtimes():
+    """Go echo, the Rust HTTP client and the Python loader, next to the
+    runtimes the harness builds."""
+    cargo = shutil.which("cargo") or str(harness.pathlib.Path.home() / ".cargo" / "bin" / "cargo")
+    subprocess.run([cargo, "build", "--quiet", "--release", "--manifest-path", str(harness.ROOT / "Cargo.toml"),
+                    "-p", "rust_http_client"], check=True)
+    shutil.copy2(harness.RELEASE / "librust_http_client.so", harness.RUNTIMES / "librust_http_client.so")
+    subprocess.run([str(harness.ROOT / "examples" / "go_echo" / "build.sh"), str(harness.RUNTIMES / "libgo_echo.so")],
+                   check=True)
+    subprocess.run([str(harness.ROOT / "examples" / "python" / "build.sh"),
+                    str(harness.RUNTIMES / "libffi_python3.so")], check=True)
+
+
+class Slow(http.server.BaseHTTPRequestHandler):
+    """The HTTP client runtime's upstream: /slow answers after 0.5 s."""
+
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(0.5)
+        body = self.path.encode()
+        self.send_response(200 if self.path != "/missing" else 404)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Upstream(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # 100 connections arrive at once
+
+
+class State:
+    def __init__(self):
+        build_runtimes()
+        os.environ["PYTHONPATH"] = f"{harness.ROOT / 'examples' / 'python'}:{FIXTURES / 'python'}"
+        self.upstream = Upstream(("127.0.0.1", 0), Slow)
+        threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.upstream.server_address[1]}"
+        self.mods = tempfile.mkdtemp(prefix="resty_ffi_hot_")
+        self.envoy = harness.Envoy([listener(PORT)], ADMIN, concurrency=2)
+
+    def stop(self):
+        self.envoy.stop()
+        self.upstream.shutdown()
+        shutil.rmtree(self.mods, ignore_errors=True)
+
+
+def listener(port):
+    return harness.listener(f"runtimes_{port}", port, harness.ours(
+        SCRIPT, lua_package_path=f"{harness.LUA_DIR}/?.lua;{FIXTURES}/?.lua;;"), buffer_limit=4 << 20)
+
+
+def call(case, req=b"", port=PORT):
+    status, _, body = harness.request(port, f"/{case}", method="POST", body=req, timeout=30)
+    assert status == 200, (case, status, body)
+    return body
+
+
+def case_go_echo(_):
+    for req in [b"hello", b"a\0b\0", os.urandom(1 << 20)]:
+        assert call("go_echo", req) == b"true|" + req
+    assert call("go_echo") == b"true|"
+
+
+def case_two_hundred_clients_go_rust_python(_):
+    def one(i):
+        req = f"req {i}".encode()
+        return [call(case, req) for case in ("go_echo", "rust_echo", "python_echo", "python_sync")]
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(one, range(400)))
+    for i, got in enumerate(results):
+        req = f"req {i}".encode()
+        assert got == [b"true|" + req] * 3 + [b"true|sync:" + req], (i, got)
+
+
+def case_http_client_runs_fetches_concurrently(state):
+    assert call("http_fetch", f"{state.base}/missing".encode()) == b"false|404|/missing"
+    assert call("http_fetch", b"http://127.0.0.1:1/").startswith(b"false|1|client error (Connect)")
+    start = time.monotonic()
+    assert call("http_fetch", f"{state.base}/slow?0".encode()) == b"true|/slow?0"
+    one = time.monotonic() - start
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        got = list(pool.map(lambda i: call("http_fetch", f"{state.base}/slow?{i}".encode()), range(100)))
+    hundred = time.monotonic() - start
+    assert got == [f"true|/slow?{i}".encode() for i in range(100)]
+    assert hundred < 3 * one, (one, hundred)
+
+
+def case_python_package_and_exceptions(_):
+    assert call("python_sync", b"hi") == b"true|sync:hi"
+    assert call("python_sync", b"boom") == b"false|1|ValueError: bad input"
+    assert call("python_sync", b"rc:7") == b"false|7|custom failure"
+    assert call("python_async", b"hi") == b"true|async:hi"
+    assert call("python_async", b"boom") == b"false|1|RuntimeError: async boom"
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        got = list(pool.map(lambda i: call("python_async", str(i).encode()), range(50)))
+    assert got == [f"true|async:{i}".encode() for i in range(50)]
+    assert time.monotonic() - start < 3, "async handlers overlap"
+
+
+def case_python_hot_reload(state):
+    hot = os.path.join(state.mods, "hot.py")
+    for version in ["v1", "version two", "v3"]:  # each a different file size
+        with open(hot, "w") as f:
+            f.write(HOT % version)
+        for _ in range(4):  # both workers
+            assert call("python_reload", state.mods.encode()) == f"true|{version} x".encode()
+    pid = state.envoy.proc.pid
+    assert state.envoy.alive() and state.envoy.proc.pid == pid
+
+
+def case_sigterm_with_go_loaded(_):
+    envoy = harness.Envoy([listener(PORT_SIGTERM)], ADMIN_SIGTERM, concurrency=2)
+    try:
+        for i in range(8):
+            assert call("go_echo", b"x%d" % i, port=PORT_SIGTERM) == b"true|x%d" % i
+        envoy.proc.terminate()
+        assert envoy.proc.wait(timeout=10) == 0, envoy.log_tail()
+        log = envoy.log_text()
+        assert "Caught" not in log and "Backtrace" not in log, log
+    finally:
+        envoy.stop()
+
+
+if __name__ == "__main__":
+    harness.run([(name, fn) for name, fn in globals().items() if name.startswith("case_")],
+                setup=State, teardown=State.stop)
