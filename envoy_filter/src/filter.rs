@@ -432,8 +432,12 @@ impl Filter {
             None
         };
         if let Some(reply) = pending {
-            let reply = reply.borrow().clone();
-            self.send_local(&reply);
+            if self.response_started.get() {
+                log(LogLevel::Warn, "resty_ffi: local reply dropped: Envoy already answered the stream");
+            } else {
+                let reply = reply.borrow().clone();
+                self.send_local(&reply);
+            }
             return Status::StopNoBuffer;
         }
         // Once a response started (e.g. Envoy's own timeout reply), the
