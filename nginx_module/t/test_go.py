@@ -53,6 +53,11 @@ def test_echo_payloads_and_nil(nginx):
     assert n.get("/t") == (200, b"true:")
 
 
+def test_shared_fixture(nginx):
+    n = nginx(server=content("ngx.say(require('runtime_cases').go_echo(ngx.var.arg_req))"))
+    assert n.get("/t?req=hello") == (200, b"true|hello\n")
+
+
 def test_two_hundred_concurrent_clients(nginx):
     n = nginx(workers=2, server=content(ECHO_ARG))
     with concurrent.futures.ThreadPoolExecutor(200) as pool:

@@ -3,13 +3,13 @@ modules in the original's style (cffi + the C ABI), modules on the resty_ffi
 Python package, errors, and hot reload."""
 
 import concurrent.futures
-import os
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
-PYTHONPATH = f"{HERE.parent.parent / 'examples' / 'python'}:{HERE / 'python'}"
+from conftest import FIXTURES
+
+PYTHONPATH = f"{Path(__file__).parent.parent.parent / 'examples' / 'python'}:{FIXTURES / 'python'}"
 MAIN = "env PYTHONPATH;"
 LOAD = "local function load(cfg) return ngx.load_ffi('ffi_python3', cfg, { is_global = true }) end\n"
 
@@ -47,16 +47,16 @@ def test_two_hundred_concurrent_clients(nginx):
 
 def test_package_handlers_and_exceptions(nginx):
     n = nginx(main=MAIN, server=content("""
-        local sync = assert(load('pkg_demo,init,sync'))
-        local async = assert(load('pkg_demo,init,async'))
+        local cases = require('runtime_cases')
         for _, req in ipairs({ 'hi', 'boom', 'rc:7', 'nothing', 'number' }) do
-            ngx.say(sync:call(req))
+            ngx.say(cases.python_sync(req))
         end
-        ngx.say(async:call('hi'))
-        ngx.say(async:call('boom'))"""))
-    assert n.get("/t") == (200, b"truesync:hi\nfalse1ValueError: bad input\nfalse7custom failure\ntrue\n"
-                                b"false1TypeError: handler returned int, want bytes, str or None\n"
-                                b"trueasync:hi\nfalse1RuntimeError: async boom\n")
+        ngx.say(cases.python_async('hi'))
+        ngx.say(cases.python_async('boom'))
+        ngx.say(cases.python_echo('a\\0b'))"""))
+    assert n.get("/t") == (200, b"true|sync:hi\nfalse|1|ValueError: bad input\nfalse|7|custom failure\ntrue|\n"
+                                b"false|1|TypeError: handler returned int, want bytes, str or None\n"
+                                b"true|async:hi\nfalse|1|RuntimeError: async boom\ntrue|a\0b\n")
 
 
 def test_async_requests_overlap(nginx):
@@ -106,16 +106,12 @@ def test_hot_reload(nginx, tmp_path):
     mods.mkdir()
     (mods / "hot.py").write_text(HOT_V1)
     n = nginx(main=MAIN, server=content(f"""
-        local rt = assert(load('{mods}/hot?,init'))
-        local ok, res = rt:call('x')
-        ngx.say(ok, ' ', res, ' ', ngx.worker.pid())
-        rt:__unload()"""))
+        ngx.say(require('runtime_cases').python_reload('{mods}'), ' ', ngx.worker.pid())"""))
     status, body = n.get("/t")
-    assert status == 200 and body.startswith(b"true v1 x ")
+    assert status == 200 and body.startswith(b"true|v1 x ")
     pid = body.split()[-1]
     # A different size: the cached .pyc is stale even within the same second.
     (mods / "hot.py").write_text(HOT_V2)
-    status, body = n.get("/t")
-    assert body == b"true version two x " + pid + b"\n", "new code, same worker"
+    assert n.get("/t")[1] == b"true|version two x " + pid + b"\n", "new code, same worker"
     (mods / "hot.py").write_text(HOT_V1)
-    assert n.get("/t")[1] == b"true v1 x " + pid + b"\n"
+    assert n.get("/t")[1] == b"true|v1 x " + pid + b"\n"

@@ -11,8 +11,10 @@ def content(lua):
 
 
 # Upstream locations the HTTP client runtime fetches from (served by the same
-# nginx: ngx.sleep does not block the worker).
+# nginx: ngx.sleep does not block the worker). hyper may open a connection it
+# then never uses; nginx's graceful quit waits client_header_timeout for it.
 UPSTREAM = """
+    client_header_timeout 2s;
     location /slow { content_by_lua_block { ngx.sleep(0.5) ngx.print('slow ', ngx.var.arg_i) } }
     location /hello { return 200 'hello $arg_i'; }
     location /missing { return 404 'nothing here'; }
@@ -45,6 +47,14 @@ def test_http_client_fetches(nginx):
     assert lines[:2] == ["truehello 1", "false404nothing here"]
     assert lines[2].startswith("false1") and "invalid" in lines[2]
     assert lines[3].startswith("false 1 client error (Connect)") and "refused" in lines[3]
+
+
+def test_shared_fixture(nginx):
+    n = nginx(server=UPSTREAM + content("""
+        local cases = require('runtime_cases')
+        ngx.say(cases.rust_echo('a\\0b'))
+        ngx.say(cases.http_fetch('http://127.0.0.1:' .. ngx.var.server_port .. '/missing'))"""))
+    assert n.get("/t") == (200, b"true|a\0b\nfalse|404|nothing here\n")
 
 
 def test_hundred_fetches_in_flight_take_the_time_of_one(nginx):
