@@ -212,7 +212,7 @@ def case_queue_full(_):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = []
         for _ in range(8):
-            futures.append(pool.submit(post, "/single", b"sleep:300:slow"))
+            futures.append(pool.submit(post, "/single", b"sleep:800:slow"))
             time.sleep(0.02)
         results = [f.result() for f in futures]
     bodies = [data for status, data in results]
