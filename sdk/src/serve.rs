@@ -87,28 +87,32 @@ mod asynchronous {
             Fut: Future<Output = R> + Send + 'static,
             R: Into<Response>,
         {
-            thread::Builder::new().name("resty_ffi_sdk_poll".into()).spawn(move || {
-                // Every request in flight holds a sender: recv() returns None
-                // once all of them are answered.
-                let (in_flight, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
-                while let Some(task) = self.poll() {
-                    // The future gets a copy of the request: it may outlive
-                    // any borrow of the host's buffer.
-                    // AssertUnwindSafe: a panic only fails this request.
-                    let fut = catch_unwind(AssertUnwindSafe(|| CatchUnwind(Box::pin(handler(task.request().to_vec())))));
-                    let guard = in_flight.clone();
-                    runtime.spawn(async move {
-                        let response = match fut {
-                            Ok(fut) => fut.await.map_or_else(panic_response, Into::into),
-                            Err(panic) => panic_response(panic),
-                        };
-                        task.respond(response);
-                        drop(guard);
-                    });
-                }
-                drop(in_flight);
-                runtime.block_on(all_done.recv());
-            })?;
+            thread::Builder::new()
+                .name("resty_ffi_sdk_poll".into())
+                .spawn(move || {
+                    // Every request in flight holds a sender: recv() returns None
+                    // once all of them are answered.
+                    let (in_flight, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+                    while let Some(task) = self.poll() {
+                        // The future gets a copy of the request: it may outlive
+                        // any borrow of the host's buffer.
+                        // AssertUnwindSafe: a panic only fails this request.
+                        let fut = catch_unwind(AssertUnwindSafe(|| {
+                            CatchUnwind(Box::pin(handler(task.request().to_vec())))
+                        }));
+                        let guard = in_flight.clone();
+                        runtime.spawn(async move {
+                            let response = match fut {
+                                Ok(fut) => fut.await.map_or_else(panic_response, Into::into),
+                                Err(panic) => panic_response(panic),
+                            };
+                            task.respond(response);
+                            drop(guard);
+                        });
+                    }
+                    drop(in_flight);
+                    runtime.block_on(all_done.recv());
+                })?;
             Ok(())
         }
     }

@@ -77,7 +77,10 @@ impl Task {
 impl Drop for Task {
     fn drop(&mut self) {
         // A task forgotten by a handler (or a panic unwinding past it).
-        Task(self.0).respond(Error::new(Error::DROPPED_RC, "resty_ffi_sdk: request dropped without a response"));
+        Task(self.0).respond(Error::new(
+            Error::DROPPED_RC,
+            "resty_ffi_sdk: request dropped without a response",
+        ));
     }
 }
 
@@ -91,7 +94,10 @@ pub struct Response {
 impl Response {
     /// rc 0 with `body` (`true, body` in Lua).
     pub fn ok(body: impl AsRef<[u8]>) -> Self {
-        Response { rc: 0, body: MallocBuf::copy(body.as_ref()) }
+        Response {
+            rc: 0,
+            body: MallocBuf::copy(body.as_ref()),
+        }
     }
 
     /// rc 0 without a body (`true, ""` in Lua).
@@ -102,7 +108,10 @@ impl Response {
     /// A failure: `false, rc, err` in Lua (`err` is nil when empty). An `rc`
     /// of 0 would mean success, so it is turned into 1.
     pub fn error(rc: i32, err: impl AsRef<[u8]>) -> Self {
-        Response { rc: if rc == 0 { 1 } else { rc }, body: MallocBuf::copy(err.as_ref()) }
+        Response {
+            rc: if rc == 0 { 1 } else { rc },
+            body: MallocBuf::copy(err.as_ref()),
+        }
     }
 
     /// The return code (0 = success).
@@ -185,7 +194,10 @@ impl Error {
 
     /// An error with its own rc (0 is turned into 1) and message.
     pub fn new(rc: i32, message: impl Into<String>) -> Self {
-        Error { rc: if rc == 0 { 1 } else { rc }, message: message.into() }
+        Error {
+            rc: if rc == 0 { 1 } else { rc },
+            message: message.into(),
+        }
     }
 
     pub fn rc(&self) -> i32 {
@@ -257,7 +269,10 @@ mod tests {
 
     #[test]
     fn responses_from_values() {
-        assert_eq!((Response::from("hi").rc(), Response::from("hi").body()), (0, &b"hi"[..]));
+        assert_eq!(
+            (Response::from("hi").rc(), Response::from("hi").body()),
+            (0, &b"hi"[..])
+        );
         assert_eq!(Response::from(vec![0u8, 1]).body(), &[0, 1]);
         assert_eq!(Response::from(()).body(), b"");
         let e = Response::from(Err::<String, _>(Error::new(7, "bad")));

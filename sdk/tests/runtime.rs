@@ -60,7 +60,11 @@ impl Host {
         let cfg = CString::new(cfg).unwrap();
         // SAFETY: a C string and a live queue, like the hosts pass.
         let init_rc = unsafe { libffi_init(cfg.as_ptr() as *mut c_char, Arc::as_ptr(&queue) as *mut c_void) };
-        Host { queue, sink: Arc::new(CompletionQueue::new(CallbackHook::new(|| {}))), init_rc }
+        Host {
+            queue,
+            sink: Arc::new(CompletionQueue::new(CallbackHook::new(|| {}))),
+            init_rc,
+        }
     }
 
     /// Posts `reqs` and waits for every answer: (rc, body) in request order.
@@ -73,7 +77,9 @@ impl Host {
         let mut got = 0;
         while got < reqs.len() {
             assert!(Instant::now() < deadline, "only {got} of {} answered", reqs.len());
-            got += self.sink.drain(64, |c| out[c.token as usize] = Some((c.rc, c.response.to_vec())));
+            got += self
+                .sink
+                .drain(64, |c| out[c.token as usize] = Some((c.rc, c.response.to_vec())));
             std::thread::sleep(Duration::from_millis(1));
         }
         out.into_iter().map(Option::unwrap).collect()
@@ -104,7 +110,10 @@ fn blocking_handlers_answer_bodies_errors_and_panics() {
     assert_eq!(answers[2], (5, b"bad request".to_vec()));
     assert_eq!(answers[3].0, Error::RC);
     assert!(String::from_utf8_lossy(&answers[3].1).contains("invalid utf-8"));
-    assert_eq!(answers[4], (PANIC_RC, b"resty_ffi_sdk: handler panicked: boom".to_vec()));
+    assert_eq!(
+        answers[4],
+        (PANIC_RC, b"resty_ffi_sdk: handler panicked: boom".to_vec())
+    );
     assert_eq!(answers[5], (0, b"A\0B".to_vec()), "the thread survived the panic");
 }
 
@@ -116,11 +125,17 @@ fn async_requests_run_concurrently() {
     let start = Instant::now();
     let answers = host.call_all(&refs);
     let took = start.elapsed();
-    assert!(answers.iter().zip(&reqs).all(|((rc, body), req)| *rc == 0 && body == req));
+    assert!(answers
+        .iter()
+        .zip(&reqs)
+        .all(|((rc, body), req)| *rc == 0 && body == req));
     // 100 sleeps of 300 ms one after the other would take 30 s.
     assert!(took < Duration::from_millis(1500), "100 calls took {took:?}");
     let panicked = host.call_all(&[b"panic"]);
-    assert_eq!(panicked[0], (PANIC_RC, b"resty_ffi_sdk: handler panicked: async boom".to_vec()));
+    assert_eq!(
+        panicked[0],
+        (PANIC_RC, b"resty_ffi_sdk: handler panicked: async boom".to_vec())
+    );
 }
 
 #[test]
@@ -143,5 +158,11 @@ fn async_requests_in_flight_are_answered_after_unload() {
 fn dropped_tasks_are_answered() {
     let host = Host::load(b"drop");
     let answers = host.call_all(&[b"x"]);
-    assert_eq!(answers[0], (Error::DROPPED_RC, b"resty_ffi_sdk: request dropped without a response".to_vec()));
+    assert_eq!(
+        answers[0],
+        (
+            Error::DROPPED_RC,
+            b"resty_ffi_sdk: request dropped without a response".to_vec()
+        )
+    );
 }
