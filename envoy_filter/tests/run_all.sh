@@ -13,9 +13,11 @@ if ! cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_f
   exit 1
 fi
 
-for test in test_readme.py test_ffi.py test_fixture.py test_runtimes.py test_diff.py test_static.sh; do
+# test_ffi.py runs twice: Envoy with one worker thread, then two.
+for test in test_readme.py test_ffi.py:1 test_ffi.py:2 test_fixture.py test_runtimes.py test_diff.py test_static.sh; do
   echo "== $test"
   case "$test" in
+    *.py:*) cmd=(env ENVOY_CONCURRENCY="${test##*:}" python3 "$here/${test%%:*}") ;;
     *.py) cmd=(python3 "$here/$test") ;;
     *) cmd=("$here/$test") ;;
   esac

@@ -1,6 +1,7 @@
 """resty_ffi calls from Envoy (lua/resty_ffi.lua on our filter): payloads,
 errors, queue limits, unload, concurrency, client aborts, flow control and
-the fail_closed switch. One Envoy with --concurrency 2 serves every case."""
+the fail_closed switch. One Envoy serves every case, with --concurrency
+$ENVOY_CONCURRENCY (default 2; run_all.sh runs 1 and 2)."""
 
 import concurrent.futures
 import http.client
@@ -164,7 +165,7 @@ def setup():
                          hcm_options={"stream_idle_timeout": "0.2s"}),
         harness.listener("filename", PORT_FILENAME, harness.ours_file(harness.ROOT / "envoy_filter" / "tests" / "echo_body.lua")),
     ]
-    return harness.Envoy(listeners, ADMIN, concurrency=2)
+    return harness.Envoy(listeners, ADMIN, concurrency=int(os.environ.get("ENVOY_CONCURRENCY", "2")))
 
 
 def teardown(envoy):
