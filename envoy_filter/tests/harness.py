@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,20 @@ def ensure_built():
     if not test_runtime.exists() or test_runtime.stat().st_mtime < TEST_RUNTIME_SRC.stat().st_mtime:
         subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", f"-I{RELEASE / 'include'}",
                         "-o", str(test_runtime), str(TEST_RUNTIME_SRC)], check=True)
+
+
+def free_ports(n):
+    """n distinct ports free on 127.0.0.1 right now (the kernel picks them)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 # ------------------------------------------------------------------ configs --
@@ -97,6 +112,8 @@ def listener(name, port, http_filter, route_metadata=None, buffer_limit=None, hc
     out = {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        # A port already taken must fail this Envoy, not be shared with another.
+        "enable_reuse_port": False,
         "filter_chains": [{"filters": [{
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
@@ -121,7 +138,7 @@ class Envoy:
     def __init__(self, listeners, admin_port, concurrency=1, config_text=None):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_envoy_"))
         self.admin_port = admin_port
-        config = self.dir / "envoy.yaml"
+        config = self.config = self.dir / "envoy.yaml"
         if config_text is None:
             config_text = json.dumps({
                 "static_resources": {"listeners": listeners},
@@ -146,8 +163,10 @@ class Envoy:
                 raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=1)
-                conn.request("GET", "/ready")
-                if conn.getresponse().status == 200:
+                conn.request("GET", "/server_info")
+                info = conn.getresponse().read().decode(errors="replace")
+                # The admin port must be ours, not another Envoy's.
+                if str(self.config) in info and '"state": "LIVE"' in info:
                     return
             except OSError:
                 pass

@@ -6,8 +6,6 @@ import http.client
 
 import harness
 
-ADMIN = 18159
-BASE_PORT = 18140  # script i: stock on BASE_PORT + 2i, ours on BASE_PORT + 2i + 1
 
 # Route metadata both filters can read through handle:metadata().
 ROUTE_METADATA = {"envoy.filters.http.lua": {"greeting": "hi"}, "resty_ffi": {"greeting": "hi"}}
@@ -155,8 +153,9 @@ SCRIPTS = [
     ("log", LOG_SCRIPT, [("GET", "/", [], None)]),
 ]
 
-PORTS = {name: (BASE_PORT + 2 * i, BASE_PORT + 2 * i + 1) for i, (name, _, _) in enumerate(SCRIPTS)}
-assert max(p for pair in PORTS.values() for p in pair) < ADMIN
+ADMIN, *_LISTENER_PORTS = harness.free_ports(1 + 2 * len(SCRIPTS))
+# script name -> (port of the stock Lua filter, port of ours)
+PORTS = {name: tuple(_LISTENER_PORTS[2 * i:2 * i + 2]) for i, (name, _, _) in enumerate(SCRIPTS)}
 
 IGNORED_HEADERS = {"date", "x-envoy-upstream-service-time", "x-request-id"}
 

@@ -13,16 +13,16 @@ import time
 
 import harness
 
-PORT = 18110          # main listener
-PORT_SMALL_BUF = 18111  # 64 KiB buffer limit (flow control)
-PORT_FAIL_OPEN = 18112
-PORT_FAIL_CLOSED = 18113
-PORT_LOAD_ERROR = 18114
-PORT_LOAD_ERROR_CLOSED = 18115
-PORT_RESPONSE_CALL = 18116
-PORT_FILENAME = 18117
-PORT_IDLE_TIMEOUT = 18118
-ADMIN = 18119
+(PORT,                    # main listener
+ PORT_SMALL_BUF,          # 64 KiB buffer limit (flow control)
+ PORT_FAIL_OPEN,
+ PORT_FAIL_CLOSED,
+ PORT_LOAD_ERROR,
+ PORT_LOAD_ERROR_CLOSED,
+ PORT_RESPONSE_CALL,
+ PORT_FILENAME,
+ PORT_IDLE_TIMEOUT,
+ ADMIN) = harness.free_ports(10)
 
 SCRIPT = r"""
 require("resty_ffi")

@@ -3,8 +3,7 @@ the same answers as the nginx suite expects from it (nginx_module/t)."""
 
 import harness
 
-PORT = 18160
-ADMIN = 18169
+PORT, ADMIN = harness.free_ports(2)
 
 SCRIPT = r"""
 local cases = require("ffi_cases")

@@ -5,8 +5,7 @@ import concurrent.futures
 
 import harness
 
-PORT = 18120
-ADMIN = 18129
+PORT, ADMIN = harness.free_ports(2)
 EXAMPLE = harness.ROOT / "examples" / "envoy" / "envoy.yaml"
 
 
