@@ -1,5 +1,8 @@
 """The cross-host fixture tests/fixtures/ffi_cases.lua, run unchanged on Envoy:
-the same answers as the nginx suite expects from it (nginx_module/t)."""
+the same answers as the nginx suite expects from it (nginx_module/t). Lua
+finds its modules through LUA_PATH here, not the filter config."""
+
+import os
 
 import harness
 
@@ -23,8 +26,10 @@ end
 
 
 def setup():
-    package_path = f"{harness.LUA_DIR}/?.lua;{harness.ROOT}/tests/fixtures/?.lua;;"
-    return harness.Envoy([harness.listener("fixture", PORT, harness.ours(SCRIPT, lua_package_path=package_path))],
+    # No lua_package_path here: LuaJIT's LUA_PATH, inherited from Envoy's
+    # environment, finds both resty_ffi.lua and the fixture.
+    os.environ["LUA_PATH"] = f"{harness.LUA_DIR}/?.lua;{harness.ROOT}/tests/fixtures/?.lua;;"
+    return harness.Envoy([harness.listener("fixture", PORT, harness.ours(SCRIPT, lua_package_path=None))],
                          ADMIN, concurrency=2)
 
 
