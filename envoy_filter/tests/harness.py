@@ -104,7 +104,8 @@ ROUTER = {"name": "envoy.filters.http.router",
 
 
 def listener(name, port, http_filter, route_metadata=None, buffer_limit=None, hcm_options=None):
-    """A listener whose route answers `UPSTREAM_BODY` with a direct response."""
+    """A listener whose route answers `UPSTREAM_BODY` with a direct response;
+    `http_filter` is one filter or a list of them."""
     route = {"match": {"prefix": "/"},
              "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}}}
     if route_metadata:
@@ -120,7 +121,7 @@ def listener(name, port, http_filter, route_metadata=None, buffer_limit=None, hc
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
                 "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
-                "http_filters": [http_filter, ROUTER],
+                "http_filters": [*(http_filter if isinstance(http_filter, list) else [http_filter]), ROUTER],
                 **(hcm_options or {}),
             },
         }]}],

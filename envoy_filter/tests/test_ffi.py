@@ -22,7 +22,8 @@ import harness
  PORT_RESPONSE_CALL,
  PORT_FILENAME,
  PORT_IDLE_TIMEOUT,
- ADMIN) = harness.free_ports(10)
+ PORT_TWO_FILTERS,
+ ADMIN) = harness.free_ports(11)
 
 SCRIPT = r"""
 require("resty_ffi")
@@ -141,6 +142,24 @@ function envoy_on_response(handle)
 end
 """
 
+FIRST_FILTER_SCRIPT = r"""
+require("resty_ffi")
+local tr = assert(ngx.load_ffi("test_runtime", "threads=2"))
+function envoy_on_request(handle)
+  local ok, res = tr:call("sleep:20:from-first")
+  handle:headers():add("x-first", res)
+end
+"""
+
+SECOND_FILTER_SCRIPT = r"""
+require("resty_ffi")
+local echo = assert(ngx.load_ffi("rust_echo"))
+function envoy_on_request(handle)
+  local ok, res = echo:echo(handle:headers():get("x-first") .. "+second")
+  handle:respond({ [":status"] = "200" }, res)
+end
+"""
+
 ERROR_SCRIPT = """
 function envoy_on_request(handle)
   error("boom")
@@ -163,6 +182,8 @@ def setup():
         harness.listener("response_call", PORT_RESPONSE_CALL, harness.ours(RESPONSE_CALL_SCRIPT)),
         harness.listener("idle_timeout", PORT_IDLE_TIMEOUT, harness.ours(SCRIPT),
                          hcm_options={"stream_idle_timeout": "0.2s"}),
+        harness.listener("two_filters", PORT_TWO_FILTERS,
+                         [harness.ours(FIRST_FILTER_SCRIPT), harness.ours(SECOND_FILTER_SCRIPT)]),
         harness.listener("filename", PORT_FILENAME, harness.ours_file(harness.ROOT / "envoy_filter" / "tests" / "echo_body.lua")),
     ]
     return harness.Envoy(listeners, ADMIN, concurrency=int(os.environ.get("ENVOY_CONCURRENCY", "2")))
@@ -332,6 +353,11 @@ def case_call_in_envoy_on_response_to_a_local_reply(_):
     status, headers, data = harness.request(PORT_RESPONSE_CALL, "/local")
     assert status == 403 and ("x-runtime", "from-runtime") in headers, headers
     assert data == b"denied\nfrom-runtime\n", data
+
+
+def case_two_of_our_filters_in_one_chain(_):
+    # Two configs: two Lua VMs per worker, and two sinks and schedulers per stream.
+    assert post("/", port=PORT_TWO_FILTERS) == (200, b"from-first+second")
 
 
 def case_script_from_filename(_):
