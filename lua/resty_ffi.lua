@@ -57,8 +57,10 @@ local errbuf = ffi_new("char[?]", ERR_LEN)
 local init_rc = ffi_new("int[1]")
 
 -- token -> waiter; a waiter receives `done`, `rc` and `res` from its completion.
-local waiters = {}
-local pending = 0      -- calls posted and not yet answered or abandoned
+-- Weak values: a waiting caller holds its waiter, so only the waiters of callers
+-- that were killed (client abort, stream reset) can be collected; their late
+-- answers are then freed like those of cancelled calls.
+local waiters = setmetatable({}, { __mode = "v" })
 local next_token = 1
 local max_timeout = 0  -- the longest opts.timeout of any runtime loaded here
 
@@ -73,7 +75,6 @@ local function drain(sink, wake)
       local waiter = waiters[token]
       if waiter then
         waiters[token] = nil
-        pending = pending - 1
         waiter.done = true
         waiter.rc = c.rc
         waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len) or nil
@@ -169,8 +170,8 @@ else
   end
 
   local function spin(waiter, sink, rt)
-    if pending ~= 1 then
-      return false
+    if next(waiters, next(waiters)) ~= nil then
+      return false   -- not the only call in flight
     end
     if rt.spin_pause > 0 then
       rt.spin_pause = rt.spin_pause - 1
@@ -192,7 +193,8 @@ else
   end
 
   -- Runs until the worker exits and every call still waiting got its answer
-  -- or outlived the longest timeout (its caller may have been aborted).
+  -- or outlived the longest timeout (its caller may have been aborted and its
+  -- waiter not yet collected).
   local function dispatch(premature)
     if premature then
       return
@@ -207,7 +209,7 @@ else
       if ngx.worker.exiting() then
         ngx.update_time()
         exit_deadline = exit_deadline or ngx.now() + max_timeout
-        if pending == 0 or ngx.now() > exit_deadline then
+        if next(waiters) == nil or ngx.now() > exit_deadline then
           return
         end
       end
@@ -293,12 +295,10 @@ local function call(self, req)
   end
   local waiter = {}
   waiters[token] = waiter
-  pending = pending + 1
   local ok, err = host.wait(waiter, sink, self.timeout, self)
   if not ok then
     -- The caller gives up: its late answer is freed by the core.
     waiters[token] = nil
-    pending = pending - 1
     C.resty_ffi_sink_cancel(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
   end
