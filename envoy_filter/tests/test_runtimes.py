@@ -15,10 +15,7 @@ import time
 
 import harness
 
-PORT = 18180
-ADMIN = 18189
-PORT_SIGTERM = 18181
-ADMIN_SIGTERM = 18188
+PORT, ADMIN, PORT_SIGTERM, ADMIN_SIGTERM = harness.free_ports(4)
 FIXTURES = harness.ROOT / "tests" / "fixtures"
 
 SCRIPT = r"""
