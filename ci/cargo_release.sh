@@ -12,7 +12,12 @@ for p in "$@"; do packages+=(-p "$p"); done
 cargo build --quiet --release --manifest-path "$workspace/Cargo.toml" "${packages[@]}"
 release="$workspace/target/release"
 mkdir -p "$out/include"
-for f in "$release"/lib*.so "$release"/lib*.a; do
-  cp -f "$f" "$out/"
+rm -f "$out"/lib*.so "$out"/lib*.a
+for p in "$@"; do
+  for f in "$release/lib$p.so" "$release/lib$p.a"; do
+    if [[ -f "$f" ]]; then
+      cp -f "$f" "$out/"
+    fi
+  done
 done
 cp -f "$release/include/resty_ffi.h" "$out/include/"
