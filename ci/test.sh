@@ -10,7 +10,7 @@ bazel test //... >"$log" 2>&1
 status=$?
 set -e
 grep -vE "linux-sandbox|^\[|^(Loading|Analyzing)" "$log" || true
-passed=$(grep -cE "^//\S+\s+PASSED" "$log" || true)
+passed=$(grep -cE "^//\S+\s+(\(cached\)\s+)?PASSED" "$log" || true)
 failed=$(grep -cE "^//\S+\s+(FAILED|TIMEOUT|NO STATUS)" "$log" || true)
 rm -f "$log"
 echo "bazel: $passed passed, $failed failed"
