@@ -61,6 +61,9 @@ local init_rc = ffi_new("int[1]")
 -- that were killed (client abort, stream reset) can be collected; their late
 -- answers are then freed like those of cancelled calls.
 local waiters = setmetatable({}, { __mode = "v" })
+-- Calls posted and not yet answered or cancelled (counted apart from `waiters`:
+-- `next()` over a sparse weak table is not O(1)).
+local pending = 0
 local next_token = 1
 local max_timeout = 0  -- the longest opts.timeout of any runtime loaded here
 
@@ -73,6 +76,7 @@ local function drain(sink, wake)
       local c = completions[i]
       local token = tonumber(c.token)
       local waiter = waiters[token]
+      pending = pending - 1
       if waiter then
         waiters[token] = nil
         waiter.done = true
@@ -170,7 +174,7 @@ else
   end
 
   local function spin(waiter, sink, rt)
-    if next(waiters, next(waiters)) ~= nil then
+    if pending ~= 1 then
       return false   -- not the only call in flight
     end
     if rt.spin_pause > 0 then
@@ -209,7 +213,7 @@ else
       if ngx.worker.exiting() then
         ngx.update_time()
         exit_deadline = exit_deadline or ngx.now() + max_timeout
-        if next(waiters) == nil or ngx.now() > exit_deadline then
+        if pending == 0 or ngx.now() > exit_deadline then
           return
         end
       end
@@ -295,10 +299,12 @@ local function call(self, req)
   end
   local waiter = {}
   waiters[token] = waiter
+  pending = pending + 1
   local ok, err = host.wait(waiter, sink, self.timeout, self)
   if not ok then
     -- The caller gives up: its late answer is freed by the core.
     waiters[token] = nil
+    pending = pending - 1
     C.resty_ffi_sink_cancel(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
   end
