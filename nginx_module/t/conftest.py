@@ -50,6 +50,22 @@ http {{
 """
 
 
+def fan_out_lua(calls):
+    """Lua that makes `calls` concurrent calls on `rt` in one request and says
+    how many came back right."""
+    return f"""
+        local threads = {{}}
+        for i = 1, {calls} do
+            threads[i] = ngx.thread.spawn(function() return rt:echo('call ' .. i) end)
+        end
+        local good = 0
+        for i = 1, {calls} do
+            local _, ok, res = ngx.thread.wait(threads[i])
+            if ok and res == 'call ' .. i then good = good + 1 end
+        end
+        ngx.say(good)"""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

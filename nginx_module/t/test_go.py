@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+from conftest import fan_out_lua
+
 GO = "require('resty_ffi') local rt = assert(ngx.load_ffi('go_echo'))\n"
 ECHO_ARG = GO + "local ok, res = rt:echo(ngx.var.arg_id) ngx.say(ok, ' ', res, ' ', ngx.worker.pid())"
 
@@ -66,17 +68,7 @@ def test_two_hundred_concurrent_clients(nginx):
 
 
 def test_thousand_calls_in_flight_in_one_request(nginx):
-    n = nginx(server=content(GO + """
-        local threads = {}
-        for i = 1, 1000 do
-            threads[i] = ngx.thread.spawn(function() return rt:echo('call ' .. i) end)
-        end
-        local good = 0
-        for i = 1, 1000 do
-            local _, ok, res = ngx.thread.wait(threads[i])
-            if ok and res == 'call ' .. i then good = good + 1 end
-        end
-        ngx.say(good)"""))
+    n = nginx(server=content(GO + fan_out_lua(1000)))
     assert n.get("/t") == (200, b"1000\n")
 
 

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from conftest import fan_out_lua
+
 ECHO = "require('resty_ffi') local rt = assert(ngx.load_ffi('rust_echo'))\n"
 
 
@@ -130,17 +132,7 @@ def test_load_errors(nginx):
 
 
 def test_thousand_concurrent_calls_in_one_request(nginx):
-    n = nginx(server=content(ECHO + """
-        local threads = {}
-        for i = 1, 1000 do
-            threads[i] = ngx.thread.spawn(function() return rt:echo('call ' .. i) end)
-        end
-        local good = 0
-        for i = 1, 1000 do
-            local _, ok, res = ngx.thread.wait(threads[i])
-            if ok and res == 'call ' .. i then good = good + 1 end
-        end
-        ngx.say(good)"""))
+    n = nginx(server=content(ECHO + fan_out_lua(1000)))
     assert n.get("/t") == (200, b"1000\n")
 
 
