@@ -47,11 +47,12 @@ function M.serial()
   ngx.say(string.format("%.0f %d", (ngx.now() - t0) * 1e9 / n, cpu_ticks() - cpu0))
 end
 
--- GET /concurrent?n=&c=  ->  "calls_per_second cpu_ticks" (c coroutines, n calls in all)
+-- GET /concurrent?n=&c=&threads=  ->  "calls_per_second cpu_ticks"
+-- (c coroutines, n calls in all, a rust_echo runtime with `threads` poll threads)
 function M.concurrent()
   local args = ngx.req.get_uri_args()
   local n, c = tonumber(args.n), tonumber(args.c)
-  local rt = assert(ngx.load_ffi("rust_echo", "2"))
+  local rt = assert(ngx.load_ffi("rust_echo", args.threads))
   local per = math.floor(n / c)
   local function worker()
     for _ = 1, per do

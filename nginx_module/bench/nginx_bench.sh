@@ -61,8 +61,11 @@ for size in 512 4096 10240 102400; do
 done
 
 c=1000
-read -r rate conc_ticks < <(curl -s "http://127.0.0.1:$port/concurrent?n=$((n * 10))&c=$c")
-echo "concurrent: $rate calls/s with $c coroutines, $(( conc_ticks * ns_per_tick / (n * 10) )) ns CPU per call (worker + runtime threads)"
+for threads in 1 2; do
+  read -r rate conc_ticks < <(curl -s "http://127.0.0.1:$port/concurrent?n=$((n * 10))&c=$c&threads=$threads")
+  echo "concurrent: $rate calls/s with $c coroutines, runtime with $threads poll thread(s)," \
+    "$(( conc_ticks * ns_per_tick / (n * 10) )) ns CPU per call (worker + runtime threads)"
+done
 
 idle0=$(ticks "$worker"); sleep 3; idle1=$(ticks "$worker")
 echo "idle: worker (incl. runtime threads) used $(( (idle1 - idle0) * ns_per_tick / 1000000 )) ms CPU in 3 s"
