@@ -50,3 +50,12 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/
   systemctl stop nginx || true
 fi
 pkill -f "nginx: master process /usr/sbin/nginx" 2>/dev/null || true
+
+# The Java loader (examples/java): JDK 17, and jnr-ffi for runtimes in the original's style.
+for pkg in openjdk-17-jdk-headless libjnr-ffi-java; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    echo "ci/install.sh: installing $pkg"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1
+  fi
+done

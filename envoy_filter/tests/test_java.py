@@ -1,0 +1,160 @@
+"""The Java loader (examples/java) on Envoy through the shared fixture
+tests/fixtures/runtime_cases.lua (nginx_module/t/test_java.py runs it on
+nginx): both echo styles, exceptions, 200 concurrent clients over two worker
+threads sharing one JVM, the HTTP client, hot reload, and a clean SIGTERM
+shutdown with the JVM running."""
+
+import concurrent.futures
+import http.server
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+import harness
+
+PORT, ADMIN, PORT_SIGTERM, ADMIN_SIGTERM = harness.free_ports(4)
+FIXTURES = harness.ROOT / "tests" / "fixtures"
+JDK = "/usr/lib/jvm/java-17-openjdk-amd64"
+JNR = [f"/usr/share/java/{jar}.jar" for jar in
+       ("jnr-ffi", "jffi", "jnr-x86asm", "asm", "asm-commons", "asm-analysis", "asm-tree", "asm-util")]
+
+SCRIPT = r"""
+local cases = require("runtime_cases")
+function envoy_on_request(handle)
+  local case = cases[handle:headers():get(":path"):sub(2)]
+  if case then
+    local body = handle:body()
+    local req = body and body:getBytes(0, body:length()) or ""
+    handle:respond({ [":status"] = "200" }, case(req, handle))
+  end
+end
+"""
+
+HOT = """package hot;
+
+public class Hot {
+    public static int init(String cfg, long tq) {
+        return resty.ffi.Ffi.serve(tq, req -> ("%s " + new String(req)).getBytes());
+    }
+}
+"""
+
+
+class Slow(http.server.BaseHTTPRequestHandler):
+    """The HTTP client runtime's upstream: /slow answers after 0.5 s."""
+
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(0.5)
+        body = self.path.encode()
+        self.send_response(200 if self.path != "/missing" else 404)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Upstream(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+
+class State:
+    def __init__(self):
+        subprocess.run([str(harness.ROOT / "examples" / "java" / "build.sh"),
+                        str(harness.RUNTIMES / "libffi_java.so"), str(harness.RELEASE / "include")], check=True)
+        self.classes = tempfile.mkdtemp(prefix="resty_ffi_java_")
+        os.environ["CLASSPATH"] = ":".join([str(harness.RUNTIMES / "examples.jar"), self.classes] + JNR)
+        os.environ["JAVA_OPTS"] = "-Xmx128m -Djava.library.path=/usr/lib/x86_64-linux-gnu/jni"
+        self.upstream = Upstream(("127.0.0.1", 0), Slow)
+        threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.upstream.server_address[1]}"
+        self.envoy = harness.Envoy([listener(PORT)], ADMIN, concurrency=2)
+
+    def build_hot(self, version):
+        src = os.path.join(self.classes, "Hot.java")
+        with open(src, "w") as f:
+            f.write(HOT % version)
+        subprocess.run([f"{JDK}/bin/javac", "-nowarn", "-cp", str(harness.RUNTIMES / "resty_ffi.jar"),
+                        "-d", self.classes, src], check=True)
+
+    def stop(self):
+        self.envoy.stop()
+        self.upstream.shutdown()
+        shutil.rmtree(self.classes, ignore_errors=True)
+
+
+def listener(port):
+    return harness.listener(f"java_{port}", port, harness.ours(
+        SCRIPT, lua_package_path=f"{harness.LUA_DIR}/?.lua;{FIXTURES}/?.lua;;"), buffer_limit=4 << 20)
+
+
+def call(case, req=b"", port=PORT):
+    status, _, body = harness.request(port, f"/{case}", method="POST", body=req, timeout=30)
+    assert status == 200, (case, status, body)
+    return body
+
+
+def case_echo_both_styles(_):
+    for req in [b"hello", b"a\0b\0", os.urandom(1 << 20)]:
+        assert call("java_jnr_echo", req) == b"true|" + req
+        assert call("java_echo", req) == b"true|" + req
+    assert call("java_jnr_echo") == b"true|"
+    assert call("java_echo") == b"true|"
+
+
+def case_exceptions(_):
+    assert call("java_echo", b"boom") == b"false|1|IllegalArgumentException: bad input"
+    assert call("java_echo", b"rc:7") == b"false|7|custom failure"
+
+
+def case_two_hundred_clients(_):
+    def one(i):
+        req = f"req {i}".encode()
+        return [call("java_jnr_echo", req), call("java_echo", req)]
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(one, range(400)))
+    for i, got in enumerate(results):
+        assert got == [f"true|req {i}".encode()] * 2, (i, got)
+
+
+def case_http_client_fetches_concurrently(state):
+    assert call("java_fetch", f"{state.base}/missing".encode()) == b"false|404|/missing"
+    assert call("java_fetch", b"http://127.0.0.1:1/").startswith(b"false|1|ConnectException")
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        got = list(pool.map(lambda i: call("java_fetch", f"{state.base}/slow?{i}".encode()), range(50)))
+    assert got == [f"true|/slow?{i}".encode() for i in range(50)]
+    assert time.monotonic() - start < 5, "50 fetches of 0.5 s must overlap"
+
+
+def case_hot_reload(state):
+    for version in ["v1", "version two", "v3"]:
+        state.build_hot(version)
+        for _ in range(4):  # both workers
+            assert call("java_reload", b"x") == f"true|{version} x".encode()
+    assert state.envoy.alive()
+
+
+def case_sigterm_with_jvm_loaded(_):
+    envoy = harness.Envoy([listener(PORT_SIGTERM)], ADMIN_SIGTERM, concurrency=2)
+    try:
+        for i in range(8):
+            assert call("java_echo", b"x%d" % i, port=PORT_SIGTERM) == b"true|x%d" % i
+        envoy.proc.terminate()
+        assert envoy.proc.wait(timeout=10) == 0, envoy.log_tail()
+        log = envoy.log_text()
+        assert "Caught" not in log and "Backtrace" not in log, log
+    finally:
+        envoy.stop()
+
+
+if __name__ == "__main__":
+    harness.run([(name, fn) for name, fn in globals().items() if name.startswith("case_")],
+                setup=State, teardown=State.stop)
