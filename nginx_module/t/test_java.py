@@ -104,6 +104,21 @@ def test_unload_and_load_again(nginx):
         assert lines[1].startswith("false|resty_ffi: "), body
 
 
+def test_unpinned_loader_stays_loaded(nginx):
+    """unpin lets the host dlclose a runtime library; the loader must survive
+    it (-z nodelete): the process's JVM cannot be created a second time."""
+    n = nginx(main=MAIN, server=content(f"""
+        for i = 1, 3 do
+            local rt = assert(ngx.load_ffi('ffi_java', 'demo.api.Echo,init', {{ unpin = true }}))
+            {describe("rt:call('round ' .. i)")}
+            rt:__unload()
+            rt = nil
+            collectgarbage()
+            collectgarbage()
+        end"""))
+    assert n.get("/t") == (200, b"true|round 1\ntrue|round 2\ntrue|round 3\n")
+
+
 HOT = """package hot;
 
 public class Hot {
