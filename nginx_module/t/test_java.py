@@ -151,6 +151,15 @@ def test_hot_reload(nginx, tmp_path):
     assert n.get("/t")[1] == b"true|version two x " + pid + b"\n", "new code, same worker"
     build("v3")
     assert n.get("/t")[1] == b"true|v3 x " + pid + b"\n"
+    # The original's form: resty.ffi.Loader loads the class afresh.
+    n2 = nginx(main=MAIN, server=content(f"""
+        local rt = assert(load('resty.ffi.Loader,init,hot.Hot?,init'))
+        ngx.say(rt:call('y'))
+        rt:__unload()
+        ngx.say(load('resty.ffi.Loader,init,hot.Hot'))"""))
+    assert n2.get("/t")[1] == b"truev3 y\nnil2\n"
+    build("v4")
+    assert n2.get("/t")[1] == b"truev4 y\nnil2\n"
 
 
 def test_http_client(nginx):

@@ -14,6 +14,20 @@ import java.util.List;
 public final class Loader {
     private Loader() {}
 
+    /**
+     * The original's hot reload entry, {@code "resty.ffi.Loader,init,my.Cls?,method[,rest]"}:
+     * loads {@code my.Cls} through a fresh class loader, then calls its method.
+     */
+    public static int init(String cfg, long tq) {
+        String[] parts = cfg != null ? cfg.split(",", 3) : new String[0];
+        if (parts.length < 2 || parts[0].isEmpty() || parts[1].isEmpty()) {
+            System.err.println("ffi_java: bad cfg \"" + cfg + "\" for resty.ffi.Loader: want \"class?,method[,rest]\"");
+            return 2;
+        }
+        String cls = parts[0].endsWith("?") ? parts[0].substring(0, parts[0].length() - 1) : parts[0];
+        return init(cls, parts[1], parts.length > 2 ? parts[2] : null, tq, true);
+    }
+
     /** Returns the method's rc, or -1 (the failure printed to stderr, the host's error log). */
     public static int init(String cls, String method, String rest, long tq, boolean fresh) {
         try {
