@@ -22,6 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "target" / "release"
 RUNTIMES = ROOT / "target" / "envoy_tests" / "runtimes"
 LUA_DIR = ROOT / "lua"
+FIXTURES = ROOT / "tests" / "fixtures"
 TEST_RUNTIME_SRC = ROOT / "nginx_module" / "t" / "runtimes" / "test_runtime.c"
 
 UPSTREAM_BODY = "upstream\n"
@@ -194,6 +195,20 @@ class Envoy:
                 self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fixture_listener(name, port, script):
+    """A listener running `script` with lua/ and tests/fixtures/ on the Lua path
+    (4 MiB buffers, for the 1 MiB payload cases)."""
+    return listener(f"{name}_{port}", port, ours(
+        script, lua_package_path=f"{LUA_DIR}/?.lua;{FIXTURES}/?.lua;;"), buffer_limit=4 << 20)
+
+
+def post_case(port, case, req=b""):
+    """POSTs `req` to /<case>; returns the body of the 200 answer."""
+    status, _, body = request(port, f"/{case}", method="POST", body=req, timeout=30)
+    assert status == 200, (case, status, body)
+    return body
 
 
 def request(port, path="/", method="GET", body=None, headers=None, timeout=10):

@@ -16,7 +16,6 @@ import time
 import harness
 
 PORT, ADMIN, PORT_SIGTERM, ADMIN_SIGTERM = harness.free_ports(4)
-FIXTURES = harness.ROOT / "tests" / "fixtures"
 JDK = "/usr/lib/jvm/java-17-openjdk-amd64"
 JNR = [f"/usr/share/java/{jar}.jar" for jar in
        ("jnr-ffi", "jffi", "jnr-x86asm", "asm", "asm-commons", "asm-analysis", "asm-tree", "asm-util")]
@@ -90,14 +89,11 @@ class State:
 
 
 def listener(port):
-    return harness.listener(f"java_{port}", port, harness.ours(
-        SCRIPT, lua_package_path=f"{harness.LUA_DIR}/?.lua;{FIXTURES}/?.lua;;"), buffer_limit=4 << 20)
+    return harness.fixture_listener("java", port, SCRIPT)
 
 
 def call(case, req=b"", port=PORT):
-    status, _, body = harness.request(port, f"/{case}", method="POST", body=req, timeout=30)
-    assert status == 200, (case, status, body)
-    return body
+    return harness.post_case(port, case, req)
 
 
 def case_echo_both_styles(_):

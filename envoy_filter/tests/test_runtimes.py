@@ -16,7 +16,6 @@ import time
 import harness
 
 PORT, ADMIN, PORT_SIGTERM, ADMIN_SIGTERM = harness.free_ports(4)
-FIXTURES = harness.ROOT / "tests" / "fixtures"
 
 SCRIPT = r"""
 local cases = require("runtime_cases")
@@ -73,7 +72,7 @@ class Upstream(http.server.ThreadingHTTPServer):
 class State:
     def __init__(self):
         build_runtimes()
-        os.environ["PYTHONPATH"] = f"{harness.ROOT / 'examples' / 'python'}:{FIXTURES / 'python'}"
+        os.environ["PYTHONPATH"] = f"{harness.ROOT / 'examples' / 'python'}:{harness.FIXTURES / 'python'}"
         self.upstream = Upstream(("127.0.0.1", 0), Slow)
         threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.upstream.server_address[1]}"
@@ -87,14 +86,11 @@ class State:
 
 
 def listener(port):
-    return harness.listener(f"runtimes_{port}", port, harness.ours(
-        SCRIPT, lua_package_path=f"{harness.LUA_DIR}/?.lua;{FIXTURES}/?.lua;;"), buffer_limit=4 << 20)
+    return harness.fixture_listener("runtimes", port, SCRIPT)
 
 
 def call(case, req=b"", port=PORT):
-    status, _, body = harness.request(port, f"/{case}", method="POST", body=req, timeout=30)
-    assert status == 200, (case, status, body)
-    return body
+    return harness.post_case(port, case, req)
 
 
 def case_go_echo(_):

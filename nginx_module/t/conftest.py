@@ -66,6 +66,16 @@ def fan_out_lua(calls):
         ngx.say(good)"""
 
 
+def wait_until(cond, timeout):
+    """Polls `cond` until it holds or `timeout` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,9 +4,8 @@ nginx's signal handling once the Go runtime lives in the process."""
 import concurrent.futures
 import os
 import signal
-import time
 
-from conftest import fan_out_lua
+from conftest import fan_out_lua, wait_until
 
 GO = "require('resty_ffi') local rt = assert(ngx.load_ffi('go_echo'))\n"
 ECHO_ARG = GO + "local ok, res = rt:echo(ngx.var.arg_id) ngx.say(ok, ' ', res, ' ', ngx.worker.pid())"
@@ -23,14 +22,6 @@ def echo(n, i="x"):
     ok, res, pid = body.decode().split()
     return f"{ok} {res}", int(pid)
 
-
-def wait_until(cond, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def alive(pid):
@@ -82,7 +73,7 @@ def test_reload_after_go_loaded(nginx):
     # signals of `nginx -s`, never runs Go.
     assert not go_loaded(n.proc.pid)
     n.signal("reload")
-    assert wait_until(lambda: not any(alive(p) for p in old)), "old workers did not exit"
+    assert wait_until(lambda: not any(alive(p) for p in old), 10), "old workers did not exit"
     new = n.worker_pids()
     assert len(new) == 2 and not set(new) & set(old)
     assert echo(n, "after-reload")[0] == "true after-reload"
@@ -105,7 +96,7 @@ def test_killed_worker_is_respawned_and_serves(nginx):
     res, pid = echo(n, "before")
     assert res == "true before" and go_loaded(pid)
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: n.worker_pids() and n.worker_pids() != [pid]), "no new worker"
+    assert wait_until(lambda: n.worker_pids() and n.worker_pids() != [pid], 10), "no new worker"
     res, new_pid = echo(n, "after")
     assert res == "true after" and new_pid != pid and go_loaded(new_pid)
     # The master saw the child die through SIGCHLD.
@@ -121,8 +112,8 @@ def test_signals_sent_to_a_go_worker_still_reach_nginx(nginx):
         res, pid = echo(n, sig.name)
         assert res == f"true {sig.name}" and go_loaded(pid)
         os.kill(pid, sig)
-        assert wait_until(lambda: not alive(pid)), f"worker ignored {sig.name}"
-        assert wait_until(lambda: n.worker_pids() and n.worker_pids() != [pid])
+        assert wait_until(lambda: not alive(pid), 10), f"worker ignored {sig.name}"
+        assert wait_until(lambda: n.worker_pids() and n.worker_pids() != [pid], 10)
         assert f"worker process {pid} exited with code 0" in n.log.read_text()
     assert echo(n, "end")[0] == "true end"
 

@@ -7,12 +7,11 @@ import concurrent.futures
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import RUNTIMES
+from conftest import RUNTIMES, wait_until
 
 JNR = [f"/usr/share/java/{jar}.jar" for jar in
        ("jnr-ffi", "jffi", "jnr-x86asm", "asm", "asm-commons", "asm-analysis", "asm-tree", "asm-util")]
@@ -204,23 +203,15 @@ def test_signals_with_jvm_loaded(nginx):
     pid = int(body[2])
     assert "libjvm.so" in open(f"/proc/{pid}/maps").read()
     n.signal("reload")
-    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids()), "old worker still running"
+    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "old worker still running"
     body = n.get("/t")[1].split()
     assert body[:2] == [b"true", b"x"] and int(body[2]) != pid
     pid = int(body[2])
     os.kill(pid, signal.SIGQUIT)
-    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids()), "SIGQUIT did not stop the worker"
+    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "SIGQUIT did not stop the worker"
     assert n.get("/t")[1].split()[:2] == [b"true", b"x"]
     assert "exited on signal" not in n.log.read_text()
 
-
-def wait_until(cond, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_shared_fixture(nginx):

@@ -3,7 +3,6 @@ async HTTP client runtime (examples/rust_http_client), which fetches from
 this same nginx."""
 
 import concurrent.futures
-import time
 
 
 def content(lua):
