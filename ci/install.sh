@@ -59,3 +59,4 @@ for pkg in openjdk-17-jdk-headless libjnr-ffi-java; do
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1
   fi
 done
+bash "$(dirname "${BASH_SOURCE[0]}")/../examples/nodejs/install.sh"  # Node.js loader: Debian's libnode beside nodejs 20

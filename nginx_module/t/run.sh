@@ -14,6 +14,7 @@ cc -O2 -shared -fPIC -pthread -I"$root/target/release/include" \
 "$root/examples/go_echo/build.sh" "$out/runtimes/libgo_echo.so"
 "$root/examples/python/build.sh" "$out/runtimes/libffi_python3.so"
 "$root/examples/java/build.sh" "$out/runtimes/libffi_java.so" "$root/target/release/include"
+"$root/examples/nodejs/build.sh" "$out/runtimes/libffi_nodejs.so" "$root/target/release/include"
 export RESTY_FFI_MODULE_DIR="$out/module" RESTY_FFI_LUA_DIR="$root/lua" RESTY_FFI_RUNTIMES="$out/runtimes"
 export RESTY_FFI_HEADER="$root/target/release/include/resty_ffi.h"
 cd "$root/nginx_module/t"

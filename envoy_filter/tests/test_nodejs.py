@@ -1,0 +1,135 @@
+"""The Node.js loader (examples/nodejs) on Envoy through the shared fixture
+tests/fixtures/runtime_cases.lua (nginx_module/t/test_nodejs.py runs it on
+nginx): both echo styles, throws and rejections, 200 concurrent clients over two
+worker threads sharing one Node, the HTTP/2 client, hot reload, and a clean
+SIGTERM shutdown with Node running."""
+
+import concurrent.futures
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import harness
+
+PORT, ADMIN, PORT_SIGTERM, ADMIN_SIGTERM = harness.free_ports(4)
+DEMO = harness.ROOT / "examples" / "nodejs"
+
+SCRIPT = r"""
+local cases = require("runtime_cases")
+function envoy_on_request(handle)
+  local case = cases[handle:headers():get(":path"):sub(2)]
+  if case then
+    local body = handle:body()
+    local req = body and body:getBytes(0, body:length()) or ""
+    handle:respond({ [":status"] = "200" }, case(req, handle))
+  end
+end
+"""
+
+HOT = """const ffi = require('resty_ffi');
+exports.init = (cfg, tq) => ffi.serve(tq, (req) => '%s ' + req);
+"""
+
+# The HTTP/2 client's upstream (h2c), run by the machine's node: /slow answers
+# after 0.5 s, /missing with 404, anything else with its path.
+UPSTREAM = """
+const server = require('http2').createServer((req, res) => {
+  const answer = () => {
+    res.writeHead(req.url === '/missing' ? 404 : 200);
+    res.end(req.url);
+  };
+  req.url.startsWith('/slow') ? setTimeout(answer, 500) : answer();
+});
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+"""
+
+
+class State:
+    def __init__(self):
+        subprocess.run([str(DEMO / "build.sh"), str(harness.RUNTIMES / "libffi_nodejs.so"),
+                        str(harness.RELEASE / "include")], check=True)
+        self.modules = tempfile.mkdtemp(prefix="resty_ffi_nodejs_")
+        os.environ["NODE_PATH"] = f"{DEMO}:{self.modules}"
+        self.upstream = subprocess.Popen(["node", "-e", UPSTREAM], stdout=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{self.upstream.stdout.readline().strip()}"
+        self.envoy = harness.Envoy([listener(PORT)], ADMIN, concurrency=2)
+
+    def write_hot(self, version):
+        with open(os.path.join(self.modules, "hot.js"), "w") as f:
+            f.write(HOT % version)
+
+    def stop(self):
+        self.envoy.stop()
+        self.upstream.kill()
+        self.upstream.wait()
+        shutil.rmtree(self.modules, ignore_errors=True)
+
+
+def listener(port):
+    return harness.fixture_listener("nodejs", port, SCRIPT)
+
+
+def call(case, req=b"", port=PORT):
+    return harness.post_case(port, case, req)
+
+
+def case_echo_both_styles(_):
+    for req in [b"hello", b"a\0b\0", os.urandom(1 << 20)]:
+        assert call("node_echo", req) == b"true|" + req
+        assert call("node_serve", req) == b"true|" + req
+    assert call("node_echo") == b"true|"
+    assert call("node_serve") == b"true|"
+
+
+def case_throw_and_reject(_):
+    assert call("node_serve", b"throw") == b"false|1|TypeError: bad input"
+    assert call("node_serve", b"reject") == b"false|7|custom failure"
+
+
+def case_two_hundred_clients(_):
+    def one(i):
+        req = f"req {i}".encode()
+        return [call("node_echo", req), call("node_serve", req)]
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(one, range(400)))
+    for i, got in enumerate(results):
+        assert got == [f"true|req {i}".encode()] * 2, (i, got)
+
+
+def case_http2_client_fetches_concurrently(state):
+    assert call("node_http2", f"{state.base}/missing".encode()) == b"false|404|/missing"
+    assert b"connect ECONNREFUSED" in call("node_http2", b"http://127.0.0.1:1/")
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        got = list(pool.map(lambda i: call("node_http2", f"{state.base}/slow?{i}".encode()), range(50)))
+    assert got == [f"true|/slow?{i}".encode() for i in range(50)]
+    assert time.monotonic() - start < 5, "50 fetches of 0.5 s must overlap"
+
+
+def case_hot_reload(state):
+    for version in ["v1", "version two", "v3"]:
+        state.write_hot(version)
+        for _ in range(4):  # both workers
+            assert call("node_reload", b"x") == f"true|{version} x".encode()
+    assert state.envoy.alive()
+
+
+def case_sigterm_with_node_loaded(_):
+    envoy = harness.Envoy([listener(PORT_SIGTERM)], ADMIN_SIGTERM, concurrency=2)
+    try:
+        for i in range(8):
+            assert call("node_serve", b"x%d" % i, port=PORT_SIGTERM) == b"true|x%d" % i
+        envoy.proc.terminate()
+        assert envoy.proc.wait(timeout=10) == 0, envoy.log_tail()
+        log = envoy.log_text()
+        assert "Caught" not in log and "Backtrace" not in log, log
+    finally:
+        envoy.stop()
+
+
+if __name__ == "__main__":
+    harness.run([(name, fn) for name, fn in globals().items() if name.startswith("case_")],
+                setup=State, teardown=State.stop)
