@@ -76,6 +76,24 @@ def wait_until(cond, timeout):
     return False
 
 
+def assert_signals_stay_nginx(n, library):
+    """With `library` mapped in the worker (`/t` answers "true x <pid>"), nginx's
+    signals stay nginx's: reload replaces the worker, SIGQUIT sent to it stops it."""
+    body = n.get("/t")[1].split()
+    assert body[:2] == [b"true", b"x"]
+    pid = int(body[2])
+    assert library in open(f"/proc/{pid}/maps").read()
+    n.signal("reload")
+    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "old worker still running"
+    body = n.get("/t")[1].split()
+    assert body[:2] == [b"true", b"x"] and int(body[2]) != pid
+    pid = int(body[2])
+    os.kill(pid, signal.SIGQUIT)
+    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "SIGQUIT did not stop the worker"
+    assert n.get("/t")[1].split()[:2] == [b"true", b"x"]
+    assert "exited on signal" not in n.log.read_text()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,14 +4,12 @@ API, exceptions, init errors, unload and load again, hot reload, and an
 HTTP client runtime fetching from the nginx under test."""
 
 import concurrent.futures
-import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import RUNTIMES, wait_until
+from conftest import RUNTIMES, assert_signals_stay_nginx
 
 JNR = [f"/usr/share/java/{jar}.jar" for jar in
        ("jnr-ffi", "jffi", "jnr-x86asm", "asm", "asm-commons", "asm-analysis", "asm-tree", "asm-util")]
@@ -198,19 +196,7 @@ def test_signals_with_jvm_loaded(nginx):
         local rt = assert(load('demo.api.Echo,init'))
         local ok, res = rt:call('x')
         ngx.say(ok, ' ', res, ' ', ngx.worker.pid())"""))
-    body = n.get("/t")[1].split()
-    assert body[:2] == [b"true", b"x"]
-    pid = int(body[2])
-    assert "libjvm.so" in open(f"/proc/{pid}/maps").read()
-    n.signal("reload")
-    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "old worker still running"
-    body = n.get("/t")[1].split()
-    assert body[:2] == [b"true", b"x"] and int(body[2]) != pid
-    pid = int(body[2])
-    os.kill(pid, signal.SIGQUIT)
-    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "SIGQUIT did not stop the worker"
-    assert n.get("/t")[1].split()[:2] == [b"true", b"x"]
-    assert "exited on signal" not in n.log.read_text()
+    assert_signals_stay_nginx(n, "libjvm.so")
 
 
 

@@ -4,13 +4,11 @@ rejections, init errors, 200 concurrent clients, unload and load again, hot
 reload, and nginx's signals with Node loaded."""
 
 import concurrent.futures
-import os
-import signal
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_until
+from conftest import assert_signals_stay_nginx, free_port
 
 DEMO = Path(__file__).absolute().parents[2] / "examples" / "nodejs"
 MAIN = "env NODE_PATH;"
@@ -184,19 +182,7 @@ def test_signals_with_node_loaded(nginx):
         local rt = assert(load('demo/serve_echo,init'))
         local ok, res = rt:call('x')
         ngx.say(ok, ' ', res, ' ', ngx.worker.pid())"""))
-    body = n.get("/t")[1].split()
-    assert body[:2] == [b"true", b"x"]
-    pid = int(body[2])
-    assert "libnode.so" in open(f"/proc/{pid}/maps").read()
-    n.signal("reload")
-    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "old worker still running"
-    body = n.get("/t")[1].split()
-    assert body[:2] == [b"true", b"x"] and int(body[2]) != pid
-    pid = int(body[2])
-    os.kill(pid, signal.SIGQUIT)
-    assert wait_until(lambda: n.worker_pids() and pid not in n.worker_pids(), 15), "SIGQUIT did not stop the worker"
-    assert n.get("/t")[1].split()[:2] == [b"true", b"x"]
-    assert "exited on signal" not in n.log.read_text()
+    assert_signals_stay_nginx(n, "libnode.so")
 
 
 def test_shared_fixture(nginx):
