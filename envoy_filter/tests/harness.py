@@ -6,7 +6,9 @@ Every test script imports this and stays runnable alone:
     python3 envoy_filter/tests/test_ffi.py
 """
 
+import concurrent.futures
 import http.client
+import http.server
 import json
 import os
 import pathlib
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -195,6 +198,56 @@ class Envoy:
                 self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Answers its path as the body: 404 for /missing, after 0.5 s for /slow*."""
+
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(0.5)
+        body = self.path.encode()
+        self.send_response(200 if self.path != "/missing" else 404)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Upstream(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # 100 connections arrive at once
+
+
+def slow_upstream():
+    """An HTTP upstream for the HTTP client runtimes on 127.0.0.1; returns
+    (server, base URL). Stop it with server.shutdown()."""
+    server = _Upstream(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def assert_echoes(call, cases):
+    """Each echo case answers payloads (NULs, 1 MiB) and an empty request unchanged."""
+    for req in [b"hello", b"a\0b\0", os.urandom(1 << 20)]:
+        for case in cases:
+            assert call(case, req) == b"true|" + req
+    for case in cases:
+        assert call(case) == b"true|"
+
+
+def assert_two_hundred_clients(call, cases):
+    """200 concurrent clients, 400 requests, each calling every echo case once."""
+    def one(i):
+        req = f"req {i}".encode()
+        return [call(case, req) for case in cases]
+
+    with concurrent.futures.ThreadPoolExecutor(200) as pool:
+        results = list(pool.map(one, range(400)))
+    for i, got in enumerate(results):
+        assert got == [f"true|req {i}".encode()] * len(cases), (i, got)
 
 
 def fixture_listener(name, port, script):

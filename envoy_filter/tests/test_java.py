@@ -5,12 +5,10 @@ threads sharing one JVM, the HTTP client, hot reload, and a clean SIGTERM
 shutdown with the JVM running."""
 
 import concurrent.futures
-import http.server
 import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 
 import harness
@@ -42,26 +40,6 @@ public class Hot {
 """
 
 
-class Slow(http.server.BaseHTTPRequestHandler):
-    """The HTTP client runtime's upstream: /slow answers after 0.5 s."""
-
-    def do_GET(self):
-        if self.path.startswith("/slow"):
-            time.sleep(0.5)
-        body = self.path.encode()
-        self.send_response(200 if self.path != "/missing" else 404)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class Upstream(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-
 
 class State:
     def __init__(self):
@@ -70,9 +48,7 @@ class State:
         self.classes = tempfile.mkdtemp(prefix="resty_ffi_java_")
         os.environ["CLASSPATH"] = ":".join([str(harness.RUNTIMES / "examples.jar"), self.classes] + JNR)
         os.environ["JAVA_OPTS"] = "-Xmx128m -Djava.library.path=/usr/lib/x86_64-linux-gnu/jni"
-        self.upstream = Upstream(("127.0.0.1", 0), Slow)
-        threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.upstream.server_address[1]}"
+        self.upstream, self.base = harness.slow_upstream()
         self.envoy = harness.Envoy([listener(PORT)], ADMIN, concurrency=2)
 
     def build_hot(self, version):
@@ -97,11 +73,7 @@ def call(case, req=b"", port=PORT):
 
 
 def case_echo_both_styles(_):
-    for req in [b"hello", b"a\0b\0", os.urandom(1 << 20)]:
-        assert call("java_jnr_echo", req) == b"true|" + req
-        assert call("java_echo", req) == b"true|" + req
-    assert call("java_jnr_echo") == b"true|"
-    assert call("java_echo") == b"true|"
+    harness.assert_echoes(call, ["java_jnr_echo", "java_echo"])
 
 
 def case_exceptions(_):
@@ -110,14 +82,7 @@ def case_exceptions(_):
 
 
 def case_two_hundred_clients(_):
-    def one(i):
-        req = f"req {i}".encode()
-        return [call("java_jnr_echo", req), call("java_echo", req)]
-
-    with concurrent.futures.ThreadPoolExecutor(200) as pool:
-        results = list(pool.map(one, range(400)))
-    for i, got in enumerate(results):
-        assert got == [f"true|req {i}".encode()] * 2, (i, got)
+    harness.assert_two_hundred_clients(call, ["java_jnr_echo", "java_echo"])
 
 
 def case_http_client_fetches_concurrently(state):

@@ -76,11 +76,7 @@ def call(case, req=b"", port=PORT):
 
 
 def case_echo_both_styles(_):
-    for req in [b"hello", b"a\0b\0", os.urandom(1 << 20)]:
-        assert call("node_echo", req) == b"true|" + req
-        assert call("node_serve", req) == b"true|" + req
-    assert call("node_echo") == b"true|"
-    assert call("node_serve") == b"true|"
+    harness.assert_echoes(call, ["node_echo", "node_serve"])
 
 
 def case_throw_and_reject(_):
@@ -89,14 +85,7 @@ def case_throw_and_reject(_):
 
 
 def case_two_hundred_clients(_):
-    def one(i):
-        req = f"req {i}".encode()
-        return [call("node_echo", req), call("node_serve", req)]
-
-    with concurrent.futures.ThreadPoolExecutor(200) as pool:
-        results = list(pool.map(one, range(400)))
-    for i, got in enumerate(results):
-        assert got == [f"true|req {i}".encode()] * 2, (i, got)
+    harness.assert_two_hundred_clients(call, ["node_echo", "node_serve"])
 
 
 def case_http2_client_fetches_concurrently(state):

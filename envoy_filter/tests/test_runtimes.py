@@ -5,12 +5,10 @@ module, resty_ffi package, exceptions, hot reload), 200 concurrent clients,
 and a clean SIGTERM shutdown with the Go runtime loaded."""
 
 import concurrent.futures
-import http.server
 import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 
 import harness
@@ -48,34 +46,12 @@ def build_runtimes():
                     str(harness.RUNTIMES / "libffi_python3.so")], check=True)
 
 
-class Slow(http.server.BaseHTTPRequestHandler):
-    """The HTTP client runtime's upstream: /slow answers after 0.5 s."""
-
-    def do_GET(self):
-        if self.path.startswith("/slow"):
-            time.sleep(0.5)
-        body = self.path.encode()
-        self.send_response(200 if self.path != "/missing" else 404)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class Upstream(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # 100 connections arrive at once
-
 
 class State:
     def __init__(self):
         build_runtimes()
         os.environ["PYTHONPATH"] = f"{harness.ROOT / 'examples' / 'python'}:{harness.FIXTURES / 'python'}"
-        self.upstream = Upstream(("127.0.0.1", 0), Slow)
-        threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.upstream.server_address[1]}"
+        self.upstream, self.base = harness.slow_upstream()
         self.mods = tempfile.mkdtemp(prefix="resty_ffi_hot_")
         self.envoy = harness.Envoy([listener(PORT)], ADMIN, concurrency=2)
 
