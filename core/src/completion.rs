@@ -103,10 +103,6 @@ impl CompletionQueue {
         }
     }
 
-    pub fn hook(&self) -> &dyn CompletionHook {
-        &*self.hook
-    }
-
     pub(crate) fn complete(&self, completion: Completion) {
         if self.closed.load(Ordering::Acquire) {
             return; // dropping the completion frees the response
@@ -159,10 +155,6 @@ impl CompletionQueue {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         while self.done.pop().is_some() {}
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
     }
 }
 

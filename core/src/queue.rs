@@ -137,16 +137,6 @@ impl TaskQueue {
         }
     }
 
-    /// Like [`poll`](Self::poll) without blocking: `Ok(None)` = finished,
-    /// `Err(())` = nothing queued right now.
-    pub fn try_poll(&self) -> Result<Option<Box<Task>>, ()> {
-        match self.rx.try_recv() {
-            Ok(Some(task)) => Ok(Some(task)),
-            Ok(None) | Err(TryRecvError::Disconnected) => Ok(self.repost_marker()),
-            Err(TryRecvError::Empty) => Err(()),
-        }
-    }
-
     /// Puts the end marker back so that every poller (several runtime threads
     /// may poll one queue) sees the end.
     fn repost_marker(&self) -> Option<Box<Task>> {

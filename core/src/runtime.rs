@@ -99,10 +99,6 @@ impl Runtime {
     pub fn is_unloaded(&self) -> bool {
         self.queue.is_finished()
     }
-
-    pub fn queue(&self) -> &Arc<TaskQueue> {
-        &self.queue
-    }
 }
 
 impl Drop for Runtime {
