@@ -56,7 +56,7 @@ for size in 512 4096 10240 102400; do
   read -r uds_ns uds_ticks < <(curl -s "http://127.0.0.1:$port/serial?mode=uds&n=$n&size=$size&sock=$sock")
   uds_server_ticks=$(( $(ticks $uds_pid) - uds0 ))
   printf '%-10s %12s %12s %7.1fx %14d %14d\n' "$size" "$ffi_ns" "$uds_ns" \
-    "$(echo "$uds_ns / $ffi_ns" | bc -l)" \
+    "$(awk -v a="$uds_ns" -v b="$ffi_ns" 'BEGIN { print a / b }')" \
     $(( ffi_ticks * ns_per_tick / n )) $(( (uds_ticks + uds_server_ticks) * ns_per_tick / n ))
 done
 
