@@ -57,6 +57,7 @@ local errbuf = ffi_new("char[?]", ERR_LEN)
 local init_rc = ffi_new("int[1]")
 
 -- token -> waiter; a waiter receives `done`, `rc` and `res` from its completion.
+-- Waiters are reused (`waiter_pool`) once their call returned normally.
 -- Weak values: a waiting caller holds its waiter, so only the waiters of callers
 -- that were killed (client abort, stream reset) can be collected; their late
 -- answers are then freed like those of cancelled calls.
@@ -65,6 +66,7 @@ local waiters = setmetatable({}, { __mode = "v" })
 -- `next()` over a sparse weak table is not O(1)).
 local pending = 0
 local next_token = 1
+local waiter_pool = {}
 local max_timeout = 0  -- the longest opts.timeout of any runtime loaded here
 
 -- Moves every answered call from the sink to its waiter; `wake(waiter)`
@@ -81,7 +83,7 @@ local function drain(sink, wake)
         waiters[token] = nil
         waiter.done = true
         waiter.rc = c.rc
-        waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len) or nil
+        waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
         wake(waiter)
       end
       if c.rsp ~= nil then
@@ -99,7 +101,8 @@ end
 --   sink()             the completion queue of the caller's context
 --   wait(waiter, sink, timeout, rt)
 --                      suspends the caller until the waiter is answered;
---                      returns true, or nil and a message
+--                      returns true, or nil and a message. It may keep
+--                      fields of its own in the (reused) waiter.
 --   check_load()       raises if runtimes cannot be loaded here
 local host
 
@@ -135,6 +138,8 @@ else
 
   ffi.cdef[[
   resty_ffi_sink *ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len);
+  int ngx_http_resty_ffi_worker_has_posted_events(void);
+  int ngx_http_lua_ffi_sema_post(void *sem, int n);
   ]]
 
   local YIELDABLE = {
@@ -146,17 +151,19 @@ else
   local worker_sink
   local dispatcher_sem
 
-  -- A waiter without a semaphore is spinning and needs no wake-up.
+  -- A spinning waiter needs no wake-up. (The semaphore object's `sem` is
+  -- the cdata that lua-resty-core passes to the same C function.)
   local function post_waiter(waiter)
-    local sem = waiter.sem
-    if sem then
-      sem:post(1)
+    if waiter.sleeping then
+      C.ngx_http_lua_ffi_sema_post(waiter.sem.sem, 1)
     end
   end
 
   -- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
   -- fast runtime is answered sooner than that. So a call that is the only one
-  -- in flight first polls the sink for at most SPIN_NS. A runtime that misses
+  -- in flight, while the worker has nothing else queued to run (woken
+  -- coroutines of other calls, say), first polls the sink for at most
+  -- SPIN_NS. A runtime that misses
   -- the window is not spun for again for a while (the pause doubles on each
   -- miss), so slow runtimes and busy workers do not spin.
   ffi.cdef[[
@@ -174,8 +181,8 @@ else
   end
 
   local function spin(waiter, sink, rt)
-    if pending ~= 1 then
-      return false   -- not the only call in flight
+    if pending ~= 1 or C.ngx_http_resty_ffi_worker_has_posted_events() ~= 0 then
+      return false   -- not the only call in flight, or other work waits
     end
     if rt.spin_pause > 0 then
       rt.spin_pause = rt.spin_pause - 1
@@ -241,8 +248,6 @@ else
     return sink
   end
 
-  local sem_pool = {}
-
   host = {
     sink = function()
       local phase = get_phase()
@@ -255,21 +260,15 @@ else
       if spin(waiter, sink, rt) then
         return true
       end
-      local n = #sem_pool
-      local sem = sem_pool[n]
-      if sem then
-        sem_pool[n] = nil
-      else
+      local sem = waiter.sem
+      if not sem then
         sem = semaphore.new(0)
+        waiter.sem = sem
       end
-      waiter.sem = sem
+      waiter.sleeping = true
       local ok, err = sem:wait(timeout)
-      if ok then
-        -- Only a semaphore whose wait completed is clean enough to reuse.
-        sem_pool[#sem_pool + 1] = sem
-        return true
-      end
-      return nil, err
+      waiter.sleeping = false
+      return ok, err
     end,
     check_load = function()
       local phase = get_phase()
@@ -297,21 +296,32 @@ local function call(self, req)
   if rc ~= 0 then
     return false, POST_ERRORS[rc] or "resty_ffi: post failed"
   end
-  local waiter = {}
+  local n = #waiter_pool
+  local waiter = waiter_pool[n]
+  if waiter then
+    waiter_pool[n] = nil
+  else
+    waiter = { done = false, rc = 0, res = false }
+  end
   waiters[token] = waiter
   pending = pending + 1
   local ok, err = host.wait(waiter, sink, self.timeout, self)
   if not ok then
-    -- The caller gives up: its late answer is freed by the core.
+    -- The caller gives up: its late answer is freed by the core. The
+    -- waiter is not reused (its semaphore saw a timeout).
     waiters[token] = nil
     pending = pending - 1
     C.resty_ffi_sink_cancel(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
   end
-  if waiter.rc == 0 then
-    return true, waiter.res or ""
+  local rc, res = waiter.rc, waiter.res
+  waiter.done = false
+  waiter.res = false
+  waiter_pool[#waiter_pool + 1] = waiter
+  if rc == 0 then
+    return true, res or ""
   end
-  return false, waiter.rc, waiter.res
+  return false, rc, res or nil
 end
 
 Runtime.__index = function(self, name)

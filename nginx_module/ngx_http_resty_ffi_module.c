@@ -23,6 +23,7 @@ int ngx_http_lua_ffi_sema_post(void *sem, int n);
 
 resty_ffi_sink *ngx_http_resty_ffi_worker_sink(void *sem, char *err,
     size_t err_len);
+int ngx_http_resty_ffi_worker_has_posted_events(void);
 
 static void ngx_http_resty_ffi_wake_handler(ngx_event_t *ev);
 static void ngx_http_resty_ffi_exit_process(ngx_cycle_t *cycle);
@@ -139,6 +140,19 @@ failed:
     ngx_http_resty_ffi_set_error(err, err_len,
                          "resty_ffi: cannot watch the completion eventfd");
     return NULL;
+}
+
+
+/*
+ * Called from Lua (FFI): whether the worker has events queued to run after
+ * the current one (woken coroutines, for example). A caller must not spin
+ * for its answer while they wait.
+ */
+int
+ngx_http_resty_ffi_worker_has_posted_events(void)
+{
+    return !ngx_queue_empty(&ngx_posted_events)
+           || !ngx_queue_empty(&ngx_posted_next_events);
 }
 
 

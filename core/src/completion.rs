@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crossbeam_queue::SegQueue;
@@ -108,7 +108,11 @@ impl CompletionQueue {
             return; // dropping the completion frees the response
         }
         self.done.push(completion);
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+        // Pairs with the fence in `drain`: either the drain sees this answer or
+        // we see its cleared flag. Reading before swapping keeps the flag's
+        // cache line shared while a wake-up is already pending.
+        fence(Ordering::SeqCst);
+        if !self.wake_pending.load(Ordering::Relaxed) && !self.wake_pending.swap(true, Ordering::AcqRel) {
             self.hook.wake();
         }
     }
@@ -117,7 +121,8 @@ impl CompletionQueue {
     /// many it delivered. Call again while it returns `max`: the hook is only
     /// re-armed for answers that arrive after a drain began.
     pub fn drain(&self, max: usize, mut deliver: impl FnMut(Completion)) -> usize {
-        self.wake_pending.store(false, Ordering::Release);
+        self.wake_pending.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
         let mut delivered = 0;
         while delivered < max {
             let Some(completion) = self.done.pop() else { break };

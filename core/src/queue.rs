@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_utils::CachePadded;
 
 use crate::completion::CompletionQueue;
 use crate::task::Task;
@@ -32,13 +33,26 @@ impl std::error::Error for PostError {}
 
 /// A bounded queue of tasks for one runtime. `None` in the channel is the
 /// end-of-queue marker that unloading appends; every poll after it sees it again.
+///
+/// What hosts write and what pollers write live on separate cache lines: a
+/// spinning poller must not steal the line a host locks on every post.
 pub struct TaskQueue {
+    posting: CachePadded<Posting>,
+    polling: CachePadded<Polling>,
+}
+
+struct Posting {
     tx: Sender<Option<Box<Task>>>,
-    rx: Receiver<Option<Box<Task>>>,
     max_queue: usize,
     /// Orders posts against unload, so that no task lands after the marker.
-    gate: Mutex<()>,
+    /// Holds an upper bound of the tasks queued, so that a post reads the
+    /// channel's length (a cache line pollers write) only near `max_queue`.
+    gate: Mutex<usize>,
     finished: AtomicBool,
+}
+
+struct Polling {
+    rx: Receiver<Option<Box<Task>>>,
     /// How long (µs) a poller spins before it sleeps; adapts to the traffic.
     spin_us: AtomicU32,
 }
@@ -51,48 +65,55 @@ impl TaskQueue {
     pub fn new(max_queue: usize) -> Arc<TaskQueue> {
         let (tx, rx) = crossbeam_channel::unbounded();
         Arc::new(TaskQueue {
-            tx,
-            rx,
-            max_queue: max_queue.max(1),
-            gate: Mutex::new(()),
-            finished: AtomicBool::new(false),
-            spin_us: AtomicU32::new(0),
+            posting: CachePadded::new(Posting {
+                tx,
+                max_queue: max_queue.max(1),
+                gate: Mutex::new(0),
+                finished: AtomicBool::new(false),
+            }),
+            polling: CachePadded::new(Polling { rx, spin_us: AtomicU32::new(0) }),
         })
     }
 
     /// Queues a request; its answer goes to `sink` under `token`.
     pub fn post(&self, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
-        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        if self.finished.load(Ordering::Relaxed) {
+        let posting = &self.posting;
+        let mut queued = posting.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if posting.finished.load(Ordering::Relaxed) {
             return Err(PostError::Finished);
         }
-        if self.rx.len() >= self.max_queue {
-            return Err(PostError::QueueFull);
+        if *queued >= posting.max_queue {
+            *queued = posting.tx.len();
+            if *queued >= posting.max_queue {
+                return Err(PostError::QueueFull);
+            }
         }
         // The receiver lives in `self`, so sending cannot fail.
-        let _ = self.tx.send(Some(Task::new(request, token, sink)));
+        let _ = posting.tx.send(Some(Task::new(request, token, sink)));
+        *queued += 1;
         Ok(())
     }
 
     /// Marks the queue finished after every task already posted; returns false
     /// if it was already finished.
     pub fn unload(&self) -> bool {
-        let _gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        if self.finished.swap(true, Ordering::Relaxed) {
+        let posting = &self.posting;
+        let _gate = posting.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if posting.finished.swap(true, Ordering::Relaxed) {
             return false;
         }
-        let _ = self.tx.send(None);
+        let _ = posting.tx.send(None);
         true
     }
 
     pub fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Relaxed)
+        self.posting.finished.load(Ordering::Relaxed)
     }
 
     /// Tasks posted and not yet polled.
     pub fn len(&self) -> usize {
         // Once finished, the channel also holds the end marker.
-        self.rx.len().saturating_sub(usize::from(self.is_finished()))
+        self.posting.tx.len().saturating_sub(usize::from(self.is_finished()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,14 +126,15 @@ impl TaskQueue {
     /// up to `spin_us`. The budget grows while tasks arrive soon after a poll
     /// began and decays to zero when the queue idles, so an idle runtime sleeps.
     pub fn poll(&self) -> Option<Box<Task>> {
-        let budget = self.spin_us.load(Ordering::Relaxed);
+        let Polling { rx, spin_us } = &*self.polling;
+        let budget = spin_us.load(Ordering::Relaxed);
         let start = Instant::now();
         if budget > 0 {
             let deadline = start + Duration::from_micros(budget.into());
             // The clock is read once per SPIN_BATCH empty looks at the channel.
             'spin: loop {
                 for _ in 0..SPIN_BATCH {
-                    match self.rx.try_recv() {
+                    match rx.try_recv() {
                         Ok(Some(task)) => return Some(task),
                         Ok(None) | Err(TryRecvError::Disconnected) => return self.repost_marker(),
                         Err(TryRecvError::Empty) => std::hint::spin_loop(),
@@ -123,14 +145,14 @@ impl TaskQueue {
                 }
             }
         }
-        let received = self.rx.recv();
+        let received = rx.recv();
         let waited = start.elapsed();
         let next = if waited < Duration::from_micros(MAX_SPIN_US.into()) {
             (budget * 2).clamp(8, MAX_SPIN_US)
         } else {
             budget / 2
         };
-        self.spin_us.store(next, Ordering::Relaxed);
+        spin_us.store(next, Ordering::Relaxed);
         match received {
             Ok(Some(task)) => Some(task),
             _ => self.repost_marker(),
@@ -140,7 +162,7 @@ impl TaskQueue {
     /// Puts the end marker back so that every poller (several runtime threads
     /// may poll one queue) sees the end.
     fn repost_marker(&self) -> Option<Box<Task>> {
-        let _ = self.tx.send(None);
+        let _ = self.posting.tx.send(None);
         None
     }
 }

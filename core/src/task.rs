@@ -81,32 +81,49 @@ impl Drop for ResponseBuffer {
 
 /// One request posted by a host; a runtime holds it from poll to respond.
 pub struct Task {
-    /// The request bytes followed by one NUL byte (runtimes may read it as a C string).
-    request: Box<[u8]>,
+    request: RequestBytes,
     token: u64,
     sink: Arc<CompletionQueue>,
 }
 
+/// Requests up to this size (NUL included) live inside the task: one
+/// allocation per call instead of two.
+const INLINE_REQUEST: usize = 64;
+
+/// The request bytes followed by one NUL byte (runtimes may read it as a C string).
+enum RequestBytes {
+    Inline { len: usize, bytes: [u8; INLINE_REQUEST] },
+    Heap(Box<[u8]>),
+}
+
 impl Task {
     pub(crate) fn new(request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Box<Task> {
-        let mut buf = Vec::with_capacity(request.len() + 1);
-        buf.extend_from_slice(request);
-        buf.push(0);
-        Box::new(Task {
-            request: buf.into_boxed_slice(),
-            token,
-            sink: Arc::clone(sink),
-        })
+        let with_nul = request.len() + 1;
+        let request = if with_nul <= INLINE_REQUEST {
+            let mut bytes = [0; INLINE_REQUEST];
+            bytes[..request.len()].copy_from_slice(request);
+            RequestBytes::Inline { len: with_nul, bytes }
+        } else {
+            let mut buf = Vec::with_capacity(with_nul);
+            buf.extend_from_slice(request);
+            buf.push(0);
+            RequestBytes::Heap(buf.into_boxed_slice())
+        };
+        Box::new(Task { request, token, sink: Arc::clone(sink) })
     }
 
     /// The request bytes, without the trailing NUL.
     pub fn request(&self) -> &[u8] {
-        &self.request[..self.request.len() - 1]
+        let with_nul = self.request_with_nul();
+        &with_nul[..with_nul.len() - 1]
     }
 
     /// The request including its trailing NUL (for C runtimes).
     pub(crate) fn request_with_nul(&self) -> &[u8] {
-        &self.request
+        match &self.request {
+            RequestBytes::Inline { len, bytes } => &bytes[..*len],
+            RequestBytes::Heap(bytes) => bytes,
+        }
     }
 
     pub fn token(&self) -> u64 {

@@ -62,6 +62,19 @@ fn echo_round_trip_is_binary_safe() {
 }
 
 #[test]
+fn requests_around_the_inline_size_keep_bytes_and_nul() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    for size in [62, 63, 64, 65, 4096] {
+        let request: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        queue.post(&request, size as u64, &sink).unwrap();
+        let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+        assert_eq!(request_of(task), (request, 0), "size {size}");
+        ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+    }
+}
+
+#[test]
 fn empty_request_is_an_empty_c_string_and_len_may_be_null() {
     let (sink, _) = counting_sink();
     let queue = TaskQueue::new(8);
