@@ -136,6 +136,35 @@ def test_thousand_concurrent_calls_in_one_request(nginx):
     assert n.get("/t") == (200, b"1000\n")
 
 
+def test_callers_take_turns(nginx):
+    # A caller must not spin for its answers while other woken callers wait
+    # to run: of 10 light threads making 20 calls each, none finishes before
+    # most of the 200 calls were answered.
+    n = nginx(server=content(ECHO + """
+        local semaphore = require('ngx.semaphore')
+        local answered, finished_at, starts, threads = 0, {}, {}, {}
+        local function caller(start)
+            start:wait(5)
+            for _ = 1, 20 do
+                assert(rt:echo('x'))
+                answered = answered + 1
+            end
+            finished_at[#finished_at + 1] = answered
+        end
+        for i = 1, 10 do
+            starts[i] = semaphore.new(0)
+            threads[i] = ngx.thread.spawn(caller, starts[i])
+        end
+        for i = 1, 10 do starts[i]:post(1) end
+        for i = 1, 10 do assert(ngx.thread.wait(threads[i])) end
+        table.sort(finished_at)
+        ngx.say(answered, ' ', finished_at[1])"""))
+    status, body = n.get("/t")
+    answered, first_finished = map(int, body.split())
+    assert (status, answered) == (200, 200)
+    assert first_finished > 150, first_finished
+
+
 def test_two_hundred_concurrent_clients(nginx):
     n = nginx(workers=2, server=content(ECHO + """
         local ok, res = rt:echo(ngx.var.arg_id)
