@@ -161,11 +161,10 @@ else
 
   -- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
   -- fast runtime is answered sooner than that. So a call that is the only one
-  -- in flight, while the worker has nothing else queued to run (woken
-  -- coroutines of other calls, say), first polls the sink for at most
-  -- SPIN_NS. A runtime that misses
-  -- the window is not spun for again for a while (the pause doubles on each
-  -- miss), so slow runtimes and busy workers do not spin.
+  -- in flight, made while the worker has nothing else queued to run (such as
+  -- coroutines woken by other answers), first polls the sink for at most
+  -- SPIN_NS. A runtime that misses the window is not spun for again for a
+  -- while (the pause doubles on each miss), so slow runtimes do not spin.
   ffi.cdef[[
   typedef struct { long tv_sec; long tv_nsec; } resty_ffi_timespec;
   int clock_gettime(int clk_id, resty_ffi_timespec *tp);
