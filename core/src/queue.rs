@@ -55,6 +55,8 @@ struct Polling {
     rx: Receiver<Option<Box<Task>>>,
     /// How long (µs) a poller spins before it sleeps; adapts to the traffic.
     spin_us: AtomicU32,
+    /// Whether a poller is spinning: one at a time does.
+    spinning: AtomicBool,
 }
 
 /// Longest spin before sleeping: longer than a sleep/wake-up pair costs here.
@@ -71,7 +73,11 @@ impl TaskQueue {
                 gate: Mutex::new(0),
                 finished: AtomicBool::new(false),
             }),
-            polling: CachePadded::new(Polling { rx, spin_us: AtomicU32::new(0) }),
+            polling: CachePadded::new(Polling {
+                rx,
+                spin_us: AtomicU32::new(0),
+                spinning: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -125,27 +131,22 @@ impl TaskQueue {
     /// Waking a sleeping thread costs tens of µs, so a poller first spins for
     /// up to `spin_us`. The budget grows while tasks arrive soon after a poll
     /// began and decays to zero when the queue idles, so an idle runtime sleeps.
+    /// Only one poller spins at a time; the others sleep at once, so that a
+    /// runtime with more threads than the machine has cores does not take the
+    /// host's core.
     pub fn poll(&self) -> Option<Box<Task>> {
-        let Polling { rx, spin_us } = &*self.polling;
+        let Polling { rx, spin_us, spinning } = &*self.polling;
+        if spinning.load(Ordering::Relaxed) || spinning.swap(true, Ordering::Acquire) {
+            return self.task_or_end(rx.recv().ok().flatten());
+        }
         let budget = spin_us.load(Ordering::Relaxed);
         let start = Instant::now();
-        if budget > 0 {
-            let deadline = start + Duration::from_micros(budget.into());
-            // The clock is read once per SPIN_BATCH empty looks at the channel.
-            'spin: loop {
-                for _ in 0..SPIN_BATCH {
-                    match rx.try_recv() {
-                        Ok(Some(task)) => return Some(task),
-                        Ok(None) | Err(TryRecvError::Disconnected) => return self.repost_marker(),
-                        Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                    }
-                }
-                if Instant::now() >= deadline {
-                    break 'spin;
-                }
-            }
+        let spun = if budget > 0 { Self::spin(rx, start + Duration::from_micros(budget.into())) } else { None };
+        spinning.store(false, Ordering::Release);
+        if let Some(received) = spun {
+            return self.task_or_end(received);
         }
-        let received = rx.recv();
+        let received = rx.recv().ok().flatten();
         let waited = start.elapsed();
         let next = if waited < Duration::from_micros(MAX_SPIN_US.into()) {
             (budget * 2).clamp(8, MAX_SPIN_US)
@@ -153,16 +154,34 @@ impl TaskQueue {
             budget / 2
         };
         spin_us.store(next, Ordering::Relaxed);
-        match received {
-            Ok(Some(task)) => Some(task),
-            _ => self.repost_marker(),
+        self.task_or_end(received)
+    }
+
+    /// Looks at the channel until `deadline`; `None` if nothing arrived, else
+    /// a task or, inside, `None` for the end of the queue.
+    fn spin(rx: &Receiver<Option<Box<Task>>>, deadline: Instant) -> Option<Option<Box<Task>>> {
+        loop {
+            // The clock is read once per SPIN_BATCH empty looks at the channel.
+            for _ in 0..SPIN_BATCH {
+                match rx.try_recv() {
+                    Ok(received) => return Some(received),
+                    Err(TryRecvError::Disconnected) => return Some(None),
+                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
         }
     }
 
-    /// Puts the end marker back so that every poller (several runtime threads
-    /// may poll one queue) sees the end.
-    fn repost_marker(&self) -> Option<Box<Task>> {
-        let _ = self.posting.tx.send(None);
-        None
+    /// Passes a task on; at the end of the queue (`None`), puts the end marker
+    /// back so that every poller (several runtime threads may poll one queue)
+    /// sees the end.
+    fn task_or_end(&self, task: Option<Box<Task>>) -> Option<Box<Task>> {
+        if task.is_none() {
+            let _ = self.posting.tx.send(None);
+        }
+        task
     }
 }

@@ -50,7 +50,7 @@ hz=$(getconf CLK_TCK)
 ns_per_tick=$((1000000000 / hz))
 
 printf '%-10s %12s %12s %8s %14s %14s\n' size "ffi ns/call" "uds ns/call" speedup "ffi cpu ns" "uds cpu ns"
-for size in 512 4096 10240 102400; do
+for size in ${SIZES:-512 4096 10240 102400}; do
   read -r ffi_ns ffi_ticks < <(curl -s "http://127.0.0.1:$port/serial?mode=ffi&n=$n&size=$size")
   uds0=$(ticks $uds_pid)
   read -r uds_ns uds_ticks < <(curl -s "http://127.0.0.1:$port/serial?mode=uds&n=$n&size=$size&sock=$sock")
