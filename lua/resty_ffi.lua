@@ -36,6 +36,7 @@ int resty_ffi_runtime_unload(const resty_ffi_runtime *rt);
 void resty_ffi_runtime_free(resty_ffi_runtime *rt);
 size_t resty_ffi_sink_drain(const resty_ffi_sink *sink,
     resty_ffi_completion *out, size_t max);
+int resty_ffi_sink_spin(const resty_ffi_sink *sink, uint32_t max_us);
 void resty_ffi_sink_cancel(const resty_ffi_sink *sink, uint64_t token);
 void free(void *ptr);
 ]]
@@ -69,26 +70,30 @@ local next_token = 1
 local waiter_pool = {}
 local max_timeout = 0  -- the longest opts.timeout of any runtime loaded here
 
--- Moves every answered call from the sink to its waiter; `wake(waiter)`
--- resumes the caller. Answers of callers that gave up are freed.
+-- Hands an answer to its waiter; `wake(waiter)` resumes the caller. The
+-- answer of a caller that gave up is freed.
+local function deliver(c, wake)
+  local token = tonumber(c.token)
+  local waiter = waiters[token]
+  pending = pending - 1
+  if waiter then
+    waiters[token] = nil
+    waiter.done = true
+    waiter.rc = c.rc
+    waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
+    wake(waiter)
+  end
+  if c.rsp ~= nil then
+    C.free(c.rsp)
+  end
+end
+
+-- Delivers every answer waiting in the sink.
 local function drain(sink, wake)
   while true do
     local n = tonumber(C.resty_ffi_sink_drain(sink, completions, DRAIN_BATCH))
     for i = 0, n - 1 do
-      local c = completions[i]
-      local token = tonumber(c.token)
-      local waiter = waiters[token]
-      pending = pending - 1
-      if waiter then
-        waiters[token] = nil
-        waiter.done = true
-        waiter.rc = c.rc
-        waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
-        wake(waiter)
-      end
-      if c.rsp ~= nil then
-        C.free(c.rsp)
-      end
+      deliver(completions[i], wake)
     end
     if n < DRAIN_BATCH then
       return
@@ -162,22 +167,13 @@ else
   -- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
   -- fast runtime is answered sooner than that. So a call that is the only one
   -- in flight, made while the worker has nothing else queued to run (such as
-  -- coroutines woken by other answers), first polls the sink for at most
-  -- SPIN_NS. A runtime that misses the window is not spun for again for a
-  -- while (the pause doubles on each miss), so slow runtimes do not spin.
-  ffi.cdef[[
-  typedef struct { long tv_sec; long tv_nsec; } resty_ffi_timespec;
-  int clock_gettime(int clk_id, resty_ffi_timespec *tp);
-  ]]
-  local CLOCK_MONOTONIC = 1
-  local SPIN_NS = 50000
+  -- coroutines woken by other answers), first busy-waits for its answer for
+  -- at most SPIN_US. A runtime that misses the window is not waited for so
+  -- again for a while (the pause doubles on each miss), so slow runtimes do
+  -- not spin. The wait is a C loop: a Lua loop here would keep LuaJIT from
+  -- compiling the call path.
+  local SPIN_US = 50
   local MAX_SPIN_PAUSE = 4096
-  local ts = ffi_new("resty_ffi_timespec")
-
-  local function now_ns()
-    C.clock_gettime(CLOCK_MONOTONIC, ts)
-    return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
-  end
 
   local function spin(waiter, sink, rt)
     if pending ~= 1 or C.ngx_http_resty_ffi_worker_has_posted_events() ~= 0 then
@@ -187,16 +183,17 @@ else
       rt.spin_pause = rt.spin_pause - 1
       return false
     end
-    local deadline = now_ns() + SPIN_NS
-    repeat
-      for _ = 1, 16 do
-        drain(sink, post_waiter)
-        if waiter.done then
-          rt.spin_backoff = 1
-          return true
-        end
+    if C.resty_ffi_sink_spin(sink, SPIN_US) ~= 0 then
+      -- With one call in flight, the answer waiting is this caller's.
+      if C.resty_ffi_sink_drain(sink, completions, 1) == 1 then
+        deliver(completions[0], post_waiter)
       end
-    until now_ns() > deadline
+      if waiter.done then
+        rt.spin_backoff = 1
+        return true
+      end
+      drain(sink, post_waiter)   -- (not while one call is in flight)
+    end
     rt.spin_pause = rt.spin_backoff
     rt.spin_backoff = math.min(rt.spin_backoff * 2, MAX_SPIN_PAUSE)
     return false

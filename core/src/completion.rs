@@ -6,9 +6,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
+use crate::spin::spin_until;
 use crate::task::ResponseBuffer;
 
 /// How a completion queue tells its host that answers are waiting.
@@ -133,6 +135,13 @@ impl CompletionQueue {
             delivered += 1;
         }
         delivered
+    }
+
+    /// Busy-waits, never sleeping, up to `max` for an answer; returns whether
+    /// one is waiting. For a host that expects a fast answer and has nothing
+    /// else to run meanwhile.
+    pub fn spin_until_answered(&self, max: Duration) -> bool {
+        spin_until(Instant::now() + max, || (!self.done.is_empty()).then_some(())).is_some()
     }
 
     /// Forgets the caller of `token` (it went away): its answer will be freed,

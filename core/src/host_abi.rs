@@ -4,6 +4,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::abi::no_unwind;
 use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
@@ -204,6 +205,21 @@ pub unsafe extern "C" fn resty_ffi_sink_drain(
             n += 1;
         })
     })
+}
+
+/// Longest busy-wait `resty_ffi_sink_spin` accepts.
+const MAX_SINK_SPIN_US: u32 = 1000;
+
+/// Busy-waits, never sleeping, up to `max_us` microseconds (at most 1000) for
+/// an answer; returns 1 if one is waiting (drain it), else 0. For a host that
+/// expects a fast answer and has nothing else to run meanwhile.
+///
+/// # Safety
+/// `sink` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_sink_spin(sink: *const resty_ffi_sink, max_us: u32) -> c_int {
+    let max = Duration::from_micros(max_us.min(MAX_SINK_SPIN_US).into());
+    c_int::from((*sink).queue.spin_until_answered(max))
 }
 
 /// The caller of `token` went away: its answer will be freed, not delivered.

@@ -39,6 +39,7 @@ pub mod host_abi;
 mod library;
 mod queue;
 mod runtime;
+mod spin;
 mod task;
 
 pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, EventFdHook};

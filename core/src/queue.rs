@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crossbeam_utils::CachePadded;
 
 use crate::completion::CompletionQueue;
+use crate::spin::spin_until;
 use crate::task::Task;
 
 /// Why a task could not be posted. The caller gets it at once; posting never blocks.
@@ -61,7 +62,6 @@ struct Polling {
 
 /// Longest spin before sleeping: longer than a sleep/wake-up pair costs here.
 const MAX_SPIN_US: u32 = 100;
-const SPIN_BATCH: u32 = 64;
 
 impl TaskQueue {
     pub fn new(max_queue: usize) -> Arc<TaskQueue> {
@@ -141,7 +141,16 @@ impl TaskQueue {
         }
         let budget = spin_us.load(Ordering::Relaxed);
         let start = Instant::now();
-        let spun = if budget > 0 { Self::spin(rx, start + Duration::from_micros(budget.into())) } else { None };
+        let spun = if budget > 0 {
+            // Inside: a task, or `None` for the end of the queue.
+            spin_until(start + Duration::from_micros(budget.into()), || match rx.try_recv() {
+                Ok(received) => Some(received),
+                Err(TryRecvError::Disconnected) => Some(None),
+                Err(TryRecvError::Empty) => None,
+            })
+        } else {
+            None
+        };
         spinning.store(false, Ordering::Release);
         if let Some(received) = spun {
             return self.task_or_end(received);
@@ -155,24 +164,6 @@ impl TaskQueue {
         };
         spin_us.store(next, Ordering::Relaxed);
         self.task_or_end(received)
-    }
-
-    /// Looks at the channel until `deadline`; `None` if nothing arrived, else
-    /// a task or, inside, `None` for the end of the queue.
-    fn spin(rx: &Receiver<Option<Box<Task>>>, deadline: Instant) -> Option<Option<Box<Task>>> {
-        loop {
-            // The clock is read once per SPIN_BATCH empty looks at the channel.
-            for _ in 0..SPIN_BATCH {
-                match rx.try_recv() {
-                    Ok(received) => return Some(received),
-                    Err(TryRecvError::Disconnected) => return Some(None),
-                    Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                }
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-        }
     }
 
     /// Passes a task on; at the end of the queue (`None`), puts the end marker

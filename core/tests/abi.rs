@@ -3,8 +3,10 @@
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use resty_ffi::abi::{ngx_http_lua_ffi_get_req, ngx_http_lua_ffi_respond, ngx_http_lua_ffi_task_poll};
+use resty_ffi::host_abi::{resty_ffi_sink_free, resty_ffi_sink_new, resty_ffi_sink_spin};
 use resty_ffi::{CallbackHook, Completion, CompletionQueue, PostError, TaskQueue};
 
 fn tq(queue: &Arc<TaskQueue>) -> *mut c_void {
@@ -220,4 +222,39 @@ fn eventfd_hook_becomes_readable() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0, "acknowledge resets the fd");
     assert_eq!(drain_all(&sink).len(), 1);
+}
+
+#[test]
+fn spin_until_answered_waits_for_an_answer_and_is_bounded() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    let started = Instant::now();
+    assert!(!sink.spin_until_answered(Duration::from_micros(300)));
+    assert!(started.elapsed() >= Duration::from_micros(300));
+
+    queue.post(b"late", 1, &sink).unwrap();
+    let answering = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || {
+            let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+            std::thread::sleep(Duration::from_millis(2));
+            ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"late"), 4);
+        })
+    };
+    assert!(sink.spin_until_answered(Duration::from_secs(5)));
+    answering.join().unwrap();
+    assert_eq!(drain_all(&sink)[0].response.to_vec(), b"late");
+}
+
+#[test]
+fn sink_spin_through_the_c_abi_is_capped_at_a_millisecond() {
+    let sink = resty_ffi_sink_new();
+    let started = Instant::now();
+    // SAFETY: `sink` is a live handle until freed below.
+    unsafe {
+        assert_eq!(resty_ffi_sink_spin(sink, u32::MAX), 0);
+        resty_ffi_sink_free(sink);
+    }
+    let spun = started.elapsed();
+    assert!(spun >= Duration::from_millis(1) && spun < Duration::from_millis(500), "{spun:?}");
 }
