@@ -64,8 +64,9 @@ def wrk(port, connections, pid):
         raise RuntimeError(f"port {port}: {errors.group(1)} failed responses")
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": to_us(re.search(r"50%\s+(\S+)", out).group(1)),
-        "p99": to_us(re.search(r"99%\s+(\S+)", out).group(1)),
+        # Rows of the latency distribution; a "+/- Stdev" such as 89.50% must not match.
+        "p50": to_us(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99": to_us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
         "cpu_us": cpu / max(requests, 1) * 1e6,
     }
 
