@@ -37,6 +37,7 @@ void resty_ffi_runtime_free(resty_ffi_runtime *rt);
 size_t resty_ffi_sink_drain(const resty_ffi_sink *sink,
     resty_ffi_completion *out, size_t max);
 int resty_ffi_sink_spin(const resty_ffi_sink *sink, uint32_t max_us);
+int resty_ffi_sink_wake_in(const resty_ffi_sink *sink, uint32_t ms);
 void resty_ffi_sink_cancel(const resty_ffi_sink *sink, uint64_t token);
 void free(void *ptr);
 ]]
@@ -114,8 +115,28 @@ local host
 local envoy = package.loaded["resty_ffi.envoy"]
 if envoy then
   -- Envoy: one coroutine per stream; the filter resumes it when the stream's
-  -- sink has answers, and we drain them here.
+  -- sink has answers, and we drain them here. Envoy gives the filter no
+  -- timers, so the core wakes the sink when a call's timeout is up.
   local function nothing() end
+
+  ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } resty_ffi_timespec;
+  int clock_gettime(int clk_id, resty_ffi_timespec *tp);
+  ]]
+  local CLOCK_MONOTONIC = 1
+  local MAX_WAKE_MS = 2 ^ 32 - 1
+  local ts = ffi_new("resty_ffi_timespec")
+
+  local function now()
+    C.clock_gettime(CLOCK_MONOTONIC, ts)
+    return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  end
+
+  local function wake_in(sink, ms)
+    if C.resty_ffi_sink_wake_in(sink, ms) ~= 0 then
+      error("resty_ffi: cannot start the timer thread", 4)
+    end
+  end
 
   host = {
     sink = function()
@@ -125,11 +146,20 @@ if envoy then
       end
       return ffi.cast("resty_ffi_sink *", sink)
     end,
-    wait = function(waiter, sink)
+    wait = function(waiter, sink, timeout)
+      -- The deadline is taken before the wake-up is armed, so the wake-up
+      -- never comes before it.
+      local deadline = now() + timeout
+      wake_in(sink, math.min(math.ceil(timeout * 1000), MAX_WAKE_MS))
       while not waiter.done do
         envoy.wait()
         drain(sink, nothing)
+        if not waiter.done and now() >= deadline then
+          wake_in(sink, 0)
+          return nil, "timeout"
+        end
       end
+      wake_in(sink, 0)
       return true
     end,
     check_load = function() end,

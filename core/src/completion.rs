@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
 use crate::spin::spin_until;
 use crate::task::ResponseBuffer;
+use crate::wake_timer;
 
 /// How a completion queue tells its host that answers are waiting.
 ///
@@ -144,6 +145,26 @@ impl CompletionQueue {
         spin_until(Instant::now() + max, || (!self.done.is_empty()).then_some(())).is_some()
     }
 
+    /// Calls the hook `delay` from now (a host without timers of its own uses
+    /// it to give up on slow answers), replacing the wake-up armed before;
+    /// `None` cancels it. Returns false if the timer thread cannot start.
+    pub fn wake_after(self: &Arc<Self>, delay: Option<Duration>) -> bool {
+        match delay {
+            Some(delay) => wake_timer::arm(self, delay),
+            None => {
+                wake_timer::disarm(self);
+                true
+            }
+        }
+    }
+
+    /// The armed wake-up is due.
+    pub(crate) fn wake_host(&self) {
+        if !self.closed.load(Ordering::Acquire) {
+            self.hook.wake();
+        }
+    }
+
     /// Forgets the caller of `token` (it went away): its answer will be freed,
     /// not delivered. Cancel only tokens that were posted and not yet delivered.
     pub fn cancel(&self, token: u64) {
@@ -168,11 +189,12 @@ impl CompletionQueue {
     /// The host is going away: answers waiting now and arriving later are freed.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        wake_timer::disarm(self);
         while self.done.pop().is_some() {}
     }
 }
 
-impl<H: CompletionHook + ?Sized> CompletionHook for std::sync::Arc<H> {
+impl<H: CompletionHook + ?Sized> CompletionHook for Arc<H> {
     fn wake(&self) {
         (**self).wake()
     }

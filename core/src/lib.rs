@@ -41,6 +41,7 @@ mod queue;
 mod runtime;
 mod spin;
 mod task;
+mod wake_timer;
 
 pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, EventFdHook};
 pub use queue::{PostError, TaskQueue};

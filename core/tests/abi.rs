@@ -258,3 +258,30 @@ fn sink_spin_through_the_c_abi_is_capped_at_a_millisecond() {
     let spun = started.elapsed();
     assert!(spun >= Duration::from_millis(1) && spun < Duration::from_millis(500), "{spun:?}");
 }
+
+#[test]
+fn armed_wake_up_calls_the_hook_once_and_can_be_replaced_or_cancelled() {
+    let (sink, wakes) = counting_sink();
+    assert!(sink.wake_after(Some(Duration::from_millis(30))));
+    std::thread::sleep(Duration::from_millis(10));
+    assert_eq!(wakes.load(Ordering::SeqCst), 0, "not before the deadline");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wakes.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+
+    // Re-arming replaces; cancelling and closing leave the hook alone.
+    assert!(sink.wake_after(Some(Duration::from_secs(3600))));
+    assert!(sink.wake_after(Some(Duration::from_millis(20))));
+    let (cancelled, cancelled_wakes) = counting_sink();
+    assert!(cancelled.wake_after(Some(Duration::from_millis(20))));
+    assert!(cancelled.wake_after(None));
+    let (closed, closed_wakes) = counting_sink();
+    assert!(closed.wake_after(Some(Duration::from_millis(20))));
+    closed.close();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(wakes.load(Ordering::SeqCst), 2);
+    assert_eq!(cancelled_wakes.load(Ordering::SeqCst), 0);
+    assert_eq!(closed_wakes.load(Ordering::SeqCst), 0);
+}

@@ -3,6 +3,7 @@ the same answers as the nginx suite expects from it (nginx_module/t). Lua
 finds its modules through LUA_PATH here, not the filter config."""
 
 import os
+import time
 
 import harness
 
@@ -16,6 +17,7 @@ local routes = {
   ["/rc"] = function(handle) return cases.rc("rc:7:bad thing", handle) end,
   ["/load-errors"] = function() return cases.load_errors() end,
   ["/unload"] = function(handle) return cases.unload_then_call(handle) end,
+  ["/never"] = function(handle) return cases.never_answers(handle) end,
 }
 
 function envoy_on_request(handle)
@@ -60,6 +62,13 @@ def case_load_errors():
 
 def case_unload_then_call():
     assert get("/unload") == "true|before;false|resty_ffi: runtime unloaded;true;true|again"
+
+
+def case_never_answering_runtime_times_out():
+    started = time.monotonic()
+    assert get("/never") == "false|resty_ffi: runtime did not answer in time;true|still works"
+    assert time.monotonic() - started < 5
+    assert get("/echo") == "true|hello\0world"
 
 
 CASES = [(name, lambda _, fn=fn: fn()) for name, fn in globals().items() if name.startswith("case_")]

@@ -1,0 +1,115 @@
+//! Wake-ups at a deadline, for hosts without timers of their own (the Envoy
+//! filter enforces `opts.timeout` with them): one thread per process, started
+//! on first use. A completion queue has at most one armed wake-up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use crate::completion::CompletionQueue;
+
+/// A queue is known by its address while it is armed (closing disarms it).
+type QueueKey = usize;
+
+#[derive(Default)]
+struct Armed {
+    by_deadline: BTreeMap<(Instant, QueueKey), Weak<CompletionQueue>>,
+    by_queue: HashMap<QueueKey, Instant>,
+}
+
+#[derive(Default)]
+struct WakeTimer {
+    armed: Mutex<Armed>,
+    changed: Condvar,
+}
+
+static TIMER: OnceLock<WakeTimer> = OnceLock::new();
+
+fn key(queue: &CompletionQueue) -> QueueKey {
+    queue as *const CompletionQueue as QueueKey
+}
+
+/// Wakes `queue`'s host after `delay`, replacing its armed wake-up if any.
+/// Returns false if the timer thread could not be started.
+pub(crate) fn arm(queue: &Arc<CompletionQueue>, delay: Duration) -> bool {
+    static RUNNING: OnceLock<bool> = OnceLock::new();
+    let timer = TIMER.get_or_init(WakeTimer::default);
+    let running = *RUNNING.get_or_init(|| {
+        std::thread::Builder::new().name("resty_ffi_timer".to_owned()).spawn(|| timer.run()).is_ok()
+    });
+    if !running {
+        return false;
+    }
+    let deadline = Instant::now() + delay;
+    let mut armed = timer.lock();
+    armed.remove(key(queue));
+    armed.by_queue.insert(key(queue), deadline);
+    armed.by_deadline.insert((deadline, key(queue)), Arc::downgrade(queue));
+    timer.changed.notify_one();
+    true
+}
+
+/// Cancels `queue`'s armed wake-up, if any.
+pub(crate) fn disarm(queue: &CompletionQueue) {
+    if let Some(timer) = TIMER.get() {
+        timer.lock().remove(key(queue));
+    }
+}
+
+impl Armed {
+    fn remove(&mut self, queue: QueueKey) {
+        if let Some(deadline) = self.by_queue.remove(&queue) {
+            self.by_deadline.remove(&(deadline, queue));
+        }
+    }
+}
+
+impl WakeTimer {
+    fn lock(&self) -> MutexGuard<'_, Armed> {
+        self.armed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self) {
+        block_signals();
+        let mut armed = self.lock();
+        loop {
+            let now = Instant::now();
+            let mut due = Vec::new();
+            while let Some(entry) = armed.by_deadline.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let ((_, queue), weak) = entry.remove_entry();
+                armed.by_queue.remove(&queue);
+                due.push(weak);
+            }
+            if !due.is_empty() {
+                // Hooks run without the lock: they may take locks of their own.
+                drop(armed);
+                for queue in due.iter().filter_map(Weak::upgrade) {
+                    queue.wake_host();
+                }
+                armed = self.lock();
+                continue;
+            }
+            let next = armed.by_deadline.keys().next().map(|&(deadline, _)| deadline);
+            armed = match next {
+                Some(deadline) => {
+                    self.changed.wait_timeout(armed, deadline - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+                None => self.changed.wait(armed).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+}
+
+/// Leaves the host's signals (nginx's, Envoy's) to the host's own threads.
+fn block_signals() {
+    // SAFETY: `set` is a local sigset_t initialised by sigfillset before use;
+    // pthread_sigmask only changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
