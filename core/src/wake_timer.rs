@@ -15,6 +15,11 @@ type QueueKey = usize;
 struct Armed {
     by_deadline: BTreeMap<(Instant, QueueKey), Weak<CompletionQueue>>,
     by_queue: HashMap<QueueKey, Instant>,
+    /// When the timer thread wakes up next (`None`: only when notified). Arming
+    /// a later deadline, the usual case, needs no notification (a context
+    /// switch per call); cancelling never does: the thread wakes at the old
+    /// deadline, finds nothing due and sleeps on.
+    sleeping_until: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -45,7 +50,10 @@ pub(crate) fn arm(queue: &Arc<CompletionQueue>, delay: Duration) -> bool {
     armed.remove(key(queue));
     armed.by_queue.insert(key(queue), deadline);
     armed.by_deadline.insert((deadline, key(queue)), Arc::downgrade(queue));
-    timer.changed.notify_one();
+    if armed.sleeping_until.map_or(true, |wake_up| deadline < wake_up) {
+        armed.sleeping_until = Some(deadline);
+        timer.changed.notify_one();
+    }
     true
 }
 
@@ -93,6 +101,7 @@ impl WakeTimer {
                 continue;
             }
             let next = armed.by_deadline.keys().next().map(|&(deadline, _)| deadline);
+            armed.sleeping_until = next;
             armed = match next {
                 Some(deadline) => {
                     self.changed.wait_timeout(armed, deadline - now).unwrap_or_else(|e| e.into_inner()).0
