@@ -250,6 +250,30 @@ def assert_two_hundred_clients(call, cases):
         assert got == [f"true|req {i}".encode()] * len(cases), (i, got)
 
 
+def assert_fetches_overlap(call, case, base):
+    """50 fetches of slow_upstream()'s 0.5 s path through `case` run together."""
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        got = list(pool.map(lambda i: call(case, f"{base}/slow?{i}".encode()), range(50)))
+    assert got == [f"true|/slow?{i}".encode() for i in range(50)]
+    assert time.monotonic() - start < 5, "50 fetches of 0.5 s must overlap"
+
+
+def assert_clean_sigterm(listener, admin_port, port, case):
+    """An Envoy (2 workers) whose runtime answered `case` exits 0 on SIGTERM
+    without a crash report."""
+    envoy = Envoy([listener], admin_port, concurrency=2)
+    try:
+        for i in range(8):
+            assert post_case(port, case, b"x%d" % i) == b"true|x%d" % i
+        envoy.proc.terminate()
+        assert envoy.proc.wait(timeout=10) == 0, envoy.log_tail()
+        log = envoy.log_text()
+        assert "Caught" not in log and "Backtrace" not in log, log
+    finally:
+        envoy.stop()
+
+
 def fixture_listener(name, port, script):
     """A listener running `script` with lua/ and tests/fixtures/ on the Lua path
     (4 MiB buffers, for the 1 MiB payload cases)."""

@@ -4,12 +4,10 @@ nginx): both echo styles, exceptions, 200 concurrent clients over two worker
 threads sharing one JVM, the HTTP client, hot reload, and a clean SIGTERM
 shutdown with the JVM running."""
 
-import concurrent.futures
 import os
 import shutil
 import subprocess
 import tempfile
-import time
 
 import harness
 
@@ -88,11 +86,7 @@ def case_two_hundred_clients(_):
 def case_http_client_fetches_concurrently(state):
     assert call("java_fetch", f"{state.base}/missing".encode()) == b"false|404|/missing"
     assert call("java_fetch", b"http://127.0.0.1:1/").startswith(b"false|1|ConnectException")
-    start = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(50) as pool:
-        got = list(pool.map(lambda i: call("java_fetch", f"{state.base}/slow?{i}".encode()), range(50)))
-    assert got == [f"true|/slow?{i}".encode() for i in range(50)]
-    assert time.monotonic() - start < 5, "50 fetches of 0.5 s must overlap"
+    harness.assert_fetches_overlap(call, "java_fetch", state.base)
 
 
 def case_hot_reload(state):
@@ -104,16 +98,7 @@ def case_hot_reload(state):
 
 
 def case_sigterm_with_jvm_loaded(_):
-    envoy = harness.Envoy([listener(PORT_SIGTERM)], ADMIN_SIGTERM, concurrency=2)
-    try:
-        for i in range(8):
-            assert call("java_echo", b"x%d" % i, port=PORT_SIGTERM) == b"true|x%d" % i
-        envoy.proc.terminate()
-        assert envoy.proc.wait(timeout=10) == 0, envoy.log_tail()
-        log = envoy.log_text()
-        assert "Caught" not in log and "Backtrace" not in log, log
-    finally:
-        envoy.stop()
+    harness.assert_clean_sigterm(listener(PORT_SIGTERM), ADMIN_SIGTERM, PORT_SIGTERM, "java_echo")
 
 
 if __name__ == "__main__":

@@ -126,16 +126,7 @@ def case_python_hot_reload(state):
 
 
 def case_sigterm_with_go_loaded(_):
-    envoy = harness.Envoy([listener(PORT_SIGTERM)], ADMIN_SIGTERM, concurrency=2)
-    try:
-        for i in range(8):
-            assert call("go_echo", b"x%d" % i, port=PORT_SIGTERM) == b"true|x%d" % i
-        envoy.proc.terminate()
-        assert envoy.proc.wait(timeout=10) == 0, envoy.log_tail()
-        log = envoy.log_text()
-        assert "Caught" not in log and "Backtrace" not in log, log
-    finally:
-        envoy.stop()
+    harness.assert_clean_sigterm(listener(PORT_SIGTERM), ADMIN_SIGTERM, PORT_SIGTERM, "go_echo")
 
 
 if __name__ == "__main__":
