@@ -1,6 +1,12 @@
 //! Generates the Envoy ABI bindings from the hand-written header.
 
 fn main() {
+    // On Envoy's LuaJIT, resolve every lua_* when Envoy opens the module: a
+    // binary without an exported LuaJIT then refuses the module with a clear
+    // dlopen error, instead of crashing at the first Lua call.
+    if std::env::var_os("CARGO_FEATURE_ENVOY_LUAJIT").is_some() {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,now");
+    }
     let header = "abi/envoy_abi.h";
     println!("cargo:rerun-if-changed={header}");
     let bindings = bindgen::Builder::default()

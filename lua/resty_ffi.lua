@@ -37,7 +37,8 @@ void resty_ffi_runtime_free(resty_ffi_runtime *rt);
 size_t resty_ffi_sink_drain(const resty_ffi_sink *sink,
     resty_ffi_completion *out, size_t max);
 int resty_ffi_sink_spin(const resty_ffi_sink *sink, uint32_t max_us);
-int resty_ffi_sink_wake_in(const resty_ffi_sink *sink, uint32_t ms);
+int resty_ffi_sink_wake_in(const resty_ffi_sink *sink, uint64_t token,
+    uint32_t ms);
 void resty_ffi_sink_cancel(const resty_ffi_sink *sink, uint64_t token);
 void free(void *ptr);
 ]]
@@ -105,7 +106,7 @@ end
 
 -- Hosts. Each provides:
 --   sink()             the completion queue of the caller's context
---   wait(waiter, sink, timeout, rt)
+--   wait(waiter, sink, timeout, rt, token)
 --                      suspends the caller until the waiter is answered;
 --                      returns true, or nil and a message. It may keep
 --                      fields of its own in the (reused) waiter.
@@ -132,10 +133,17 @@ if envoy then
     return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
   end
 
-  local function wake_in(sink, ms)
-    if C.resty_ffi_sink_wake_in(sink, ms) ~= 0 then
+  local function wake_in(sink, token, ms)
+    if C.resty_ffi_sink_wake_in(sink, token, ms) ~= 0 then
       error("resty_ffi: cannot start the timer thread", 4)
     end
+  end
+
+  -- The filter calls this when the stream's sink woke it and no call waits:
+  -- the answers there (late ones of calls that gave up) are drained, so that
+  -- the sink wakes the stream again for the next answer.
+  envoy.drain = function(sink)
+    drain(ffi.cast("resty_ffi_sink *", sink), nothing)
   end
 
   host = {
@@ -146,20 +154,20 @@ if envoy then
       end
       return ffi.cast("resty_ffi_sink *", sink)
     end,
-    wait = function(waiter, sink, timeout)
+    wait = function(waiter, sink, timeout, _, token)
       -- The deadline is taken before the wake-up is armed, so the wake-up
-      -- never comes before it.
+      -- never comes before it. Each call has its own wake-up.
       local deadline = now() + timeout
-      wake_in(sink, math.min(math.ceil(timeout * 1000), MAX_WAKE_MS))
+      wake_in(sink, token, math.min(math.ceil(timeout * 1000), MAX_WAKE_MS))
       while not waiter.done do
         envoy.wait()
         drain(sink, nothing)
         if not waiter.done and now() >= deadline then
-          wake_in(sink, 0)
+          wake_in(sink, token, 0)
           return nil, "timeout"
         end
       end
-      wake_in(sink, 0)
+      wake_in(sink, token, 0)
       return true
     end,
     check_load = function() end,
@@ -331,7 +339,7 @@ local function call(self, req)
   end
   waiters[token] = waiter
   pending = pending + 1
-  local ok, err = host.wait(waiter, sink, self.timeout, self)
+  local ok, err = host.wait(waiter, sink, self.timeout, self, token)
   if not ok then
     -- The caller gives up: its late answer is freed by the core. The
     -- waiter is not reused (its semaphore saw a timeout).

@@ -145,14 +145,15 @@ impl CompletionQueue {
         spin_until(Instant::now() + max, || (!self.done.is_empty()).then_some(())).is_some()
     }
 
-    /// Calls the hook `delay` from now (a host without timers of its own uses
-    /// it to give up on slow answers), replacing the wake-up armed before;
-    /// `None` cancels it. Returns false if the timer thread cannot start.
-    pub fn wake_after(self: &Arc<Self>, delay: Option<Duration>) -> bool {
+    /// Calls the hook `delay` from now on behalf of call `token` (a host
+    /// without timers of its own uses it to give up on slow answers),
+    /// replacing that call's wake-up armed before; `None` cancels it. Calls
+    /// have independent wake-ups. Returns false if the timer thread cannot start.
+    pub fn wake_after(self: &Arc<Self>, token: u64, delay: Option<Duration>) -> bool {
         match delay {
-            Some(delay) => wake_timer::arm(self, delay),
+            Some(delay) => wake_timer::arm(self, token, delay),
             None => {
-                wake_timer::disarm(self);
+                wake_timer::disarm(self, token);
                 true
             }
         }
@@ -189,7 +190,7 @@ impl CompletionQueue {
     /// The host is going away: answers waiting now and arriving later are freed.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        wake_timer::disarm(self);
+        wake_timer::disarm_all(self);
         while self.done.pop().is_some() {}
     }
 }

@@ -222,17 +222,18 @@ pub unsafe extern "C" fn resty_ffi_sink_spin(sink: *const resty_ffi_sink, max_us
     c_int::from((*sink).queue.spin_until_answered(max))
 }
 
-/// Has the sink's hook called `ms` milliseconds from now, for a host without
-/// timers of its own that must give up on slow answers; `ms` = 0 cancels. A
-/// sink has one such wake-up: arming again replaces it. Returns 0, or -1 if
-/// the timer thread cannot be started.
+/// Has the sink's hook called `ms` milliseconds from now on behalf of call
+/// `token`, for a host without timers of its own that must give up on slow
+/// answers; `ms` = 0 cancels. Each call has one such wake-up (arming again
+/// replaces it), independent of the other calls on the sink. Returns 0, or
+/// -1 if the timer thread cannot be started.
 ///
 /// # Safety
 /// `sink` is a live handle.
 #[no_mangle]
-pub unsafe extern "C" fn resty_ffi_sink_wake_in(sink: *const resty_ffi_sink, ms: u32) -> c_int {
+pub unsafe extern "C" fn resty_ffi_sink_wake_in(sink: *const resty_ffi_sink, token: u64, ms: u32) -> c_int {
     let delay = (ms > 0).then(|| Duration::from_millis(ms.into()));
-    if (*sink).queue.wake_after(delay) { 0 } else { -1 }
+    if (*sink).queue.wake_after(token, delay) { 0 } else { -1 }
 }
 
 /// The caller of `token` went away: its answer will be freed, not delivered.

@@ -1,6 +1,7 @@
 //! Wake-ups at a deadline, for hosts without timers of their own (the Envoy
 //! filter enforces `opts.timeout` with them): one thread per process, started
-//! on first use. A completion queue has at most one armed wake-up.
+//! on first use. Each call (a completion queue and a token) has at most one
+//! armed wake-up; calls on one queue have independent deadlines.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -8,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::completion::CompletionQueue;
 
-/// A queue is known by its address while it is armed (closing disarms it).
+/// A queue is known by its address while it is armed (closing disarms it;
+/// the `Weak` kept meanwhile keeps the address from being reused).
 type QueueKey = usize;
 
 #[derive(Default)]
 struct Armed {
-    by_deadline: BTreeMap<(Instant, QueueKey), Weak<CompletionQueue>>,
-    by_queue: HashMap<QueueKey, Instant>,
+    by_deadline: BTreeMap<(Instant, QueueKey, u64), Weak<CompletionQueue>>,
+    /// Each armed call's deadline, by queue and token.
+    by_queue: HashMap<QueueKey, HashMap<u64, Instant>>,
     /// When the timer thread wakes up next (`None`: only when notified). Arming
     /// a later deadline, the usual case, needs no notification (a context
     /// switch per call); cancelling never does: the thread wakes at the old
@@ -34,9 +37,10 @@ fn key(queue: &CompletionQueue) -> QueueKey {
     queue as *const CompletionQueue as QueueKey
 }
 
-/// Wakes `queue`'s host after `delay`, replacing its armed wake-up if any.
-/// Returns false if the timer thread could not be started.
-pub(crate) fn arm(queue: &Arc<CompletionQueue>, delay: Duration) -> bool {
+/// Wakes `queue`'s host after `delay` on behalf of call `token`, replacing
+/// that call's armed wake-up if any. Returns false if the timer thread could
+/// not be started.
+pub(crate) fn arm(queue: &Arc<CompletionQueue>, token: u64, delay: Duration) -> bool {
     static RUNNING: OnceLock<bool> = OnceLock::new();
     let timer = TIMER.get_or_init(WakeTimer::default);
     let running = *RUNNING.get_or_init(|| {
@@ -47,27 +51,43 @@ pub(crate) fn arm(queue: &Arc<CompletionQueue>, delay: Duration) -> bool {
     }
     let deadline = Instant::now() + delay;
     let mut armed = timer.lock();
-    armed.remove(key(queue));
-    armed.by_queue.insert(key(queue), deadline);
-    armed.by_deadline.insert((deadline, key(queue)), Arc::downgrade(queue));
-    if armed.sleeping_until.map_or(true, |wake_up| deadline < wake_up) {
+    armed.remove(key(queue), token);
+    armed.by_queue.entry(key(queue)).or_default().insert(token, deadline);
+    armed.by_deadline.insert((deadline, key(queue), token), Arc::downgrade(queue));
+    if armed.sleeping_until.is_none_or(|wake_up| deadline < wake_up) {
         armed.sleeping_until = Some(deadline);
         timer.changed.notify_one();
     }
     true
 }
 
-/// Cancels `queue`'s armed wake-up, if any.
-pub(crate) fn disarm(queue: &CompletionQueue) {
+/// Cancels the armed wake-up of call `token` on `queue`, if any.
+pub(crate) fn disarm(queue: &CompletionQueue, token: u64) {
     if let Some(timer) = TIMER.get() {
-        timer.lock().remove(key(queue));
+        timer.lock().remove(key(queue), token);
+    }
+}
+
+/// Cancels every armed wake-up of `queue` (it is closing).
+pub(crate) fn disarm_all(queue: &CompletionQueue) {
+    if let Some(timer) = TIMER.get() {
+        let mut armed = timer.lock();
+        if let Some(calls) = armed.by_queue.remove(&key(queue)) {
+            for (token, deadline) in calls {
+                armed.by_deadline.remove(&(deadline, key(queue), token));
+            }
+        }
     }
 }
 
 impl Armed {
-    fn remove(&mut self, queue: QueueKey) {
-        if let Some(deadline) = self.by_queue.remove(&queue) {
-            self.by_deadline.remove(&(deadline, queue));
+    fn remove(&mut self, queue: QueueKey, token: u64) {
+        let Some(calls) = self.by_queue.get_mut(&queue) else { return };
+        if let Some(deadline) = calls.remove(&token) {
+            self.by_deadline.remove(&(deadline, queue, token));
+        }
+        if calls.is_empty() {
+            self.by_queue.remove(&queue);
         }
     }
 }
@@ -87,8 +107,13 @@ impl WakeTimer {
                 if entry.key().0 > now {
                     break;
                 }
-                let ((_, queue), weak) = entry.remove_entry();
-                armed.by_queue.remove(&queue);
+                let ((_, queue, token), weak) = entry.remove_entry();
+                if let Some(calls) = armed.by_queue.get_mut(&queue) {
+                    calls.remove(&token);
+                    if calls.is_empty() {
+                        armed.by_queue.remove(&queue);
+                    }
+                }
                 due.push(weak);
             }
             if !due.is_empty() {
@@ -100,7 +125,7 @@ impl WakeTimer {
                 armed = self.lock();
                 continue;
             }
-            let next = armed.by_deadline.keys().next().map(|&(deadline, _)| deadline);
+            let next = armed.by_deadline.keys().next().map(|&(deadline, _, _)| deadline);
             armed.sleeping_until = next;
             armed = match next {
                 Some(deadline) => {

@@ -262,26 +262,52 @@ fn sink_spin_through_the_c_abi_is_capped_at_a_millisecond() {
 #[test]
 fn armed_wake_up_calls_the_hook_once_and_can_be_replaced_or_cancelled() {
     let (sink, wakes) = counting_sink();
-    assert!(sink.wake_after(Some(Duration::from_millis(30))));
-    std::thread::sleep(Duration::from_millis(10));
-    assert_eq!(wakes.load(Ordering::SeqCst), 0, "not before the deadline");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while wakes.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let armed_at = Instant::now();
+    assert!(sink.wake_after(1, Some(Duration::from_millis(30))));
+    wait_for_wakes(&wakes, 1);
+    assert!(armed_at.elapsed() >= Duration::from_millis(30), "not before the deadline");
     assert_eq!(wakes.load(Ordering::SeqCst), 1);
 
     // Re-arming replaces; cancelling and closing leave the hook alone.
-    assert!(sink.wake_after(Some(Duration::from_secs(3600))));
-    assert!(sink.wake_after(Some(Duration::from_millis(20))));
+    assert!(sink.wake_after(1, Some(Duration::from_secs(3600))));
+    assert!(sink.wake_after(1, Some(Duration::from_millis(20))));
     let (cancelled, cancelled_wakes) = counting_sink();
-    assert!(cancelled.wake_after(Some(Duration::from_millis(20))));
-    assert!(cancelled.wake_after(None));
+    assert!(cancelled.wake_after(1, Some(Duration::from_millis(20))));
+    assert!(cancelled.wake_after(1, None));
     let (closed, closed_wakes) = counting_sink();
-    assert!(closed.wake_after(Some(Duration::from_millis(20))));
+    assert!(closed.wake_after(1, Some(Duration::from_millis(20))));
+    assert!(closed.wake_after(2, Some(Duration::from_millis(20))));
     closed.close();
-    std::thread::sleep(Duration::from_millis(150));
+    wait_for_wakes(&wakes, 2);
+    // A later deadline, due after the others: when it fired, they were due too.
+    let (witness, witness_wakes) = counting_sink();
+    assert!(witness.wake_after(1, Some(Duration::from_millis(40))));
+    wait_for_wakes(&witness_wakes, 1);
     assert_eq!(wakes.load(Ordering::SeqCst), 2);
     assert_eq!(cancelled_wakes.load(Ordering::SeqCst), 0);
     assert_eq!(closed_wakes.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn calls_on_one_sink_have_independent_wake_ups() {
+    let (sink, wakes) = counting_sink();
+    let armed_at = Instant::now();
+    assert!(sink.wake_after(1, Some(Duration::from_millis(60))));
+    assert!(sink.wake_after(2, Some(Duration::from_secs(3600))));
+    // Cancelling call 2 leaves call 1's deadline armed.
+    assert!(sink.wake_after(2, None));
+    wait_for_wakes(&wakes, 1);
+    assert!(armed_at.elapsed() >= Duration::from_millis(60));
+    assert!(sink.wake_after(3, Some(Duration::from_millis(10))));
+    assert!(sink.wake_after(4, Some(Duration::from_millis(10))));
+    wait_for_wakes(&wakes, 2);
+}
+
+/// Waits (at most 5 s) until `wakes` reaches `n`.
+fn wait_for_wakes(wakes: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wakes.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(wakes.load(Ordering::SeqCst) >= n, "expected {n} wake-ups");
 }

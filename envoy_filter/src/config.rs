@@ -1,43 +1,53 @@
-//! The filter config: the JSON of a `google.protobuf.Struct`, shaped like
-//! `envoy.filters.http.lua`'s config plus our own switches.
+//! The filter config (the JSON of a `google.protobuf.Struct`, shaped like
+//! `envoy.filters.http.lua`'s config plus our own switches) and the Lua VMs
+//! made from it: one per worker thread, created on the worker's first stream
+//! and dropped with the config.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Mutex;
+use std::thread::{self, ThreadId};
 
 use serde_json::Value;
 
-/// Shared by every worker thread (read-only after parsing).
+use crate::abi::{log, LogLevel};
+use crate::api;
+use crate::vm::{self, Script, Vm};
+
+/// Shared by every worker thread; read-only after parsing but for `vms`.
 pub struct FilterConfig {
-    /// Identifies this config's per-worker Lua VMs.
-    pub id: u64,
-    pub source: String,
-    pub chunk_name: String,
+    pub script: Script,
     /// A Lua error answers 500 (request path) or resets (response path)
     /// instead of being logged and ignored.
     pub fail_closed: bool,
-    /// `package.path`; `;;` stands for Lua's default path.
-    pub lua_package_path: Option<String>,
     /// Namespace of the route metadata that `handle:metadata()` reads.
     pub metadata_namespace: String,
+    vms: Mutex<HashMap<ThreadId, WorkerVm>>,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-/// Ids of configs not yet destroyed; workers drop the VMs of the others.
-static LIVE: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+/// A VM in the config's map, used only by the worker thread it is keyed by.
+struct WorkerVm(Rc<Vm>);
 
-pub fn is_live(id: u64) -> bool {
-    LIVE.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .is_some_and(|live| live.contains(&id))
-}
+// SAFETY: a `WorkerVm` is cloned and used only on the thread it is keyed by
+// (`FilterConfig::worker_vm`). The one exception is its final drop, with the
+// config: Envoy destroys a config only after every filter (stream) made from
+// it is gone, so no other reference to the VM exists on any thread then, and
+// closing a Lua state needs no particular thread, only no concurrent use.
+unsafe impl Send for WorkerVm {}
 
 fn string_field(config: &Value, key: &str) -> Result<Option<String>, String> {
     match config.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(format!("resty_ffi: config field \"{key}\" must be a string")),
+    }
+}
+
+fn bool_field(config: &Value, key: &str) -> Result<bool, String> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(format!("resty_ffi: config field \"{key}\" must be a bool")),
     }
 }
 
@@ -63,32 +73,37 @@ impl FilterConfig {
         } else {
             return Err("resty_ffi: config needs default_source_code.inline_string or .filename".to_owned());
         };
-        let fail_closed = match config.get("fail_closed") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err("resty_ffi: config field \"fail_closed\" must be a bool".to_owned()),
-        };
-        crate::vm::check_syntax(&source, &chunk_name)?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(HashSet::new)
-            .insert(id);
+        vm::check_syntax(&source, &chunk_name)?;
         Ok(FilterConfig {
-            id,
-            source,
-            chunk_name,
-            fail_closed,
-            lua_package_path: string_field(&config, "lua_package_path")?,
+            script: Script {
+                source,
+                chunk_name,
+                package_path: string_field(&config, "lua_package_path")?,
+                package_cpath: string_field(&config, "lua_package_cpath")?,
+            },
+            fail_closed: bool_field(&config, "fail_closed")?,
             metadata_namespace: string_field(&config, "metadata_namespace")?.unwrap_or_else(|| filter_name.to_owned()),
+            vms: Mutex::new(HashMap::new()),
         })
     }
-}
 
-impl Drop for FilterConfig {
-    fn drop(&mut self) {
-        if let Some(live) = LIVE.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            live.remove(&self.id);
+    /// This worker thread's VM, created on first use. A VM whose script fails
+    /// to run is kept (marked broken) so that every stream fails the same way.
+    pub fn worker_vm(&self) -> Rc<Vm> {
+        let worker = thread::current().id();
+        if let Some(vm) = self.lock_vms().get(&worker) {
+            return Rc::clone(&vm.0);
         }
+        // Built without the lock: the script's top level may take its time.
+        let vm = Rc::new(Vm::new(&self.script, api::install).expect("resty_ffi: the prelude must load"));
+        if let Some(why) = &vm.broken {
+            log(LogLevel::Error, &format!("resty_ffi: script failed to load: {why}"));
+        }
+        self.lock_vms().insert(worker, WorkerVm(Rc::clone(&vm)));
+        vm
+    }
+
+    fn lock_vms(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, WorkerVm>> {
+        self.vms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -11,9 +11,17 @@
 //! What it is not: a general Envoy SDK. It exports the hooks Envoy requires and
 //! calls only the callbacks listed in `abi/envoy_abi.h`.
 //!
+//! # Layers
+//! Each module uses only those listed before it:
+//! `abi` (Envoy's callbacks, safe) → `vm` (one LuaJIT VM, coroutines) →
+//! `api` (the Lua objects of a stream) → `config` (filter config, one VM per
+//! worker) → `stream` (the per-stream state machine) → `hooks` (what Envoy
+//! calls; panics and re-entrancy handled once).
+//!
 //! # Implementation notes
-//! * LuaJIT is built into this library with hidden symbols, so it never binds
-//!   to the copy of LuaJIT that the Envoy binary exports.
+//! * Scripts run on the LuaJIT that the Envoy binary exports (feature
+//!   `envoy-luajit`, the default), so Lua C modules work as in the stock
+//!   filter; `vendored-luajit` builds a private one for custom binaries.
 //! * A call waits in a coroutine: `host.wait()` yields, the hook returns
 //!   StopIteration, and the core's completion hook commits an event on the
 //!   stream's scheduler; Envoy runs `on_http_filter_scheduled` on the worker
@@ -21,9 +29,9 @@
 //!   filters, and destroying the filter closes the sink, so late answers are
 //!   freed by the core.
 
+mod abi;
+mod api;
 mod config;
-mod envoy;
-mod filter;
-mod handle;
-mod sink;
+mod hooks;
+mod stream;
 mod vm;

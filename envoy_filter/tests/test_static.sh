@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Exported symbols. The cdylib exports the hooks and the resty_ffi C ABI, and no
-# lua_* (its LuaJIT must not bind to Envoy's). The static library for a custom
-# Envoy: hooks carry the static-module prefix, the resty_ffi C ABI is exported,
-# nothing else (no LuaJIT, no Rust std) is, and a program linked against it
-# gets "v0.2.0" from the prefixed program_init.
+# lua_*: it runs scripts on the LuaJIT that the Envoy binary exports, so every
+# lua_* it needs must be there. The static library for a custom Envoy: hooks
+# carry the static-module prefix, the resty_ffi C ABI is exported, nothing else
+# (no Rust std) is, and a program linked against it gets "v0.2.0" from the
+# prefixed program_init.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -18,7 +19,12 @@ check() {  # check NAME COMMAND...
 
 nm -D --defined-only "$root/target/release/libresty_ffi_envoy.so" | awk 'NF == 3 {print $3}' | sort > "$tmp/dynamic"
 check "cdylib_exports_hooks_and_abi" bash -c "grep -qx envoy_dynamic_module_on_program_init '$tmp/dynamic' && grep -qx ngx_http_lua_ffi_task_poll '$tmp/dynamic' && grep -qx resty_ffi_sink_drain '$tmp/dynamic'"
-check "cdylib_exports_no_lua" bash -c "! grep -qiE '^(lua|luaL|luaJIT)_' '$tmp/dynamic' && ! nm -D '$root/target/release/libresty_ffi_envoy.so' | grep -qE ' U (lua|luaL)_'"
+check "cdylib_exports_no_lua" bash -c "! grep -qiE '^(lua|luaL|luaJIT)_' '$tmp/dynamic'"
+envoy=$(python3 -c "import envoy, pathlib; print(pathlib.Path(envoy.__file__).parent / '_bin' / 'envoy')")
+nm -D --defined-only "$envoy" | awk '{print $3}' | sort > "$tmp/envoy_exports"
+nm -D --undefined-only "$root/target/release/libresty_ffi_envoy.so" | awk '{print $2}' | sed 's/@.*//' \
+  | grep -E '^(lua|luaL|luaJIT|luaopen)_' | sort > "$tmp/lua_imports"
+check "cdylib_imports_lua_from_envoy" bash -c "[ -s '$tmp/lua_imports' ] && comm -23 '$tmp/lua_imports' '$tmp/envoy_exports' | tee /dev/stderr | wc -l | grep -qx 0"
 
 nm -g --defined-only "$lib" | awk 'NF == 3 {print $3}' | sort > "$tmp/defined"
 # Every hook the header declares, with the static prefix, and none without it.

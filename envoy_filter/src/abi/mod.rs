@@ -1,0 +1,452 @@
+//! The bottom layer: safe wrappers around the callbacks of Envoy's
+//! dynamic-module ABI (bindgen over `abi/envoy_abi.h`). It knows nothing of
+//! filters, streams or Lua. Every `unsafe` call into Envoy lives here; the
+//! hooks Envoy calls live in `hooks.rs`.
+//!
+//! Thread contract: the config callbacks run on the main thread; every callback
+//! taking an [`EnvoyFilter`] runs on the stream's worker thread, inside one of
+//! the stream's hooks. Only [`Scheduler::commit`] and dropping a [`Scheduler`]
+//! may happen on any thread.
+
+use std::ffi::c_char;
+
+#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+pub(crate) mod sys {
+    include!(concat!(env!("OUT_DIR"), "/envoy_abi.rs"));
+}
+use sys::*;
+
+/// The ABI version this module was written against (Envoy 1.40).
+pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
+
+/// Which direction of a stream: decoding (request) or encoding (response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// Where metadata is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataSource {
+    Dynamic,
+    Route,
+}
+
+impl MetadataSource {
+    fn raw(self) -> envoy_dynamic_module_type_metadata_source {
+        match self {
+            MetadataSource::Dynamic => envoy_dynamic_module_type_metadata_source_Dynamic,
+            MetadataSource::Route => envoy_dynamic_module_type_metadata_source_Route,
+        }
+    }
+}
+
+/// Envoy's header maps of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderKind {
+    Request,
+    RequestTrailers,
+    Response,
+    ResponseTrailers,
+}
+
+impl HeaderKind {
+    fn raw(self) -> envoy_dynamic_module_type_http_header_type {
+        match self {
+            HeaderKind::Request => envoy_dynamic_module_type_http_header_type_RequestHeader,
+            HeaderKind::RequestTrailers => envoy_dynamic_module_type_http_header_type_RequestTrailer,
+            HeaderKind::Response => envoy_dynamic_module_type_http_header_type_ResponseHeader,
+            HeaderKind::ResponseTrailers => envoy_dynamic_module_type_http_header_type_ResponseTrailer,
+        }
+    }
+}
+
+/// Which body buffer: the chunk of the current body hook, or what was buffered.
+#[derive(Clone, Copy, Debug)]
+pub enum BodyKind {
+    Received,
+    Buffered,
+}
+
+fn body_type(dir: Direction, kind: BodyKind) -> envoy_dynamic_module_type_http_body_type {
+    match (dir, kind) {
+        (Direction::Request, BodyKind::Received) => envoy_dynamic_module_type_http_body_type_ReceivedRequestBody,
+        (Direction::Request, BodyKind::Buffered) => envoy_dynamic_module_type_http_body_type_BufferedRequestBody,
+        (Direction::Response, BodyKind::Received) => envoy_dynamic_module_type_http_body_type_ReceivedResponseBody,
+        (Direction::Response, BodyKind::Buffered) => envoy_dynamic_module_type_http_body_type_BufferedResponseBody,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Attribute {
+    Protocol,
+    SourceAddress,
+    DestinationAddress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    fn raw(self) -> envoy_dynamic_module_type_log_level {
+        match self {
+            LogLevel::Trace => envoy_dynamic_module_type_log_level_Trace,
+            LogLevel::Debug => envoy_dynamic_module_type_log_level_Debug,
+            LogLevel::Info => envoy_dynamic_module_type_log_level_Info,
+            LogLevel::Warn => envoy_dynamic_module_type_log_level_Warn,
+            LogLevel::Error => envoy_dynamic_module_type_log_level_Error,
+            LogLevel::Critical => envoy_dynamic_module_type_log_level_Critical,
+        }
+    }
+}
+
+/// What a hook tells Envoy to do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Continue,
+    /// Stop; for body hooks: buffer the data (413 past the buffer limit).
+    StopAndBuffer,
+    /// Stop; for body hooks: buffer the data with watermark flow control.
+    StopAndWatermark,
+    /// Stop after a local reply: for body hooks, do not buffer.
+    StopNoBuffer,
+}
+
+impl Status {
+    pub(crate) fn headers(self) -> envoy_dynamic_module_type_on_http_filter_headers_status {
+        match self {
+            Status::Continue => envoy_dynamic_module_type_on_http_filter_headers_status_Continue,
+            _ => envoy_dynamic_module_type_on_http_filter_headers_status_StopIteration,
+        }
+    }
+
+    pub(crate) fn body(self) -> envoy_dynamic_module_type_on_http_filter_body_status {
+        match self {
+            Status::Continue => envoy_dynamic_module_type_on_http_filter_body_status_Continue,
+            Status::StopAndBuffer => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndBuffer,
+            Status::StopAndWatermark => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndWatermark,
+            Status::StopNoBuffer => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationNoBuffer,
+        }
+    }
+
+    pub(crate) fn trailers(self) -> envoy_dynamic_module_type_on_http_filter_trailers_status {
+        match self {
+            Status::Continue => envoy_dynamic_module_type_on_http_filter_trailers_status_Continue,
+            _ => envoy_dynamic_module_type_on_http_filter_trailers_status_StopIteration,
+        }
+    }
+}
+
+/// Bytes owned by Envoy (`{ptr, length}`), valid until Envoy changes what
+/// they belong to or the hook returns: copy them at once.
+pub type EnvoyBuffer = envoy_dynamic_module_type_envoy_buffer;
+
+/// A header as Envoy hands it out (`{key_ptr, key_length, value_ptr,
+/// value_length}`), valid like an [`EnvoyBuffer`].
+pub type EnvoyHeader = envoy_dynamic_module_type_envoy_http_header;
+
+pub const EMPTY_BUFFER: EnvoyBuffer = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
+
+/// A metadata value: strings are Envoy's bytes (an [`EnvoyBuffer`]).
+pub enum MetaValue {
+    Str(EnvoyBuffer),
+    Number(f64),
+    Bool(bool),
+}
+
+/// A metadata value to store.
+pub enum NewMetaValue<'a> {
+    Str(&'a [u8]),
+    Number(f64),
+    Bool(bool),
+}
+
+fn module_buffer(bytes: &[u8]) -> envoy_dynamic_module_type_module_buffer {
+    envoy_dynamic_module_type_module_buffer {
+        ptr: bytes.as_ptr() as *const c_char,
+        length: bytes.len(),
+    }
+}
+
+const NULL_MODULE_BUFFER: envoy_dynamic_module_type_module_buffer = envoy_dynamic_module_type_module_buffer {
+    ptr: std::ptr::null(),
+    length: 0,
+};
+
+pub(crate) fn copy_envoy_buffer(buffer: &EnvoyBuffer) -> Vec<u8> {
+    if buffer.ptr.is_null() || buffer.length == 0 {
+        return Vec::new();
+    }
+    // SAFETY: Envoy hands out buffers readable for `length` bytes until the
+    // current hook returns; we copy them at once.
+    unsafe { std::slice::from_raw_parts(buffer.ptr as *const u8, buffer.length) }.to_vec()
+}
+
+pub fn log_enabled(level: LogLevel) -> bool {
+    // SAFETY: no arguments but the level; thread-safe.
+    unsafe { envoy_dynamic_module_callback_log_enabled(level.raw()) }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    log_bytes(level, message.as_bytes())
+}
+
+pub fn log_bytes(level: LogLevel, message: &[u8]) {
+    if log_enabled(level) {
+        // SAFETY: Envoy only reads the message during the call; logging is thread-safe.
+        unsafe { envoy_dynamic_module_callback_log(level.raw(), module_buffer(message)) }
+    }
+}
+
+/// Envoy's side of one stream's filter.
+///
+/// Valid from `on_http_filter_new` until `on_http_filter_destroy`, on the
+/// stream's worker thread only. Whoever keeps one must stop handing it out
+/// at destroy (the stream does), so safe code never sees a dangling one.
+#[derive(Clone, Copy)]
+pub struct EnvoyFilter(envoy_dynamic_module_type_http_filter_envoy_ptr);
+
+// Every method below relies on the type's contract: `self.0` is a live filter
+// and we are on its worker thread, inside a hook.
+impl EnvoyFilter {
+    /// Wraps the pointer Envoy passed to `on_http_filter_new`.
+    pub fn new(ptr: envoy_dynamic_module_type_http_filter_envoy_ptr) -> EnvoyFilter {
+        EnvoyFilter(ptr)
+    }
+
+    /// How many values header `key` has, and the one at `index` if any.
+    pub fn header(self, kind: HeaderKind, key: &[u8], index: usize) -> (usize, Option<EnvoyBuffer>) {
+        let mut value = EMPTY_BUFFER;
+        let mut count = 0usize;
+        // SAFETY: type contract; `value` and `count` are writable locals.
+        let found = unsafe {
+            envoy_dynamic_module_callback_http_get_header(
+                self.0,
+                kind.raw(),
+                module_buffer(key),
+                &mut value,
+                index,
+                &mut count,
+            )
+        };
+        (count, found.then_some(value))
+    }
+
+    /// How many headers (pseudo-headers included) the map holds.
+    pub fn header_count(self, kind: HeaderKind) -> usize {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.0, kind.raw()) }
+    }
+
+    /// Fills `out` with every header in order; false if the map is missing
+    /// or `out` has no room for all of them ([`Self::header_count`]).
+    pub fn fill_headers(self, kind: HeaderKind, out: &mut [EnvoyHeader]) -> bool {
+        if out.len() < self.header_count(kind) {
+            return false;
+        }
+        // SAFETY: type contract; `out` has room for every header Envoy writes.
+        unsafe { envoy_dynamic_module_callback_http_get_headers(self.0, kind.raw(), out.as_mut_ptr()) }
+    }
+
+    pub fn add_header(self, kind: HeaderKind, key: &[u8], value: &[u8]) -> bool {
+        // SAFETY: type contract; Envoy copies key and value during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(self.0, kind.raw(), module_buffer(key), module_buffer(value))
+        }
+    }
+
+    /// Replaces every value of `key`; `None` removes the header.
+    pub fn set_header(self, kind: HeaderKind, key: &[u8], value: Option<&[u8]>) -> bool {
+        let value = value.map_or(NULL_MODULE_BUFFER, module_buffer);
+        // SAFETY: type contract; Envoy copies key and value during the call.
+        unsafe { envoy_dynamic_module_callback_http_set_header(self.0, kind.raw(), module_buffer(key), value) }
+    }
+
+    pub fn send_response(self, status: u32, headers: &[(Vec<u8>, Vec<u8>)], body: &[u8], details: &str) {
+        let mut raw: Vec<envoy_dynamic_module_type_module_http_header> = headers
+            .iter()
+            .map(|(k, v)| envoy_dynamic_module_type_module_http_header {
+                key_ptr: k.as_ptr() as *const c_char,
+                key_length: k.len(),
+                value_ptr: v.as_ptr() as *const c_char,
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: type contract; `raw`, `body` and `details` outlive the call,
+        // during which Envoy copies them.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.0,
+                status,
+                raw.as_mut_ptr(),
+                raw.len(),
+                module_buffer(body),
+                module_buffer(details.as_bytes()),
+            )
+        }
+    }
+
+    pub fn reset_stream(self, details: &str) {
+        // SAFETY: type contract; reason 0 is a local reset.
+        unsafe { envoy_dynamic_module_callback_http_filter_reset_stream(self.0, 0, module_buffer(details.as_bytes())) }
+    }
+
+    /// How many chunks the body buffer holds.
+    pub fn body_chunk_count(self, dir: Direction, kind: BodyKind) -> usize {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type(dir, kind)) }
+    }
+
+    /// Fills `out` with the body's chunks; false if `out` has no room for
+    /// all of them ([`Self::body_chunk_count`]) or there is no body.
+    pub fn fill_body_chunks(self, dir: Direction, kind: BodyKind, out: &mut [EnvoyBuffer]) -> bool {
+        if out.len() < self.body_chunk_count(dir, kind) {
+            return false;
+        }
+        // SAFETY: type contract; `out` has room for every chunk Envoy writes.
+        unsafe { envoy_dynamic_module_callback_http_get_body_chunks(self.0, body_type(dir, kind), out.as_mut_ptr()) }
+    }
+
+    pub fn body_size(self, dir: Direction, kind: BodyKind) -> usize {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_body_size(self.0, body_type(dir, kind)) }
+    }
+
+    pub fn buffer_limit(self) -> u64 {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_buffer_limit(self.0) }
+    }
+
+    pub fn append_body(self, dir: Direction, kind: BodyKind, data: &[u8]) -> bool {
+        // SAFETY: type contract; Envoy copies `data` during the call.
+        unsafe { envoy_dynamic_module_callback_http_append_body(self.0, body_type(dir, kind), module_buffer(data)) }
+    }
+
+    pub fn drain_body(self, dir: Direction, kind: BodyKind, bytes: usize) -> bool {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_drain_body(self.0, body_type(dir, kind), bytes) }
+    }
+
+    pub fn set_dynamic_metadata(self, ns: &[u8], key: &[u8], value: &NewMetaValue) {
+        let (ns, key) = (module_buffer(ns), module_buffer(key));
+        // SAFETY: type contract; Envoy copies the buffers during the call.
+        unsafe {
+            match value {
+                NewMetaValue::Str(s) => {
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_string(self.0, ns, key, module_buffer(s))
+                }
+                NewMetaValue::Number(n) => {
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.0, ns, key, *n)
+                }
+                NewMetaValue::Bool(b) => {
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_bool(self.0, ns, key, *b)
+                }
+            }
+        }
+    }
+
+    /// A string, number or bool value of `source` metadata (other types: `None`).
+    pub fn metadata(self, source: MetadataSource, ns: &[u8], key: &[u8]) -> Option<MetaValue> {
+        let (source, ns, key) = (source.raw(), module_buffer(ns), module_buffer(key));
+        let mut text = EMPTY_BUFFER;
+        let mut number = 0f64;
+        let mut flag = false;
+        // SAFETY: type contract; the out-parameters are writable locals.
+        unsafe {
+            if envoy_dynamic_module_callback_http_get_metadata_string(self.0, source, ns, key, &mut text) {
+                return Some(MetaValue::Str(text));
+            }
+            if envoy_dynamic_module_callback_http_get_metadata_number(self.0, source, ns, key, &mut number) {
+                return Some(MetaValue::Number(number));
+            }
+            if envoy_dynamic_module_callback_http_get_metadata_bool(self.0, source, ns, key, &mut flag) {
+                return Some(MetaValue::Bool(flag));
+            }
+        }
+        None
+    }
+
+    /// How many keys namespace `ns` of `source` has.
+    pub fn metadata_key_count(self, source: MetadataSource, ns: &[u8]) -> usize {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_metadata_keys_count(self.0, source.raw(), module_buffer(ns)) }
+    }
+
+    /// Fills `out` with the namespace's keys; false if `out` has no room for
+    /// all of them ([`Self::metadata_key_count`]).
+    pub fn fill_metadata_keys(self, source: MetadataSource, ns: &[u8], out: &mut [EnvoyBuffer]) -> bool {
+        if out.len() < self.metadata_key_count(source, ns) {
+            return false;
+        }
+        // SAFETY: type contract; `out` has room for every key Envoy writes.
+        unsafe {
+            envoy_dynamic_module_callback_http_get_metadata_keys(self.0, source.raw(), module_buffer(ns), out.as_mut_ptr())
+        }
+    }
+
+    pub fn attribute(self, attribute: Attribute) -> Option<EnvoyBuffer> {
+        let id = match attribute {
+            Attribute::Protocol => envoy_dynamic_module_type_attribute_id_RequestProtocol,
+            Attribute::SourceAddress => envoy_dynamic_module_type_attribute_id_SourceAddress,
+            Attribute::DestinationAddress => envoy_dynamic_module_type_attribute_id_DestinationAddress,
+        };
+        let mut value = EMPTY_BUFFER;
+        // SAFETY: type contract; `value` is a writable local.
+        unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.0, id, &mut value) }
+            .then_some(value)
+    }
+
+    /// The downstream peer's address as `ip:port`, before any XFF rewriting.
+    pub fn direct_remote_address(self) -> Option<EnvoyBuffer> {
+        let mut address = EMPTY_BUFFER;
+        // SAFETY: type contract; `address` is a writable local.
+        unsafe { envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(self.0, &mut address) }
+            .then_some(address)
+    }
+
+    pub fn continue_stream(self, dir: Direction) {
+        // SAFETY: type contract; called only after a hook of `dir` returned a stop status.
+        unsafe {
+            match dir {
+                Direction::Request => envoy_dynamic_module_callback_http_filter_continue_decoding(self.0),
+                Direction::Response => envoy_dynamic_module_callback_http_filter_continue_encoding(self.0),
+            }
+        }
+    }
+
+    pub fn new_scheduler(self) -> Scheduler {
+        // SAFETY: type contract (worker thread, live filter).
+        Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(self.0) })
+    }
+}
+
+/// Posts events to the worker thread of the stream it was made for; Envoy
+/// drops events for a filter that is gone. Deleted on drop.
+pub struct Scheduler(envoy_dynamic_module_type_http_filter_scheduler_module_ptr);
+
+// SAFETY: Envoy documents commit and delete as callable from any thread.
+unsafe impl Send for Scheduler {}
+// SAFETY: commit takes the scheduler by pointer and is thread-safe.
+unsafe impl Sync for Scheduler {}
+
+impl Scheduler {
+    pub fn commit(&self, event_id: u64) {
+        // SAFETY: `self.0` is live until drop; commit is thread-safe.
+        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, event_id) }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // SAFETY: deleted exactly once, here.
+        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
+    }
+}

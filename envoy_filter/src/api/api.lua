@@ -1,0 +1,52 @@
+-- The function table of the api layer (api/mod.rs) and what every object of
+-- this layer shares. Loaded once per VM with the table's address and cdef.
+local ffi = require("ffi")
+
+local api_ptr, cdef = ...
+local error = error
+
+ffi.cdef(cdef)
+
+local api = ffi.cast("const resty_ffi_envoy_api *", api_ptr)
+
+-- Status codes of the table's functions besides their results.
+local GONE, PANICKED = -1, -2
+
+local M = {
+  api = api,
+  -- Scratch space for results; read at once, before the next call.
+  buf = ffi.new("resty_ffi_envoy_buf[1]"),
+  num = ffi.new("double[1]"),
+}
+
+-- Raises for the codes every function may return; else returns `rc`.
+-- `level` is the error level of the caller's caller (the script's line).
+function M.check(rc, level)
+  if rc == GONE then
+    error("resty_ffi: the stream is gone", level + 1)
+  elseif rc == PANICKED then
+    error("resty_ffi: internal error; the stream fails closed", level + 1)
+  end
+  return rc
+end
+
+-- The stream context Rust handed over (lightuserdata), kept alive by Lua
+-- until collected.
+function M.ctx(ctx)
+  return ffi.gc(ffi.cast("void *", ctx), api.ctx_release)
+end
+
+-- An array of `n` results of type `ctype`, reused while `n` fits.
+local arrays = {}
+function M.array(ctype, n)
+  local cached = arrays[ctype]
+  if cached and cached.n >= n then
+    return cached.array
+  end
+  local size = math.max(n, 16)
+  local array = ffi.new(ctype .. "[?]", size)
+  arrays[ctype] = { n = size, array = array }
+  return array
+end
+
+return M

@@ -1,0 +1,96 @@
+-- handle:body()'s object: the whole body of one direction through the api
+-- table, or the body of a local reply that envoy_on_response is working on.
+local ffi = require("ffi")
+local base = require("resty_ffi.envoy.api")
+
+local api, check, array = base.api, base.check, base.array
+local ffi_str = ffi.string
+local concat, sub = table.concat, string.sub
+local setmetatable, type, error = setmetatable, type, error
+
+local function range(body, index, length)
+  if type(index) ~= "number" or type(length) ~= "number" or index < 0 or length < 0
+      or index % 1 ~= 0 or length % 1 ~= 0 or index + length > #body then
+    error("resty_ffi: getBytes(): index and length out of range", 3)
+  end
+  return sub(body, index + 1, index + length)
+end
+
+-- Envoy's body ------------------------------------------------------------------
+
+local Body = {}
+Body.__index = Body
+
+-- The body as one string (copied from Envoy's chunks).
+local function bytes(self)
+  local n = check(api.body_chunks(self.ctx, self.dir, nil, 0), 3)
+  if n == 0 then
+    return ""
+  end
+  local chunks = array("resty_ffi_envoy_buf", n)
+  n = check(api.body_chunks(self.ctx, self.dir, chunks, n), 3)
+  if n == 1 then
+    return ffi_str(chunks[0].ptr, chunks[0].len)
+  end
+  local parts = {}
+  for i = 0, n - 1 do
+    parts[i + 1] = ffi_str(chunks[i].ptr, chunks[i].len)
+  end
+  return concat(parts)
+end
+
+function Body:length()
+  return #bytes(self)
+end
+
+function Body:getBytes(index, length)
+  return range(bytes(self), index, length)
+end
+
+function Body:setBytes(data)
+  if type(data) ~= "string" then
+    error("resty_ffi: setBytes(): the body must be a string", 2)
+  end
+  check(api.body_set(self.ctx, self.dir, data, #data), 2)
+end
+
+-- A local reply's body --------------------------------------------------------
+
+local ReplyBody = {}
+ReplyBody.__index = ReplyBody
+
+function ReplyBody:length()
+  return #self.reply.body
+end
+
+function ReplyBody:getBytes(index, length)
+  return range(self.reply.body, index, length)
+end
+
+function ReplyBody:setBytes(data)
+  if type(data) ~= "string" then
+    error("resty_ffi: setBytes(): the body must be a string", 2)
+  end
+  local reply = self.reply
+  reply.body = data
+  require("resty_ffi.envoy.headers").reply(reply):replace("content-length", tostring(#data))
+end
+
+local M = {}
+
+-- `dir`: 0 request, 1 response.
+function M.envoy(ctx, dir)
+  return setmetatable({ ctx = ctx, dir = dir }, Body)
+end
+
+function M.reply(reply)
+  return setmetatable({ reply = reply }, ReplyBody)
+end
+
+-- "none" (the headers ended the stream), "ready" or "pending".
+local STATES = { [0] = "none", [1] = "ready", [2] = "pending" }
+function M.state(ctx, dir)
+  return STATES[check(api.body_state(ctx, dir), 3)]
+end
+
+return M

@@ -1,0 +1,21 @@
+-- The host module that resty_ffi.lua finds as package.loaded["resty_ffi.envoy"].
+local base = require("resty_ffi.envoy.api")
+local vm = require("resty_ffi.envoy.vm")
+
+local api = base.api
+
+return {
+  -- The current stream's resty_ffi_sink * (a cdata pointer), or nil outside a stream.
+  sink = function()
+    local sink = api.current_sink()
+    if sink ~= nil then
+      return sink
+    end
+    return nil
+  end,
+  -- Suspends the filter coroutine until answers may be waiting on the sink;
+  -- returns true. Wake-ups can be spurious: drain, and wait again if needed.
+  wait = vm.wait_ffi,
+  -- resty_ffi.lua sets `drain(sink)`: the filter calls it when the sink
+  -- woke the stream and no call waits.
+}

@@ -1,0 +1,211 @@
+-- handle:headers() (and trailers): the stream's header maps through the
+-- api table, or the headers of a local reply that envoy_on_response is
+-- working on (a Lua list of {name, value}).
+local ffi = require("ffi")
+local base = require("resty_ffi.envoy.api")
+
+local api, check, array = base.api, base.check, base.array
+local ffi_str = ffi.string
+local lower, concat = string.lower, table.concat
+local setmetatable, tostring, type, error = setmetatable, tostring, type, error
+
+local function key_arg(key, method)
+  if type(key) ~= "string" then
+    error("resty_ffi: headers:" .. method .. "(): the name must be a string", 3)
+  end
+  return key
+end
+
+local function value_arg(value, method)
+  local t = type(value)
+  if t == "number" then
+    return tostring(value)
+  elseif t ~= "string" then
+    error("resty_ffi: headers:" .. method .. "(): the value must be a string", 3)
+  end
+  return value
+end
+
+-- Envoy's header maps -------------------------------------------------------
+
+local Headers = {}
+Headers.__index = Headers
+
+local buf = base.buf
+
+-- All values of `key`, joined with "," like Envoy's Lua filter; nothing
+-- (not even nil) when there is none.
+function Headers:get(key)
+  key = key_arg(key, "get")
+  local n = check(api.header_get(self.ctx, self.kind, key, #key, 0, buf), 2)
+  if n == 0 then
+    return
+  end
+  local first = ffi_str(buf[0].ptr, buf[0].len)
+  if n == 1 then
+    return first
+  end
+  local values = { first }
+  for i = 1, n - 1 do
+    check(api.header_get(self.ctx, self.kind, key, #key, i, buf), 2)
+    values[i + 1] = ffi_str(buf[0].ptr, buf[0].len)
+  end
+  return concat(values, ",")
+end
+
+function Headers:getAtIndex(key, index)
+  key = key_arg(key, "getAtIndex")
+  if type(index) ~= "number" or index < 0 or index % 1 ~= 0 then
+    return
+  end
+  local n = check(api.header_get(self.ctx, self.kind, key, #key, index, buf), 2)
+  if index >= n then
+    return
+  end
+  return ffi_str(buf[0].ptr, buf[0].len)
+end
+
+function Headers:getNumValues(key)
+  key = key_arg(key, "getNumValues")
+  return check(api.header_get(self.ctx, self.kind, key, #key, 0, nil), 2)
+end
+
+function Headers:add(key, value)
+  key, value = key_arg(key, "add"), value_arg(value, "add")
+  check(api.header_add(self.ctx, self.kind, key, #key, value, #value), 2)
+end
+
+function Headers:replace(key, value)
+  key, value = key_arg(key, "replace"), value_arg(value, "replace")
+  check(api.header_set(self.ctx, self.kind, key, #key, value, #value), 2)
+end
+
+function Headers:remove(key)
+  key = key_arg(key, "remove")
+  check(api.header_set(self.ctx, self.kind, key, #key, nil, 0), 2)
+end
+
+-- Iterates over a snapshot taken when the loop starts.
+function Headers:__pairs()
+  local n = check(api.headers_count(self.ctx, self.kind), 2)
+  local list = {}
+  if n > 0 then
+    local all = array("resty_ffi_envoy_header", n)
+    n = check(api.headers_all(self.ctx, self.kind, all, n), 2)
+    for i = 0, n - 1 do
+      local h = all[i]
+      list[i + 1] = { ffi_str(h.key, h.key_len), ffi_str(h.value, h.value_len) }
+    end
+  end
+  local i = 0
+  return function()
+    i = i + 1
+    local h = list[i]
+    if h then
+      return h[1], h[2]
+    end
+  end, self, nil
+end
+
+-- A local reply's headers -----------------------------------------------------
+
+local ReplyHeaders = {}
+ReplyHeaders.__index = ReplyHeaders
+
+local function reply_values(reply, key)
+  if key == ":status" then
+    return { tostring(reply.status) }
+  end
+  local values = {}
+  key = lower(key)
+  for _, h in ipairs(reply.headers) do
+    if h[1] == key then
+      values[#values + 1] = h[2]
+    end
+  end
+  return values
+end
+
+function ReplyHeaders:get(key)
+  local values = reply_values(self.reply, key_arg(key, "get"))
+  if #values > 0 then
+    return concat(values, ",")
+  end
+end
+
+function ReplyHeaders:getAtIndex(key, index)
+  local values = reply_values(self.reply, key_arg(key, "getAtIndex"))
+  if type(index) == "number" and index % 1 == 0 then
+    return values[index + 1]
+  end
+end
+
+function ReplyHeaders:getNumValues(key)
+  return #reply_values(self.reply, key_arg(key, "getNumValues"))
+end
+
+local function reply_add(reply, key, value)
+  if key == ":status" then
+    reply.status = tonumber(value) or reply.status
+  else
+    reply.headers[#reply.headers + 1] = { lower(key), value }
+  end
+end
+
+local function reply_remove(reply, key)
+  key = lower(key)
+  local kept = {}
+  for _, h in ipairs(reply.headers) do
+    if h[1] ~= key then
+      kept[#kept + 1] = h
+    end
+  end
+  reply.headers = kept
+end
+
+function ReplyHeaders:add(key, value)
+  reply_add(self.reply, key_arg(key, "add"), value_arg(value, "add"))
+end
+
+function ReplyHeaders:replace(key, value)
+  key, value = key_arg(key, "replace"), value_arg(value, "replace")
+  reply_remove(self.reply, key)
+  reply_add(self.reply, key, value)
+end
+
+function ReplyHeaders:remove(key)
+  reply_remove(self.reply, key_arg(key, "remove"))
+end
+
+function ReplyHeaders:__pairs()
+  local reply = self.reply
+  local list = { { ":status", tostring(reply.status) } }
+  for _, h in ipairs(reply.headers) do
+    list[#list + 1] = h
+  end
+  local i = 0
+  return function()
+    i = i + 1
+    local h = list[i]
+    if h then
+      return h[1], h[2]
+    end
+  end, self, nil
+end
+
+local M = {}
+
+-- `kind`: Envoy's header map type (0 request, 1 request trailers,
+-- 2 response, 3 response trailers).
+function M.envoy(ctx, kind)
+  return setmetatable({ ctx = ctx, kind = kind }, Headers)
+end
+
+function M.reply(reply)
+  return setmetatable({ reply = reply }, ReplyHeaders)
+end
+
+-- A local reply's headers, for a replace that keeps one value per name.
+M.reply_remove = reply_remove
+
+return M

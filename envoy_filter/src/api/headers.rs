@@ -1,0 +1,117 @@
+//! What `headers.lua` calls: header maps (headers and trailers of both
+//! directions). Values are handed out as Envoy's bytes, copied by Lua at once.
+
+use std::ffi::{c_char, c_int};
+
+use crate::abi::{EnvoyBuffer, EnvoyHeader, HeaderKind};
+use crate::api::{bytes, with_stream, StreamCtx};
+
+/// A header as `resty_ffi_envoy_header` (Envoy's own layout).
+pub type Header = EnvoyHeader;
+
+fn kind(raw: c_int) -> Option<HeaderKind> {
+    match raw {
+        0 => Some(HeaderKind::Request),
+        1 => Some(HeaderKind::RequestTrailers),
+        2 => Some(HeaderKind::Response),
+        3 => Some(HeaderKind::ResponseTrailers),
+        _ => None,
+    }
+}
+
+/// How many values header `key` has (0 when the map is missing); writes the
+/// value at `index` to `out` (if `out` is not NULL and the value exists).
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `key` is readable for `key_len`
+/// bytes; `out` is NULL or writable.
+pub unsafe extern "C" fn header_get(
+    ctx: *const StreamCtx,
+    map: c_int,
+    key: *const c_char,
+    key_len: usize,
+    index: usize,
+    out: *mut EnvoyBuffer,
+) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        let Some(map) = kind(map) else { return 0 };
+        let (count, value) = envoy.header(map, bytes(key, key_len), index);
+        if let (Some(value), false) = (value, out.is_null()) {
+            // SAFETY: `out` is writable (contract).
+            unsafe { *out = value };
+        }
+        c_int::try_from(count).unwrap_or(c_int::MAX)
+    })
+}
+
+/// How many headers the map holds.
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]).
+pub unsafe extern "C" fn headers_count(ctx: *const StreamCtx, map: c_int) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        kind(map).map_or(0, |map| c_int::try_from(envoy.header_count(map)).unwrap_or(0))
+    })
+}
+
+/// Writes every header (at most `max`) to `out`; returns how many, 0 when
+/// `out` has no room for all of them.
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `out` is writable for `max` headers.
+pub unsafe extern "C" fn headers_all(ctx: *const StreamCtx, map: c_int, out: *mut Header, max: usize) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        let Some(map) = kind(map) else { return 0 };
+        let count = envoy.header_count(map);
+        if out.is_null() || count > max {
+            return 0;
+        }
+        // SAFETY: `out` is writable for `max >= count` headers (contract).
+        let out = unsafe { std::slice::from_raw_parts_mut(out, count) };
+        if envoy.fill_headers(map, out) {
+            c_int::try_from(count).unwrap_or(0)
+        } else {
+            0
+        }
+    })
+}
+
+/// Adds a value to header `key`.
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `key` and `value` are readable for
+/// their lengths.
+pub unsafe extern "C" fn header_add(
+    ctx: *const StreamCtx,
+    map: c_int,
+    key: *const c_char,
+    key_len: usize,
+    value: *const c_char,
+    value_len: usize,
+) -> c_int {
+    with_stream(ctx, |_, envoy| match kind(map) {
+        Some(map) => c_int::from(envoy.add_header(map, bytes(key, key_len), bytes(value, value_len))),
+        None => 0,
+    })
+}
+
+/// Replaces every value of header `key` with `value`; a NULL `value` removes it.
+///
+/// # Safety
+/// As [`header_add`]; `value` may be NULL.
+pub unsafe extern "C" fn header_set(
+    ctx: *const StreamCtx,
+    map: c_int,
+    key: *const c_char,
+    key_len: usize,
+    value: *const c_char,
+    value_len: usize,
+) -> c_int {
+    with_stream(ctx, |_, envoy| match kind(map) {
+        Some(map) => {
+            let value = (!value.is_null()).then(|| bytes(value, value_len));
+            c_int::from(envoy.set_header(map, bytes(key, key_len), value))
+        }
+        None => 0,
+    })
+}

@@ -1,0 +1,117 @@
+//! What `metadata.lua` calls: route and dynamic metadata.
+
+use std::ffi::{c_char, c_int};
+
+use crate::abi::{EnvoyBuffer, MetaValue, MetadataSource, NewMetaValue};
+use crate::api::{bytes, with_stream, StreamCtx};
+
+const NONE: c_int = 0;
+const STRING: c_int = 1;
+const NUMBER: c_int = 2;
+const BOOL: c_int = 3;
+
+fn source(raw: c_int) -> MetadataSource {
+    if raw == 0 {
+        MetadataSource::Dynamic
+    } else {
+        MetadataSource::Route
+    }
+}
+
+/// How many keys namespace `ns` has; with `out`, writes them (at most `max`,
+/// else none and 0).
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `ns` is readable for `ns_len` bytes;
+/// `out` is NULL or writable for `max` buffers.
+pub unsafe extern "C" fn metadata_keys(
+    ctx: *const StreamCtx,
+    src: c_int,
+    ns: *const c_char,
+    ns_len: usize,
+    out: *mut EnvoyBuffer,
+    max: usize,
+) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        let (src, ns) = (source(src), bytes(ns, ns_len));
+        let count = envoy.metadata_key_count(src, ns);
+        if out.is_null() {
+            return c_int::try_from(count).unwrap_or(0);
+        }
+        if count > max {
+            return 0;
+        }
+        // SAFETY: `out` is writable for `max >= count` buffers (contract).
+        let out = unsafe { std::slice::from_raw_parts_mut(out, count) };
+        if envoy.fill_metadata_keys(src, ns, out) {
+            c_int::try_from(count).unwrap_or(0)
+        } else {
+            0
+        }
+    })
+}
+
+/// The type of value `key` in namespace `ns` (0 none, 1 string in `text`,
+/// 2 number in `number`, 3 bool as 0/1 in `number`).
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `ns` and `key` are readable for their
+/// lengths; `text` and `number` are writable.
+pub unsafe extern "C" fn metadata_get(
+    ctx: *const StreamCtx,
+    src: c_int,
+    ns: *const c_char,
+    ns_len: usize,
+    key: *const c_char,
+    key_len: usize,
+    text: *mut EnvoyBuffer,
+    number: *mut f64,
+) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        // SAFETY (both writes): `text` and `number` are writable (contract).
+        match envoy.metadata(source(src), bytes(ns, ns_len), bytes(key, key_len)) {
+            Some(MetaValue::Str(value)) => {
+                unsafe { *text = value };
+                STRING
+            }
+            Some(MetaValue::Number(value)) => {
+                unsafe { *number = value };
+                NUMBER
+            }
+            Some(MetaValue::Bool(value)) => {
+                unsafe { *number = f64::from(u8::from(value)) };
+                BOOL
+            }
+            None => NONE,
+        }
+    })
+}
+
+/// Sets dynamic metadata `key` in namespace `ns` to a value of type `kind`
+/// (1 string from `text`, 2 number, 3 bool: `number` ≠ 0).
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `ns`, `key` and `text` are readable
+/// for their lengths.
+pub unsafe extern "C" fn metadata_set(
+    ctx: *const StreamCtx,
+    ns: *const c_char,
+    ns_len: usize,
+    key: *const c_char,
+    key_len: usize,
+    kind: c_int,
+    text: *const c_char,
+    text_len: usize,
+    number: f64,
+) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        let value = match kind {
+            STRING => NewMetaValue::Str(bytes(text, text_len)),
+            NUMBER => NewMetaValue::Number(number),
+            BOOL => NewMetaValue::Bool(number != 0.0),
+            _ => return 0,
+        };
+        envoy.set_dynamic_metadata(bytes(ns, ns_len), bytes(key, key_len), &value);
+        1
+    })
+}

@@ -1,0 +1,295 @@
+//! The Lua objects a script sees, one pair of files per object: the object in
+//! Lua (`headers.lua`, …) and the functions it calls in Rust (`headers.rs`, …),
+//! reached through LuaJIT's FFI, like lua-resty-core over lua-nginx-module.
+//!
+//! Why FFI and not Lua C functions: on the Envoy binary's LuaJIT, a Lua error
+//! unwinding through a Rust frame aborts the process. FFI functions never
+//! raise: they return a status and the Lua side raises. (LuaJIT also compiles
+//! FFI calls, which it cannot do for Lua C functions.)
+//!
+//! Uses the `abi` and `vm` layers below; knows nothing of the stream state
+//! machine above, which owns a [`StreamCtx`] and decides when Lua runs.
+
+pub mod body;
+pub mod ffi;
+pub mod headers;
+pub mod log;
+pub mod metadata;
+pub mod reply;
+pub mod stream_info;
+
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+
+use mlua::{Function, LightUserData, Lua, Table};
+use resty_ffi::host_abi::resty_ffi_sink;
+
+use crate::abi::{Direction, EnvoyFilter};
+use ffi::Sink;
+
+/// How far the body of one direction has arrived.
+#[derive(Default)]
+pub struct BodyState {
+    /// The headers came with end_of_stream: there is no body.
+    headers_only: Cell<bool>,
+    /// The last body chunk (or the trailers) arrived.
+    complete: Cell<bool>,
+    /// Inside a body hook: part of the body is still in the "received" chunk.
+    in_body_hook: Cell<bool>,
+}
+
+impl BodyState {
+    pub fn headers_arrived(&self, end_of_stream: bool) {
+        self.headers_only.set(end_of_stream);
+        self.complete.set(end_of_stream);
+    }
+
+    pub fn set_complete(&self) {
+        self.complete.set(true);
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete.get()
+    }
+
+    pub fn is_headers_only(&self) -> bool {
+        self.headers_only.get()
+    }
+
+    /// Whether a body hook runs (its chunk is not in the buffered body yet).
+    pub fn is_in_body_hook(&self) -> bool {
+        self.in_body_hook.get()
+    }
+
+    /// Runs `f` inside a body hook (its chunk is not in the buffered body yet).
+    pub fn in_body_hook<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.in_body_hook.set(true);
+        let result = f();
+        self.in_body_hook.set(false);
+        result
+    }
+}
+
+/// The per-stream state the Lua objects of one stream work on. Lua holds it
+/// through [`StreamCtx::to_lua`]; it outlives the stream while Lua keeps a
+/// handle, and then every call on it fails with "the stream is gone".
+///
+/// Thread contract: lives on the stream's worker thread. No `RefCell` borrow
+/// is held while calling into Envoy or Lua (either may re-enter the stream).
+pub struct StreamCtx {
+    /// Envoy's filter; `None` once the stream is gone (detached).
+    envoy: Cell<Option<EnvoyFilter>>,
+    sink: RefCell<Option<Sink>>,
+    request: BodyState,
+    response: BodyState,
+    /// A function of ours panicked while Lua called it: fail the stream closed.
+    panicked: Cell<bool>,
+}
+
+impl StreamCtx {
+    pub fn new(envoy: EnvoyFilter) -> StreamCtx {
+        StreamCtx {
+            envoy: Cell::new(Some(envoy)),
+            sink: RefCell::new(None),
+            request: BodyState::default(),
+            response: BodyState::default(),
+            panicked: Cell::new(false),
+        }
+    }
+
+    /// Envoy's filter while the stream lives.
+    pub fn envoy(&self) -> Option<EnvoyFilter> {
+        self.envoy.get()
+    }
+
+    pub fn is_detached(&self) -> bool {
+        self.envoy.get().is_none()
+    }
+
+    /// The stream is gone: nothing may reach Envoy through it any more, and
+    /// answers arriving later are freed by the core.
+    pub fn detach(&self) {
+        self.envoy.set(None);
+        let sink = self.sink.borrow_mut().take();
+        drop(sink);
+    }
+
+    pub fn body(&self, dir: Direction) -> &BodyState {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    /// The stream's sink, created (with its scheduler) on first use.
+    pub fn sink_ptr(&self) -> Option<*mut resty_ffi_sink> {
+        let envoy = self.envoy()?;
+        let mut sink = self.sink.borrow_mut();
+        Some(sink.get_or_insert_with(|| Sink::new(envoy.new_scheduler())).as_ptr())
+    }
+
+    /// The sink, if a call created one.
+    pub fn existing_sink(&self) -> Option<*mut resty_ffi_sink> {
+        self.sink.borrow().as_ref().map(Sink::as_ptr)
+    }
+
+    /// Whether one of our functions panicked under Lua (and clears it).
+    pub fn take_panicked(&self) -> bool {
+        self.panicked.replace(false)
+    }
+
+    /// A reference for Lua: `handle.lua` wraps it with `ffi.gc(…, ctx_release)`.
+    pub fn to_lua(self: &Rc<Self>) -> LightUserData {
+        LightUserData(Rc::into_raw(Rc::clone(self)) as *mut c_void)
+    }
+}
+
+// ------------------------------------------------------------ FFI helpers --
+
+/// What the FFI functions return besides their results.
+pub const GONE: c_int = -1;
+/// A function panicked (the stream fails closed after Lua yields).
+pub const PANICKED: c_int = -2;
+
+/// A `{pointer, length}` pair as Lua sees it (`resty_ffi_envoy_buf`): the
+/// layout of Envoy's own buffers, which are handed to Lua as they are.
+pub type Buf = crate::abi::EnvoyBuffer;
+
+/// The bytes of a `(pointer, length)` argument from Lua.
+///
+/// # Safety
+/// `ptr` is NULL (then `len` is ignored) or readable for `len` bytes during the call.
+pub unsafe fn bytes<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
+    if ptr.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract (Lua passes strings it holds).
+    unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }
+}
+
+/// Runs an FFI function on the stream behind `ctx`: `GONE` once the stream
+/// ended, `PANICKED` (and the stream marked) if `f` panics; never unwinds.
+///
+/// # Safety
+/// `ctx` came from [`StreamCtx::to_lua`] and Lua has not released it.
+pub unsafe fn with_stream(ctx: *const StreamCtx, f: impl FnOnce(&StreamCtx, EnvoyFilter) -> c_int) -> c_int {
+    // SAFETY: the caller's contract: the `Rc` handed to Lua keeps it alive.
+    let ctx = unsafe { &*ctx };
+    let Some(envoy) = ctx.envoy() else { return GONE };
+    catch_unwind(AssertUnwindSafe(|| f(ctx, envoy))).unwrap_or_else(|_| {
+        ctx.panicked.set(true);
+        PANICKED
+    })
+}
+
+/// `ctx_release`: Lua's reference is collected.
+///
+/// # Safety
+/// `ctx` came from [`StreamCtx::to_lua`] and is released once.
+unsafe extern "C" fn ctx_release(ctx: *const StreamCtx) -> c_int {
+    // SAFETY: the caller's contract; this drops the `Rc` that `to_lua` leaked.
+    drop(unsafe { Rc::from_raw(ctx) });
+    0
+}
+
+/// The C type of a Rust type in the generated `ffi.cdef`.
+pub trait CType {
+    const C: &'static str;
+}
+
+macro_rules! c_types {
+    ($($rust:ty => $c:literal),* $(,)?) => { $(impl CType for $rust { const C: &'static str = $c; })* };
+}
+
+c_types! {
+    c_int => "int",
+    usize => "size_t",
+    u32 => "uint32_t",
+    f64 => "double",
+    *const c_char => "const char *",
+    *mut Buf => "resty_ffi_envoy_buf *",
+    *mut headers::Header => "resty_ffi_envoy_header *",
+    *mut f64 => "double *",
+    *mut c_int => "int *",
+    *const StreamCtx => "void *",
+    *mut c_void => "void *",
+}
+
+/// Declares the function table Lua calls (`resty_ffi_envoy_api`) from the
+/// functions' Rust signatures, and its `ffi.cdef` from the same list.
+macro_rules! api_table {
+    ($($name:ident: fn($($arg:ty),*) -> $ret:ty = $path:path;)*) => {
+        #[repr(C)]
+        pub struct Api {
+            $(pub $name: unsafe extern "C" fn($($arg),*) -> $ret,)*
+        }
+
+        static API: Api = Api { $($name: $path,)* };
+
+        /// The C declarations of the table, for `ffi.cdef`.
+        fn cdef() -> String {
+            let mut cdef = String::from(
+                "typedef struct { const char *ptr; size_t len; } resty_ffi_envoy_buf;\n\
+                 typedef struct { const char *key; size_t key_len; const char *value; size_t value_len; } resty_ffi_envoy_header;\n\
+                 typedef struct {\n",
+            );
+            $(
+                let args: &[&str] = &[$(<$arg as CType>::C),*];
+                let args = if args.is_empty() { "void".to_owned() } else { args.join(", ") };
+                cdef.push_str(&format!("  {} (*{})({});\n", <$ret as CType>::C, stringify!($name), args));
+            )*
+            cdef.push_str("} resty_ffi_envoy_api;\n");
+            cdef
+        }
+    };
+}
+
+api_table! {
+    ctx_release: fn(*const StreamCtx) -> c_int = ctx_release;
+    current_sink: fn() -> *mut c_void = ffi::current_sink;
+    log_enabled: fn(c_int) -> c_int = log::log_enabled;
+    log: fn(c_int, *const c_char, usize) -> c_int = log::log;
+    header_get: fn(*const StreamCtx, c_int, *const c_char, usize, usize, *mut Buf) -> c_int = headers::header_get;
+    headers_count: fn(*const StreamCtx, c_int) -> c_int = headers::headers_count;
+    headers_all: fn(*const StreamCtx, c_int, *mut headers::Header, usize) -> c_int = headers::headers_all;
+    header_add: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_add;
+    header_set: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_set;
+    body_state: fn(*const StreamCtx, c_int) -> c_int = body::body_state;
+    body_chunks: fn(*const StreamCtx, c_int, *mut Buf, usize) -> c_int = body::body_chunks;
+    body_set: fn(*const StreamCtx, c_int, *const c_char, usize) -> c_int = body::body_set;
+    attribute: fn(*const StreamCtx, c_int, *mut Buf) -> c_int = stream_info::attribute;
+    metadata_keys: fn(*const StreamCtx, c_int, *const c_char, usize, *mut Buf, usize) -> c_int = metadata::metadata_keys;
+    metadata_get: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_get;
+    metadata_set: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize, c_int, *const c_char, usize, f64) -> c_int = metadata::metadata_set;
+}
+
+/// The Lua modules of this layer, found by `require` (`package.preload`).
+const LUA_MODULES: &[(&str, &str)] = &[
+    ("resty_ffi.envoy.headers", include_str!("headers.lua")),
+    ("resty_ffi.envoy.body", include_str!("body.lua")),
+    ("resty_ffi.envoy.stream_info", include_str!("stream_info.lua")),
+    ("resty_ffi.envoy.metadata", include_str!("metadata.lua")),
+    ("resty_ffi.envoy.handle", include_str!("handle.lua")),
+    ("resty_ffi.envoy", include_str!("ffi.lua")),
+];
+
+/// Makes this layer's Lua modules loadable in `lua` (the function table and
+/// its cdef go to `resty_ffi.envoy.api`); returns the handle constructor,
+/// `make_handle(ctx, dir, reply, namespace)` (handle.lua).
+pub fn install(lua: &Lua) -> mlua::Result<Function> {
+    let package: Table = lua.globals().get("package")?;
+    let preload: Table = package.get("preload")?;
+    for (name, source) in LUA_MODULES {
+        let chunk = lua.load(*source).set_name(format!("={name}")).into_function()?;
+        preload.set(*name, chunk)?;
+    }
+    let api = LightUserData(&API as *const Api as *mut c_void);
+    let base: Table = lua.load(include_str!("api.lua")).set_name("=resty_ffi.envoy.api").call((api, cdef()))?;
+    package.get::<Table>("loaded")?.set("resty_ffi.envoy.api", base)?;
+    let require: Function = lua.globals().get("require")?;
+    // Loaded now: resty_ffi.lua tells the host by package.loaded["resty_ffi.envoy"].
+    require.call::<()>("resty_ffi.envoy")?;
+    require.call("resty_ffi.envoy.handle")
+}

@@ -1,0 +1,420 @@
+//! One HTTP stream's state machine: runs `envoy_on_request` and
+//! `envoy_on_response` in coroutines and turns what they do (wait for an
+//! answer or the body, respond, fail) into Envoy stop/continue decisions.
+//!
+//! Rules kept here, once for every path:
+//! * Re-entrancy: a local reply, a reset or a continue may run other hooks of
+//!   this stream, or end it, before it returns. After each such call the
+//!   machine checks [`StreamCtx::is_detached`] and stops touching the stream
+//!   (hooks.rs keeps the memory alive until the outermost hook returns).
+//! * A local reply is final: once one is decided, the request never
+//!   continues, whatever arrives next.
+//! * Every scheduler event drains the sink, so no wake-up is lost.
+//!
+//! Thread contract: lives on the stream's worker thread. No `RefCell` borrow
+//! is held while Lua runs or while calling into Envoy.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
+use std::rc::Rc;
+
+use mlua::{LightUserData, Table, Value};
+
+use crate::abi::{log, BodyKind, Direction, EnvoyFilter, LogLevel, Status};
+use crate::api::ffi::with_current;
+use crate::api::reply::LocalReply;
+use crate::api::StreamCtx;
+use crate::config::FilterConfig;
+use crate::vm::{Coroutine, Resumed, Vm, Yield};
+
+/// What a direction's coroutine waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Running, or never started.
+    Nothing,
+    Ffi,
+    Body,
+}
+
+/// Where a coroutine is resumed from; decides the status a stop maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Site {
+    Headers,
+    Body,
+    Trailers,
+    Scheduled,
+}
+
+/// The state of one direction (decoding or encoding) of a stream.
+struct Phase {
+    coroutine: RefCell<Option<Coroutine>>,
+    wait: Cell<Wait>,
+    /// A hook returned a stop status: call continue_* once the script is done.
+    stopped: Cell<bool>,
+}
+
+impl Phase {
+    fn new() -> Phase {
+        Phase { coroutine: RefCell::new(None), wait: Cell::new(Wait::Nothing), stopped: Cell::new(false) }
+    }
+}
+
+/// Whether this filter decided the stream's answer itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    None,
+    /// `respond()` or a failure decided a local reply (it may still be
+    /// going through envoy_on_response): the request must never continue.
+    Decided,
+}
+
+pub struct Stream {
+    vm: Rc<Vm>,
+    ctx: Rc<StreamCtx>,
+    fail_closed: bool,
+    metadata_namespace: String,
+    request: Phase,
+    response: Phase,
+    reply: Cell<Reply>,
+    /// A local reply (the Lua table `respond()` made) that envoy_on_response
+    /// is still working on.
+    pending_reply: RefCell<Option<Table>>,
+    response_started: Cell<bool>,
+    /// A panic happened: Lua is no longer run for this stream.
+    failed: Cell<bool>,
+}
+
+impl Stream {
+    pub fn new(config: &FilterConfig, envoy: EnvoyFilter) -> Stream {
+        Stream {
+            vm: config.worker_vm(),
+            ctx: Rc::new(StreamCtx::new(envoy)),
+            fail_closed: config.fail_closed,
+            metadata_namespace: config.metadata_namespace.clone(),
+            request: Phase::new(),
+            response: Phase::new(),
+            reply: Cell::new(Reply::None),
+            pending_reply: RefCell::new(None),
+            response_started: Cell::new(false),
+            failed: Cell::new(false),
+        }
+    }
+
+    fn phase(&self, dir: Direction) -> &Phase {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    /// The request must not go on: a local reply was decided, or Envoy
+    /// already answered (its own timeout reply, for example).
+    fn request_is_over(&self) -> bool {
+        self.reply.get() == Reply::Decided || self.response_started.get()
+    }
+
+    pub fn on_headers(&self, dir: Direction, end_of_stream: bool) -> Status {
+        if dir == Direction::Response {
+            self.response_started.set(true);
+        }
+        self.ctx.body(dir).headers_arrived(end_of_stream);
+        if self.failed.get() || self.phase(dir).coroutine.borrow().is_some() {
+            return Status::Continue;
+        }
+        if let Some(why) = &self.vm.broken {
+            return self.fail(dir, Site::Headers, format!("the script failed to load: {why}"));
+        }
+        let entry = match dir {
+            Direction::Request => self.vm.on_request.clone(),
+            Direction::Response => self.vm.on_response.clone(),
+        };
+        match entry {
+            Some(entry) => self.start(dir, entry, None, Site::Headers),
+            None => Status::Continue,
+        }
+    }
+
+    /// Runs `entry(handle)` in a new coroutine; `local` makes the handle work
+    /// on a local reply instead of Envoy's response.
+    fn start(&self, dir: Direction, entry: mlua::Function, local: Option<Table>, site: Site) -> Status {
+        let started = self.vm.coroutine(entry).and_then(|coroutine| {
+            let dir_id = match dir {
+                Direction::Request => 0,
+                Direction::Response => 1,
+            };
+            let local = local.map_or(Value::Nil, Value::Table);
+            let handle = self.vm.handle((self.ctx.to_lua(), dir_id, local, self.metadata_namespace.as_str()))?;
+            Ok((coroutine, handle))
+        });
+        match started {
+            Ok((coroutine, handle)) => {
+                *self.phase(dir).coroutine.borrow_mut() = Some(coroutine);
+                let resumed = self.resume(dir, handle);
+                self.settle(dir, site, resumed)
+            }
+            Err(e) => self.fail(dir, site, e.to_string()),
+        }
+    }
+
+    pub fn on_body(&self, dir: Direction, end_of_stream: bool) -> Status {
+        if dir == Direction::Request && self.request_is_over() {
+            return Status::StopNoBuffer;
+        }
+        let body = self.ctx.body(dir);
+        if end_of_stream {
+            body.set_complete();
+        }
+        match self.phase(dir).wait.get() {
+            Wait::Nothing => Status::Continue,
+            // Flow control, not a 413: Envoy pauses the sender at the buffer limit.
+            Wait::Ffi => Status::StopAndWatermark,
+            Wait::Body if !end_of_stream => Status::StopAndBuffer,
+            Wait::Body => {
+                let resumed = body.in_body_hook(|| self.resume(dir, ()));
+                self.settle(dir, Site::Body, resumed)
+            }
+        }
+    }
+
+    pub fn on_trailers(&self, dir: Direction) -> Status {
+        if dir == Direction::Request && self.request_is_over() {
+            return Status::StopNoBuffer;
+        }
+        self.ctx.body(dir).set_complete();
+        match self.phase(dir).wait.get() {
+            Wait::Nothing => Status::Continue,
+            Wait::Ffi => Status::StopAndBuffer,
+            Wait::Body => {
+                let resumed = self.resume(dir, ());
+                self.settle(dir, Site::Trailers, resumed)
+            }
+        }
+    }
+
+    /// The sink's scheduler event: answers arrived or a call's deadline is
+    /// up. Resumes the coroutines waiting for answers; with none waiting, the
+    /// answers (late ones of calls that gave up) are drained all the same, or
+    /// the sink would never wake this stream again.
+    pub fn on_scheduled(&self) {
+        let mut resumed_any = false;
+        for dir in [Direction::Request, Direction::Response] {
+            if self.ctx.is_detached() {
+                return;
+            }
+            if self.phase(dir).wait.get() == Wait::Ffi {
+                resumed_any = true;
+                let resumed = self.resume(dir, true);
+                self.settle(dir, Site::Scheduled, resumed);
+            }
+        }
+        if resumed_any || self.ctx.is_detached() {
+            return;
+        }
+        if let Some(sink) = self.ctx.existing_sink() {
+            let sink = LightUserData(sink as *mut c_void);
+            if let Err(e) = self.vm.call_loaded("resty_ffi.envoy", "drain", sink) {
+                log(LogLevel::Error, &format!("resty_ffi: draining late answers: {e}"));
+            }
+        }
+    }
+
+    /// Envoy is done with the stream (its destroy hook follows).
+    pub fn on_stream_complete(&self) {
+        self.shut_down();
+    }
+
+    /// After a panic: 500 while the response has not started, else a reset.
+    pub fn fail_after_panic(&self) -> Status {
+        self.failed.set(true);
+        self.end_coroutine(Direction::Request);
+        self.end_coroutine(Direction::Response);
+        self.pending_reply.borrow_mut().take();
+        self.fail_closed_now(if self.response_started.get() { Direction::Response } else { Direction::Request }, "resty_ffi_panic")
+    }
+
+    fn resume(&self, dir: Direction, args: impl mlua::IntoLuaMulti) -> Resumed {
+        let phase = self.phase(dir);
+        phase.wait.set(Wait::Nothing);
+        let Some(coroutine) = phase.coroutine.borrow().clone() else {
+            return Resumed::Finished;
+        };
+        let resumed = with_current(&self.ctx, || coroutine.resume(args));
+        if self.ctx.take_panicked() {
+            return Resumed::Failed("a function of the filter panicked".to_owned());
+        }
+        resumed
+    }
+
+    /// Applies what the coroutine did; returns the hook's status (ignored
+    /// when resumed from a scheduler event).
+    fn settle(&self, dir: Direction, site: Site, resumed: Resumed) -> Status {
+        if self.ctx.is_detached() {
+            // The script's own call (a respond, say) ended the stream.
+            self.end_coroutine(dir);
+            return Status::StopNoBuffer;
+        }
+        match resumed {
+            Resumed::Finished => self.finish(dir, site),
+            Resumed::Yielded(Yield::Body) if site == Site::Scheduled && self.body_cannot_complete(dir) => {
+                self.end_coroutine(dir);
+                match dir {
+                    Direction::Request => self.send_local(&LocalReply::plain(413, b"Payload Too Large"), "resty_ffi_body_too_large"),
+                    Direction::Response => self.reset("resty_ffi_body_too_large"),
+                }
+                Status::StopNoBuffer
+            }
+            Resumed::Yielded(Yield::Ffi) => self.stop(dir, site, Wait::Ffi),
+            Resumed::Yielded(Yield::Body) => self.stop(dir, site, Wait::Body),
+            Resumed::Yielded(Yield::Responded) => self.fail(dir, site, "respond() without a reply".to_owned()),
+            Resumed::Responded(reply) => self.responded(dir, site, reply),
+            Resumed::Failed(message) => self.fail(dir, site, message),
+        }
+    }
+
+    fn stop(&self, dir: Direction, site: Site, wait: Wait) -> Status {
+        let phase = self.phase(dir);
+        phase.wait.set(wait);
+        phase.stopped.set(true);
+        match (site, wait) {
+            (Site::Body, Wait::Ffi) => Status::StopAndWatermark,
+            _ => Status::StopAndBuffer,
+        }
+    }
+
+    /// `handle:respond()`: the request is over; the reply goes through
+    /// envoy_on_response, then to the client.
+    fn responded(&self, dir: Direction, site: Site, reply: Table) -> Status {
+        self.end_coroutine(dir);
+        self.reply.set(Reply::Decided);
+        if self.response_started.get() {
+            // E.g. Envoy timed the request out while the script waited.
+            log(LogLevel::Warn, "resty_ffi: respond() after the response started; ignored");
+        } else {
+            self.respond_locally(reply, site);
+        }
+        Status::StopNoBuffer
+    }
+
+    /// Sends `reply`, after envoy_on_response has seen it. Envoy skips a
+    /// module's encode hooks for the module's own local replies, so we run
+    /// envoy_on_response over the reply here, as the stock Lua filter would.
+    fn respond_locally(&self, reply: Table, site: Site) {
+        let on_response = self.vm.on_response.clone().filter(|_| !self.failed.get());
+        let Some(entry) = on_response else {
+            self.send_lua_reply(&reply);
+            return;
+        };
+        *self.pending_reply.borrow_mut() = Some(reply.clone());
+        self.start(Direction::Response, entry, Some(reply), site);
+    }
+
+    fn send_lua_reply(&self, reply: &Table) {
+        match LocalReply::from_lua(reply) {
+            Ok(reply) => self.send_local(&reply, "resty_ffi_respond"),
+            Err(e) => {
+                log(LogLevel::Error, &format!("resty_ffi: bad local reply: {e}"));
+                self.send_local(&LocalReply::plain(500, b""), "resty_ffi_lua_error");
+            }
+        }
+    }
+
+    /// Sends a local reply (may end the stream before it returns).
+    fn send_local(&self, reply: &LocalReply, details: &str) {
+        self.reply.set(Reply::Decided);
+        if let Some(envoy) = self.ctx.envoy() {
+            // Envoy sets content-length itself.
+            let headers: Vec<_> =
+                reply.headers.iter().filter(|(k, _)| k != b"content-length").cloned().collect();
+            envoy.send_response(reply.status, &headers, &reply.body, details);
+        }
+    }
+
+    /// Resets the stream (ends it before returning).
+    fn reset(&self, details: &str) {
+        if let Some(envoy) = self.ctx.envoy() {
+            envoy.reset_stream(details);
+        }
+    }
+
+    /// The script wants the whole body after a call, but what arrived while
+    /// it waited (flow-controlled) already fills the buffer: Envoy has stopped
+    /// reading, so the rest would never come. Envoy's own buffering answers
+    /// such bodies with 413; so do we.
+    fn body_cannot_complete(&self, dir: Direction) -> bool {
+        let Some(envoy) = self.ctx.envoy() else { return false };
+        let limit = envoy.buffer_limit();
+        !self.ctx.body(dir).is_complete() && limit > 0 && envoy.body_size(dir, BodyKind::Buffered) as u64 >= limit
+    }
+
+    /// The script ended (or failed open): let the stream go on.
+    fn finish(&self, dir: Direction, site: Site) -> Status {
+        let was_stopped = self.phase(dir).stopped.replace(false);
+        self.end_coroutine(dir);
+        if dir == Direction::Response {
+            if let Some(reply) = self.pending_reply.borrow_mut().take() {
+                if self.response_started.get() {
+                    log(LogLevel::Warn, "resty_ffi: local reply dropped: Envoy already answered the stream");
+                } else {
+                    self.send_lua_reply(&reply);
+                }
+                return Status::StopNoBuffer;
+            }
+        }
+        if dir == Direction::Request && self.request_is_over() {
+            return Status::StopNoBuffer;
+        }
+        if site == Site::Scheduled && was_stopped {
+            if let Some(envoy) = self.ctx.envoy() {
+                envoy.continue_stream(dir);
+            }
+        }
+        Status::Continue
+    }
+
+    /// A Lua error: logged; fail open (continue) unless `fail_closed`.
+    fn fail(&self, dir: Direction, site: Site, message: String) -> Status {
+        let side = match dir {
+            Direction::Request => "envoy_on_request",
+            Direction::Response => "envoy_on_response",
+        };
+        log(LogLevel::Error, &format!("resty_ffi: {side}: {message}"));
+        if !self.fail_closed {
+            return self.finish(dir, site);
+        }
+        self.end_coroutine(dir);
+        self.pending_reply.borrow_mut().take();
+        self.fail_closed_now(dir, "resty_ffi_lua_error")
+    }
+
+    /// A 500 on the request path, a reset on the response path.
+    fn fail_closed_now(&self, dir: Direction, details: &str) -> Status {
+        match dir {
+            Direction::Request => self.send_local(&LocalReply::plain(500, b""), details),
+            Direction::Response => self.reset(details),
+        }
+        Status::StopNoBuffer
+    }
+
+    fn end_coroutine(&self, dir: Direction) {
+        let phase = self.phase(dir);
+        phase.wait.set(Wait::Nothing);
+        let coroutine = phase.coroutine.borrow_mut().take();
+        drop(coroutine);
+    }
+
+    /// Detaches the stream from Envoy: later answers are freed by the core,
+    /// and handles kept by Lua raise errors instead of touching Envoy.
+    pub fn shut_down(&self) {
+        self.ctx.detach();
+        self.end_coroutine(Direction::Request);
+        self.end_coroutine(Direction::Response);
+        let reply = self.pending_reply.borrow_mut().take();
+        drop(reply);
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}

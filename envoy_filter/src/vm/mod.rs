@@ -1,0 +1,197 @@
+//! One LuaJIT VM: the script of one filter config on one worker thread, like
+//! Envoy's own Lua filter. Knows Lua, not Envoy: the layers above hand it the
+//! host functions the prelude needs and run its coroutines.
+//!
+//! Which LuaJIT runs scripts (docs/envoy.md, "Which LuaJIT runs scripts"):
+//! * `envoy-luajit` (default): the LuaJIT that the Envoy binary exports. Lua C
+//!   modules (cjson, …) resolve `lua_*` to the very VM that runs them, as in
+//!   the stock Lua filter.
+//! * `vendored-luajit`: a private LuaJIT built into this library, for custom
+//!   Envoy binaries without one. A C module would bind to another LuaJIT than
+//!   the one running it (a crash), so loading one raises a Lua error instead.
+
+use std::ffi::c_void;
+
+use mlua::thread::ThreadStatus;
+use mlua::{Function, IntoLuaMulti, LightUserData, Lua, LuaOptions, MultiValue, StdLib, Table, Thread, Value};
+
+/// How many values a coroutine's resume passes back at most (a yield's
+/// sentinel and its argument).
+const YIELDED_VALUES: usize = 2;
+
+/// The script of a filter config and where it finds its modules.
+pub struct Script {
+    pub source: String,
+    /// Lua's chunk name: `=name` for inline code, `@path` for a file.
+    pub chunk_name: String,
+    /// `package.path`; `;;` stands for LuaJIT's default path.
+    pub package_path: Option<String>,
+    /// `package.cpath`; `;;` stands for LuaJIT's default path.
+    pub package_cpath: Option<String>,
+}
+
+/// What a filter coroutine yielded to the filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Yield {
+    /// `host.wait()`: resume when the scheduler event arrives.
+    Ffi,
+    /// `handle:body()`: resume when the whole body is there.
+    Body,
+    /// `handle:respond()`: send the local reply yielded with it; never resume.
+    Responded,
+}
+
+const YIELDS: [Yield; 3] = [Yield::Ffi, Yield::Body, Yield::Responded];
+
+// Distinct addresses used only as identities of the yields above.
+static SENTINELS: [u8; YIELDS.len()] = [0; YIELDS.len()];
+
+fn sentinel(y: Yield) -> LightUserData {
+    let index = YIELDS.iter().position(|&known| known == y).unwrap_or(0);
+    LightUserData(&SENTINELS[index] as *const u8 as *mut c_void)
+}
+
+/// How a coroutine gave control back.
+pub enum Resumed {
+    Finished,
+    Yielded(Yield),
+    /// `handle:respond()`, with the local reply: `{status, headers, body}`.
+    Responded(Table),
+    Failed(String),
+}
+
+/// A script's coroutine (`envoy_on_request` or `envoy_on_response`).
+#[derive(Clone)]
+pub struct Coroutine(Thread);
+
+impl Coroutine {
+    pub fn resume(&self, args: impl IntoLuaMulti) -> Resumed {
+        match self.0.resume::<MultiValue>(args) {
+            Err(e) => Resumed::Failed(e.to_string()),
+            Ok(_) if self.0.status() != ThreadStatus::Resumable => Resumed::Finished,
+            Ok(values) => {
+                let mut values = values.into_iter().take(YIELDED_VALUES);
+                let yielded = match values.next() {
+                    Some(Value::LightUserData(ud)) => YIELDS.into_iter().find(|y| sentinel(*y) == ud),
+                    _ => None,
+                };
+                match (yielded, values.next()) {
+                    (Some(Yield::Responded), Some(Value::Table(reply))) => Resumed::Responded(reply),
+                    (Some(Yield::Responded), _) | (None, _) => Resumed::Failed(UNKNOWN_YIELD.to_owned()),
+                    (Some(y), _) => Resumed::Yielded(y),
+                }
+            }
+        }
+    }
+}
+
+const UNKNOWN_YIELD: &str = "the script yielded outside of a resty_ffi or handle call";
+
+pub struct Vm {
+    pub lua: Lua,
+    pub on_request: Option<Function>,
+    pub on_response: Option<Function>,
+    /// The handle constructor that the layers above installed.
+    make_handle: Function,
+    /// Why the script failed to load on this worker, if it did.
+    pub broken: Option<String>,
+}
+
+/// Rejects a script that does not compile (nothing is run).
+pub fn check_syntax(source: &str, chunk_name: &str) -> Result<(), String> {
+    new_lua()
+        .load(source)
+        .set_name(chunk_name)
+        .into_function()
+        .map(drop)
+        .map_err(|e| format!("resty_ffi: script does not compile: {e}"))
+}
+
+fn new_lua() -> Lua {
+    // SAFETY: loads every standard library including `ffi`, which the
+    // resty_ffi.lua contract needs; like Envoy's Lua filter, scripts come
+    // from the trusted Envoy config.
+    unsafe { Lua::unsafe_new_with(StdLib::ALL, LuaOptions::default()) }
+}
+
+/// Sets `package[field]`; `;;` in `configured` stands for the current value.
+fn set_search_path(lua: &Lua, field: &str, configured: &str) -> mlua::Result<()> {
+    let package: Table = lua.globals().get("package")?;
+    let default: String = package.get(field)?;
+    package.set(field, configured.replace(";;", &format!(";{default};")))
+}
+
+/// With a private LuaJIT, `require` of a C module and `package.loadlib` raise
+/// a clear error instead of loading code that would bind to another LuaJIT.
+fn refuse_c_modules(lua: &Lua) -> mlua::Result<()> {
+    if cfg!(feature = "envoy-luajit") {
+        return Ok(());
+    }
+    lua.load(
+        r#"
+        local message = "resty_ffi: this build of the Envoy filter runs its own LuaJIT, and Lua C modules "
+            .. "would bind to another one; load the filter built for Envoy's LuaJIT to use them"
+        local function refuse(name)
+            return "\n\t" .. message .. " (" .. tostring(name) .. ")"
+        end
+        package.loaders[3] = refuse   -- C module by cpath
+        package.loaders[4] = refuse   -- all-in-one C loader
+        package.loadlib = function() return nil, message, "open" end
+        "#,
+    )
+    .set_name("=resty_ffi.c_modules")
+    .exec()
+}
+
+impl Vm {
+    /// Loads the prelude, then `setup` (the layers above install their
+    /// modules and return the constructor of the handle a script gets), then
+    /// the script. A script that fails to run leaves the VM `broken`.
+    pub fn new(script: &Script, setup: impl FnOnce(&Lua) -> mlua::Result<Function>) -> mlua::Result<Vm> {
+        let lua = new_lua();
+        refuse_c_modules(&lua)?;
+        lua.load(include_str!("prelude.lua"))
+            .set_name("=resty_ffi.envoy.vm")
+            .call::<()>((sentinel(Yield::Ffi), sentinel(Yield::Body), sentinel(Yield::Responded)))?;
+        let make_handle = setup(&lua)?;
+        let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, broken: None };
+        if let Err(e) = vm.load_script(script) {
+            vm.broken = Some(e.to_string());
+        }
+        Ok(vm)
+    }
+
+    fn load_script(&mut self, script: &Script) -> mlua::Result<()> {
+        if let Some(path) = &script.package_path {
+            set_search_path(&self.lua, "path", path)?;
+        }
+        if let Some(path) = &script.package_cpath {
+            set_search_path(&self.lua, "cpath", path)?;
+        }
+        self.lua.load(&script.source).set_name(&script.chunk_name).exec()?;
+        let globals = self.lua.globals();
+        self.on_request = globals.get("envoy_on_request")?;
+        self.on_response = globals.get("envoy_on_response")?;
+        Ok(())
+    }
+
+    /// A coroutine that runs `entry` when first resumed (with the handle).
+    pub fn coroutine(&self, entry: Function) -> mlua::Result<Coroutine> {
+        Ok(Coroutine(self.lua.create_thread(entry)?))
+    }
+
+    /// The handle a script sees, made by the constructor `setup` returned.
+    pub fn handle(&self, args: impl IntoLuaMulti) -> mlua::Result<Value> {
+        self.make_handle.call(args)
+    }
+
+    /// Calls `package.loaded[module][name](args)` if it is a function.
+    pub fn call_loaded(&self, module: &str, name: &str, args: impl IntoLuaMulti) -> mlua::Result<()> {
+        let loaded: Table = self.lua.globals().get::<Table>("package")?.get("loaded")?;
+        let Some(module) = loaded.get::<Option<Table>>(module)? else { return Ok(()) };
+        match module.get::<Option<Function>>(name)? {
+            Some(f) => f.call(args),
+            None => Ok(()),
+        }
+    }
+}
