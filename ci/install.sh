@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libclang-dev clang
   valgrind wrk
   golang-go
+  lua-cjson
 )
 
 missing=()
@@ -32,11 +33,14 @@ if ! python3 -c "import pytest" 2>/dev/null; then
   python3 -m pip install -q pytest 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 
-# The Python loader's tests run modules in the original's style, which use cffi.
-if ! python3 -c "import cffi" 2>/dev/null; then
-  echo "ci/install.sh: installing cffi"
-  python3 -m pip install -q cffi 2>&1 | grep -v "Running pip as the 'root' user" || true
-fi
+# The Python loader's tests run modules in the original's style, which use cffi;
+# the Envoy reliability tests speak HTTP/2 with h2.
+for module in cffi h2; do
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "ci/install.sh: installing $module"
+    python3 -m pip install -q "$module" 2>&1 | grep -v "Running pip as the 'root' user" || true
+  fi
+done
 
 if [[ ! -x "$HOME/.cargo/bin/cargo" ]] && ! command -v cargo >/dev/null; then
   echo "ci/install.sh: cargo is required (rustup)" >&2

@@ -39,18 +39,38 @@ def envoy_binary():
     return str(pathlib.Path(envoy.__file__).parent / "_bin" / "envoy")
 
 
+TEST_FAULTS_DIR = ROOT / "target" / "test-faults" / "release"
+LIFECYCLE_RUNTIME_SRC = ROOT / "envoy_filter" / "tests" / "runtimes" / "lifecycle_runtime.c"
+
+
+def build_test_faults():
+    """The filter built with the `test-faults` feature (panics where
+    RESTY_FFI_TEST_PANIC_AT says); returns the directory that holds it."""
+    cargo = shutil.which("cargo") or str(pathlib.Path.home() / ".cargo" / "bin" / "cargo")
+    subprocess.run([cargo, "build", "--quiet", "--release", "--manifest-path", str(ROOT / "Cargo.toml"),
+                    "-p", "resty_ffi_envoy", "--features", "test-faults",
+                    "--target-dir", str(TEST_FAULTS_DIR.parent)], check=True)
+    return TEST_FAULTS_DIR
+
+
+def compile_runtime(src, name):
+    """Compiles a C test runtime into RUNTIMES (when its source changed)."""
+    out = RUNTIMES / name
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", f"-I{RELEASE / 'include'}",
+                        "-o", str(out), str(src)], check=True)
+
+
 def ensure_built():
     """cargo builds the filter and the echo runtime (a no-op when fresh) and
-    compiles the shared C test runtime of the nginx suite."""
+    compiles the C test runtimes (the nginx suite's, and ours)."""
     cargo = shutil.which("cargo") or str(pathlib.Path.home() / ".cargo" / "bin" / "cargo")
     subprocess.run([cargo, "build", "--quiet", "--release", "--manifest-path", str(ROOT / "Cargo.toml"),
                     "-p", "resty_ffi_envoy", "-p", "rust_echo"], check=True)
     RUNTIMES.mkdir(parents=True, exist_ok=True)
     shutil.copy2(RELEASE / "librust_echo.so", RUNTIMES / "librust_echo.so")
-    test_runtime = RUNTIMES / "libtest_runtime.so"
-    if not test_runtime.exists() or test_runtime.stat().st_mtime < TEST_RUNTIME_SRC.stat().st_mtime:
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-pthread", f"-I{RELEASE / 'include'}",
-                        "-o", str(test_runtime), str(TEST_RUNTIME_SRC)], check=True)
+    compile_runtime(TEST_RUNTIME_SRC, "libtest_runtime.so")
+    compile_runtime(LIFECYCLE_RUNTIME_SRC, "liblifecycle_runtime.so")
 
 
 def free_ports(n):
@@ -107,11 +127,12 @@ ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
 
-def listener(name, port, http_filter, route_metadata=None, buffer_limit=None, hcm_options=None):
-    """A listener whose route answers `UPSTREAM_BODY` with a direct response;
-    `http_filter` is one filter or a list of them."""
-    route = {"match": {"prefix": "/"},
-             "direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}}}
+def listener(name, port, http_filter, route_metadata=None, buffer_limit=None, hcm_options=None, route=None):
+    """A listener whose route answers `UPSTREAM_BODY` with a direct response
+    (or does what `route`, a route's action, says); `http_filter` is one
+    filter or a list of them."""
+    action = route or {"direct_response": {"status": 200, "body": {"inline_string": UPSTREAM_BODY}}}
+    route = {"match": {"prefix": "/"}, **action}
     if route_metadata:
         route["metadata"] = {"filter_metadata": route_metadata}
     out = {
@@ -137,27 +158,43 @@ def listener(name, port, http_filter, route_metadata=None, buffer_limit=None, hc
 
 # ------------------------------------------------------------------- envoy --
 
-class Envoy:
-    """A real Envoy on 127.0.0.1, started in the constructor, stopped by stop()."""
+def cluster(name, port=None):
+    """A static cluster of 127.0.0.1:`port` (no endpoint at all without one)."""
+    endpoints = [] if port is None else [{"lb_endpoints": [{"endpoint": {"address": {
+        "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": endpoints}}
 
-    def __init__(self, listeners, admin_port, concurrency=1, config_text=None):
+
+def to_cluster(name, timeout="10s"):
+    """A route action for `listener(route=...)`: forward to cluster `name`."""
+    return {"route": {"cluster": name, "timeout": timeout}}
+
+
+class Envoy:
+    """A real Envoy on 127.0.0.1, started in the constructor, stopped by stop().
+    `module_dir` is where Envoy finds libresty_ffi_envoy.so (default: the
+    release build); `env` adds environment variables."""
+
+    def __init__(self, listeners, admin_port, concurrency=1, config_text=None, clusters=(), module_dir=None,
+                 env=None, extra_args=()):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_envoy_"))
         self.admin_port = admin_port
         config = self.config = self.dir / "envoy.yaml"
         if config_text is None:
             config_text = json.dumps({
-                "static_resources": {"listeners": listeners},
+                "static_resources": {"listeners": listeners, "clusters": list(clusters)},
                 "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
             })
         config.write_text(config_text)
-        env = dict(os.environ)
-        env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(RELEASE)
+        env = {**os.environ, **(env or {})}
+        env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(module_dir or RELEASE)
         env["LD_LIBRARY_PATH"] = f"{RUNTIMES}:{env.get('LD_LIBRARY_PATH', '')}"
         self.log_path = self.dir / "envoy.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
-             "--disable-hot-restart", "-l", "warning", "--log-format", "[%l] %v"],
+             "--disable-hot-restart", "-l", "warning", "--log-format", "[%l] %v", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         self.wait_ready()
 
@@ -180,6 +217,36 @@ class Envoy:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def rss_kib(self):
+        """Envoy's resident memory (VmRSS) in KiB."""
+        status = pathlib.Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+    def admin(self, path, method="GET"):
+        """(status, body) of an admin endpoint."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def stat(self, name):
+        """The value of counter or gauge `name` (0 if Envoy has none)."""
+        _, text = self.admin(f"/stats?filter=^{name}$")
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+    def assert_no_crash(self):
+        """Alive, and no crash report or canary alarm in the log."""
+        log = self.log_text()
+        assert self.alive(), self.log_tail()
+        assert "Caught" not in log and "Backtrace" not in log and "freed filter" not in log, self.log_tail(60)
 
     def log_text(self):
         self.log.flush()
@@ -286,6 +353,19 @@ def post_case(port, case, req=b""):
     status, _, body = request(port, f"/{case}", method="POST", body=req, timeout=30)
     assert status == 200, (case, status, body)
     return body
+
+
+def wait_until(cond, timeout):
+    """Polls `cond` every 50 ms until it is true; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except (OSError, http.client.HTTPException, ValueError, IndexError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met in {timeout}s")
 
 
 def request(port, path="/", method="GET", body=None, headers=None, timeout=10):
