@@ -295,6 +295,7 @@ hook! {
         let slot = unsafe { Slot::from_ptr(filter) };
         no_unwind("filter_destroy", (), || slot.filter.detach());
         if slot.depth.get() > 0 {
+            log(LogLevel::Debug, "resty_ffi: filter destroyed inside its own hook; freed when the hook returns");
             slot.destroyed.set(true);
         } else {
             // SAFETY: no hook of the filter runs, and Envoy calls none after destroy.
