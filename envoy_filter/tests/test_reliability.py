@@ -31,6 +31,7 @@ local tr = assert(ngx.load_ffi("test_runtime", "threads=64"))
 local quick = assert(ngx.load_ffi("test_runtime", "threads=2", { timeout = 0.2 }))
 local two_s = assert(ngx.load_ffi("test_runtime", "threads=3", { timeout = 2 }))
 local slow_a = assert(ngx.load_ffi("test_runtime", "threads=4", { timeout = 0.8 }))
+local wide
 
 -- When the request side of /two-deadlines started, and when its call gave up.
 local started_at, a_done_at
@@ -61,6 +62,11 @@ function envoy_on_request(handle)
     handle:respond({ [":status"] = "200" }, tostring(ok) .. "|" .. tostring(res))
   elseif path == "/wait-then-continue" then
     assert(tr:call("sleep:100:x"))
+  elseif path == "/in-flight" then
+    -- One runtime thread per call, so that all of a drain test's calls wait at once.
+    wide = wide or assert(ngx.load_ffi("test_runtime", "threads=300"))
+    local ok, res = wide:call("sleep:2000:slept")
+    handle:respond({ [":status"] = "200" }, tostring(ok) .. "|" .. tostring(res))
   end
 end
 
@@ -545,7 +551,7 @@ def case_config_churn_keeps_answering_and_unloads_old_runtimes(_):
 
 # ------------------------------------------------------------------ drains --
 
-def calls_in_flight(port, n, path="/sleep:300"):
+def calls_in_flight(port, n, path="/in-flight"):
     """Starts `n` requests at once; returns the pool's futures of (status, body)
     or the exception each ended with."""
     pool = concurrent.futures.ThreadPoolExecutor(n)
@@ -566,7 +572,7 @@ def case_drain_listeners_and_sigterm_with_calls_in_flight(_):
         envoy = harness.Envoy([harness.listener("drain", port, harness.ours(SCRIPT))], admin, concurrency=2)
         try:
             pool, futures = calls_in_flight(port, 500)
-            harness.wait_until(lambda: envoy.stat("http.drain.downstream_rq_active") >= 400, 10)
+            harness.wait_until(lambda: envoy.stat("http.drain.downstream_rq_active") >= 450, 10)
             if how == "drain_listeners":
                 assert envoy.admin("/drain_listeners?graceful", method="POST")[0] == 200
             else:
