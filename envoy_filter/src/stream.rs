@@ -32,8 +32,12 @@ use crate::vm::{Coroutine, Resumed, Vm, Yield};
 enum Wait {
     /// Running, or never started.
     Nothing,
+    /// Answers of resty_ffi calls (a scheduler event).
     Ffi,
+    /// More of the stream, buffered (`body()`, `trailers()`).
     Body,
+    /// The next body chunk, not buffered (`bodyChunks()`).
+    Chunk,
 }
 
 /// Where a coroutine is resumed from; decides the status a stop maps to.
@@ -169,7 +173,7 @@ impl Stream {
             // Flow control, not a 413: Envoy pauses the sender at the buffer limit.
             Wait::Ffi => Status::StopAndWatermark,
             Wait::Body if !end_of_stream => Status::StopAndBuffer,
-            Wait::Body => {
+            Wait::Body | Wait::Chunk => {
                 let resumed = body.in_body_hook(|| self.resume(dir, ()));
                 self.settle(dir, Site::Body, resumed)
             }
@@ -180,11 +184,11 @@ impl Stream {
         if dir == Direction::Request && self.request_is_over() {
             return Status::StopNoBuffer;
         }
-        self.ctx.body(dir).set_complete();
+        self.ctx.body(dir).trailers_arrived();
         match self.phase(dir).wait.get() {
             Wait::Nothing => Status::Continue,
             Wait::Ffi => Status::StopAndBuffer,
-            Wait::Body => {
+            Wait::Body | Wait::Chunk => {
                 let resumed = self.resume(dir, ());
                 self.settle(dir, Site::Trailers, resumed)
             }
@@ -265,6 +269,8 @@ impl Stream {
             }
             Resumed::Yielded(Yield::Ffi) => self.stop(dir, site, Wait::Ffi),
             Resumed::Yielded(Yield::Body) => self.stop(dir, site, Wait::Body),
+            Resumed::Yielded(Yield::Chunk) => self.stream_chunks(dir, site),
+            Resumed::Yielded(Yield::Callout) => self.fail(dir, site, "httpCall() is not available".to_owned()),
             Resumed::Yielded(Yield::Responded) => self.fail(dir, site, "respond() without a reply".to_owned()),
             Resumed::Responded(reply) => self.responded(dir, site, reply),
             Resumed::Failed(message) => self.fail(dir, site, message),
@@ -278,6 +284,32 @@ impl Stream {
         match (site, wait) {
             (Site::Body, Wait::Ffi) => Status::StopAndWatermark,
             _ => Status::StopAndBuffer,
+        }
+    }
+
+    /// `bodyChunks()` waits for the next chunk: the headers wait for the
+    /// first one (the script may still change them); from then on the body
+    /// streams by, chunk after chunk, unbuffered.
+    fn stream_chunks(&self, dir: Direction, site: Site) -> Status {
+        let phase = self.phase(dir);
+        phase.wait.set(Wait::Chunk);
+        match site {
+            Site::Headers => {
+                phase.stopped.set(true);
+                Status::StopAndBuffer
+            }
+            Site::Scheduled => {
+                if phase.stopped.replace(false) {
+                    if let Some(envoy) = self.ctx.envoy() {
+                        envoy.continue_stream(dir);
+                    }
+                }
+                Status::Continue
+            }
+            Site::Body | Site::Trailers => {
+                phase.stopped.set(false);
+                Status::Continue
+            }
         }
     }
 

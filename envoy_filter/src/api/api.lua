@@ -3,7 +3,7 @@
 local ffi = require("ffi")
 
 local api_ptr, cdef = ...
-local error = error
+local error, pairs, tostring = error, pairs, tostring
 
 ffi.cdef(cdef)
 
@@ -34,6 +34,21 @@ end
 -- until collected.
 function M.ctx(ctx)
   return ffi.gc(ffi.cast("void *", ctx), api.ctx_release)
+end
+
+-- Adds the log methods every object of the stock filter has: Envoy's log at
+-- its levels (abi.h).
+local LOG_LEVELS = { [0] = "logTrace", "logDebug", "logInfo", "logWarn", "logErr", "logCritical" }
+function M.loggable(class)
+  for level, name in pairs(LOG_LEVELS) do
+    class[name] = function(_, message)
+      if api.log_enabled(level) ~= 0 then
+        message = tostring(message)
+        api.log(level, message, #message)
+      end
+    end
+  end
+  return class
 end
 
 -- An array of `n` results of type `ctype`, reused while `n` fits.

@@ -1,5 +1,6 @@
--- handle:body()'s object: the whole body of one direction through the api
--- table, or the body of a local reply that envoy_on_response is working on.
+-- Buffer objects: handle:body()'s whole body of one direction, a chunk of
+-- handle:bodyChunks() (valid while its body hook runs), both through the api
+-- table; or the body of a local reply that envoy_on_response works on.
 local ffi = require("ffi")
 local base = require("resty_ffi.envoy.api")
 
@@ -18,17 +19,17 @@ end
 
 -- Envoy's body ------------------------------------------------------------------
 
-local Body = {}
+local Body = base.loggable({})
 Body.__index = Body
 
 -- The body as one string (copied from Envoy's chunks).
 local function bytes(self)
-  local n = check(api.body_chunks(self.ctx, self.dir, nil, 0), 3)
+  local n = check(api.body_chunks(self.ctx, self.dir, self.part, nil, 0), 3)
   if n == 0 then
     return ""
   end
   local chunks = array("resty_ffi_envoy_buf", n)
-  n = check(api.body_chunks(self.ctx, self.dir, chunks, n), 3)
+  n = check(api.body_chunks(self.ctx, self.dir, self.part, chunks, n), 3)
   if n == 1 then
     return ffi_str(chunks[0].ptr, chunks[0].len)
   end
@@ -51,12 +52,12 @@ function Body:setBytes(data)
   if type(data) ~= "string" then
     error("resty_ffi: setBytes(): the body must be a string", 2)
   end
-  check(api.body_set(self.ctx, self.dir, data, #data), 2)
+  check(api.body_set(self.ctx, self.dir, self.part, data, #data), 2)
 end
 
 -- A local reply's body --------------------------------------------------------
 
-local ReplyBody = {}
+local ReplyBody = base.loggable({})
 ReplyBody.__index = ReplyBody
 
 function ReplyBody:length()
@@ -80,7 +81,37 @@ local M = {}
 
 -- `dir`: 0 request, 1 response.
 function M.envoy(ctx, dir)
-  return setmetatable({ ctx = ctx, dir = dir }, Body)
+  return setmetatable({ ctx = ctx, dir = dir, part = 0 }, Body)
+end
+
+-- The current body hook's chunk.
+function M.chunk(ctx, dir)
+  return setmetatable({ ctx = ctx, dir = dir, part = 1 }, Body)
+end
+
+-- bodyChunks()'s iterator: each chunk as it arrives, nil at the end.
+function M.chunks(ctx, dir, wait)
+  return function()
+    while true do
+      local state = check(api.next_chunk(ctx, dir), 2)
+      if state == 1 then
+        return M.chunk(ctx, dir)
+      elseif state == 0 then
+        return nil
+      end
+      wait()
+    end
+  end
+end
+
+-- The trailers' state: true (they arrived), false (the stream ended without)
+-- or nil (not yet).
+function M.trailers(ctx, dir)
+  local state = check(api.trailers_state(ctx, dir), 3)
+  if state == 2 then
+    return nil
+  end
+  return state == 1
 end
 
 function M.reply(reply)

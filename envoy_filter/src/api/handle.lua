@@ -2,6 +2,7 @@
 -- the stock Lua filter's stream handle. A method this filter does not have is
 -- absent (nil), as in the stock filter, so scripts can probe for it.
 local ffi = require("ffi")
+local bit = require("bit")
 local base = require("resty_ffi.envoy.api")
 local headers = require("resty_ffi.envoy.headers")
 local body = require("resty_ffi.envoy.body")
@@ -9,10 +10,11 @@ local stream_info = require("resty_ffi.envoy.stream_info")
 local metadata = require("resty_ffi.envoy.metadata")
 local vm = require("resty_ffi.envoy.vm")
 
-local api = base.api
-local setmetatable, type, error, tostring, pairs = setmetatable, type, error, tostring, pairs
-local lower = string.lower
-local gettimeofday
+local setmetatable, type, error, tostring, tonumber, pairs, ipairs = setmetatable, type, error, tostring, tonumber,
+  pairs, ipairs
+local lower, byte, char, sub, concat, floor = string.lower, string.byte, string.char, string.sub, table.concat,
+  math.floor
+local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_usec; } resty_ffi_envoy_timeval;
@@ -20,10 +22,16 @@ int gettimeofday(resty_ffi_envoy_timeval *tv, void *tz);
 ]]
 local tv = ffi.new("resty_ffi_envoy_timeval")
 
+-- The stock filter's global for timestamp() and timestampString().
+local MILLISECOND, MICROSECOND = 0, 1
+EnvoyTimestampResolution = { MILLISECOND = MILLISECOND, MICROSECOND = MICROSECOND }
+
 -- Envoy's header map types (abi.h) by direction: headers and trailers.
 local HEADERS = { [0] = 0, [1] = 2 }
+local TRAILERS = { [0] = 1, [1] = 3 }
+local REQUEST_HEADERS = 0
 
-local Handle = {}
+local Handle = base.loggable({})
 Handle.__index = Handle
 
 function Handle:headers()
@@ -31,6 +39,11 @@ function Handle:headers()
     return headers.reply(self.reply)
   end
   return headers.envoy(self.ctx, HEADERS[self.dir])
+end
+
+-- The request's headers, from either direction.
+function Handle:requestHeaders()
+  return headers.envoy(self.ctx, REQUEST_HEADERS)
 end
 
 function Handle:streamInfo()
@@ -41,20 +54,73 @@ function Handle:metadata()
   return metadata.route(self.ctx, self.namespace)
 end
 
--- Milliseconds since the epoch.
-function Handle:timestamp()
+local function microseconds()
   ffi.C.gettimeofday(tv, nil)
-  return tonumber(tv.tv_sec) * 1000 + math.floor(tonumber(tv.tv_usec) / 1000)
+  return tonumber(tv.tv_sec) * 1000000 + tonumber(tv.tv_usec)
 end
 
--- Log methods, at Envoy's levels (abi.h).
-for level, name in pairs({ [0] = "logTrace", "logDebug", "logInfo", "logWarn", "logErr", "logCritical" }) do
-  Handle[name] = function(_, message)
-    if api.log_enabled(level) ~= 0 then
-      message = tostring(message)
-      api.log(level, message, #message)
+-- Milliseconds since the epoch.
+function Handle:timestamp(resolution)
+  if resolution ~= nil and resolution ~= MILLISECOND then
+    error("timestamp format must be MILLISECOND.", 2)
+  end
+  return floor(microseconds() / 1000)
+end
+
+-- Milliseconds (default) or microseconds since the epoch, as a string.
+function Handle:timestampString(resolution)
+  local us = microseconds()
+  if resolution == nil or resolution == MILLISECOND then
+    return tostring(floor(us / 1000))
+  elseif resolution == MICROSECOND then
+    return tostring(us)
+  end
+  error("timestamp format must be MILLISECOND or MICROSECOND.", 2)
+end
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local B64_VALUE = {}
+for i = 1, #B64 do
+  B64_VALUE[byte(B64, i)] = i - 1
+end
+
+-- Base64 with padding, as Envoy's Base64::encode.
+function Handle:base64Escape(input)
+  if type(input) ~= "string" then
+    error("bad argument #1 to 'base64Escape' (string expected, got " .. type(input) .. ")", 2)
+  end
+  local out = {}
+  for i = 1, #input, 3 do
+    local a, b, c = byte(input, i, i + 2)
+    local n = bor(lshift(a, 16), lshift(b or 0, 8), c or 0)
+    out[#out + 1] = char(byte(B64, rshift(n, 18) + 1), byte(B64, band(rshift(n, 12), 63) + 1),
+      b and byte(B64, band(rshift(n, 6), 63) + 1) or 61, c and byte(B64, band(n, 63) + 1) or 61)
+  end
+  return concat(out)
+end
+
+-- Decodes base64 (padding optional); "" if the input is not base64.
+function Handle:base64Decode(input)
+  if type(input) ~= "string" then
+    error("bad argument #1 to 'base64Decode' (string expected, got " .. type(input) .. ")", 2)
+  end
+  local stripped = input:gsub("=+$", "")
+  if #input % 4 == 1 or #stripped % 4 == 1 or #input - #stripped > 2 then
+    return ""
+  end
+  local out, n, bits = {}, 0, 0
+  for i = 1, #stripped do
+    local v = B64_VALUE[byte(stripped, i)]
+    if not v then
+      return ""
+    end
+    n, bits = bor(lshift(n, 6), v), bits + 6
+    if bits >= 8 then
+      bits = bits - 8
+      out[#out + 1] = char(band(rshift(n, bits), 255))
     end
   end
+  return concat(out)
 end
 
 -- Waits for the whole body; nil when there is none (unless always_wrap).
@@ -71,6 +137,34 @@ function Handle:body(always_wrap)
       return body.envoy(self.ctx, self.dir)
     elseif state == "none" then
       return nil
+    end
+    vm.wait_body()
+  end
+end
+
+-- Each body chunk as it arrives; chunks are not buffered.
+function Handle:bodyChunks()
+  if self.reply then
+    local done = false
+    return function()
+      if not done then
+        done = true
+        return body.reply(self.reply)
+      end
+    end
+  end
+  return body.chunks(self.ctx, self.dir, vm.wait_chunk)
+end
+
+-- The trailers, once the stream's end arrived; nil when there are none.
+function Handle:trailers()
+  if self.reply then
+    return nil
+  end
+  while true do
+    local present = body.trailers(self.ctx, self.dir)
+    if present ~= nil then
+      return present and headers.envoy(self.ctx, TRAILERS[self.dir]) or nil
     end
     vm.wait_body()
   end

@@ -28,7 +28,7 @@ end
 
 -- Envoy's header maps -------------------------------------------------------
 
-local Headers = {}
+local Headers = base.loggable({})
 Headers.__index = Headers
 
 local buf = base.buf
@@ -109,7 +109,7 @@ end
 
 -- A local reply's headers -----------------------------------------------------
 
-local ReplyHeaders = {}
+local ReplyHeaders = base.loggable({})
 ReplyHeaders.__index = ReplyHeaders
 
 local function reply_values(reply, key)

@@ -59,7 +59,7 @@ function M.set(ctx, ns, key, v)
   check(rc, 3)
 end
 
-local RouteMetadata = {}
+local RouteMetadata = base.loggable({})
 RouteMetadata.__index = RouteMetadata
 
 function RouteMetadata:get(key)

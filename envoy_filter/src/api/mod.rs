@@ -36,8 +36,12 @@ pub struct BodyState {
     headers_only: Cell<bool>,
     /// The last body chunk (or the trailers) arrived.
     complete: Cell<bool>,
+    /// The trailers arrived.
+    trailers: Cell<bool>,
     /// Inside a body hook: part of the body is still in the "received" chunk.
     in_body_hook: Cell<bool>,
+    /// Inside a body hook whose chunk `bodyChunks()` has not handed out yet.
+    fresh_chunk: Cell<bool>,
 }
 
 impl BodyState {
@@ -63,12 +67,28 @@ impl BodyState {
         self.in_body_hook.get()
     }
 
+    pub fn trailers_arrived(&self) {
+        self.trailers.set(true);
+        self.complete.set(true);
+    }
+
+    pub fn has_trailers(&self) -> bool {
+        self.trailers.get()
+    }
+
     /// Runs `f` inside a body hook (its chunk is not in the buffered body yet).
     pub fn in_body_hook<T>(&self, f: impl FnOnce() -> T) -> T {
         self.in_body_hook.set(true);
+        self.fresh_chunk.set(true);
         let result = f();
         self.in_body_hook.set(false);
+        self.fresh_chunk.set(false);
         result
+    }
+
+    /// Hands out the body hook's chunk once: true if it was not handed out yet.
+    pub fn take_chunk(&self) -> bool {
+        self.fresh_chunk.replace(false)
     }
 }
 
@@ -257,8 +277,10 @@ api_table! {
     header_add: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_add;
     header_set: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_set;
     body_state: fn(*const StreamCtx, c_int) -> c_int = body::body_state;
-    body_chunks: fn(*const StreamCtx, c_int, *mut Buf, usize) -> c_int = body::body_chunks;
-    body_set: fn(*const StreamCtx, c_int, *const c_char, usize) -> c_int = body::body_set;
+    next_chunk: fn(*const StreamCtx, c_int) -> c_int = body::next_chunk;
+    trailers_state: fn(*const StreamCtx, c_int) -> c_int = body::trailers_state;
+    body_chunks: fn(*const StreamCtx, c_int, c_int, *mut Buf, usize) -> c_int = body::body_chunks;
+    body_set: fn(*const StreamCtx, c_int, c_int, *const c_char, usize) -> c_int = body::body_set;
     attribute: fn(*const StreamCtx, c_int, *mut Buf) -> c_int = stream_info::attribute;
     metadata_keys: fn(*const StreamCtx, c_int, *const c_char, usize, *mut Buf, usize) -> c_int = metadata::metadata_keys;
     metadata_get: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_get;

@@ -10,7 +10,7 @@ local setmetatable, type, error, tostring = setmetatable, type, error, tostring
 -- Attribute ids of api.attribute (api/stream_info.rs).
 local PROTOCOL, SOURCE_ADDRESS, DESTINATION_ADDRESS, DIRECT_REMOTE_ADDRESS = 0, 1, 2, 3
 
-local StreamInfo = {}
+local StreamInfo = base.loggable({})
 StreamInfo.__index = StreamInfo
 
 local function attribute(self, id)
@@ -36,7 +36,7 @@ function StreamInfo:downstreamDirectRemoteAddress()
   return attribute(self, DIRECT_REMOTE_ADDRESS)
 end
 
-local DynamicMetadata = {}
+local DynamicMetadata = base.loggable({})
 DynamicMetadata.__index = DynamicMetadata
 
 function StreamInfo:dynamicMetadata()

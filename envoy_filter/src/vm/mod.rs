@@ -35,20 +35,40 @@ pub struct Script {
 pub enum Yield {
     /// `host.wait()`: resume when the scheduler event arrives.
     Ffi,
-    /// `handle:body()`: resume when the whole body is there.
+    /// Resume when more of the stream arrived (the whole body, trailers).
     Body,
+    /// `bodyChunks()`: resume with the next body chunk, without buffering.
+    Chunk,
+    /// `httpCall()`: resume with the callout's answer.
+    Callout,
     /// `handle:respond()`: send the local reply yielded with it; never resume.
     Responded,
 }
 
-const YIELDS: [Yield; 3] = [Yield::Ffi, Yield::Body, Yield::Responded];
+impl Yield {
+    const ALL: [Yield; 5] = [Yield::Ffi, Yield::Body, Yield::Chunk, Yield::Callout, Yield::Responded];
+
+    /// Its name in the prelude's `wait_*` functions.
+    fn name(self) -> &'static str {
+        match self {
+            Yield::Ffi => "ffi",
+            Yield::Body => "body",
+            Yield::Chunk => "chunk",
+            Yield::Callout => "callout",
+            Yield::Responded => "responded",
+        }
+    }
+
+    fn index(self) -> usize {
+        Yield::ALL.iter().position(|&y| y == self).unwrap_or(0)
+    }
+}
 
 // Distinct addresses used only as identities of the yields above.
-static SENTINELS: [u8; YIELDS.len()] = [0; YIELDS.len()];
+static SENTINELS: [u8; Yield::ALL.len()] = [0; Yield::ALL.len()];
 
 fn sentinel(y: Yield) -> LightUserData {
-    let index = YIELDS.iter().position(|&known| known == y).unwrap_or(0);
-    LightUserData(&SENTINELS[index] as *const u8 as *mut c_void)
+    LightUserData(&SENTINELS[y.index()] as *const u8 as *mut c_void)
 }
 
 /// How a coroutine gave control back.
@@ -72,7 +92,7 @@ impl Coroutine {
             Ok(values) => {
                 let mut values = values.into_iter().take(YIELDED_VALUES);
                 let yielded = match values.next() {
-                    Some(Value::LightUserData(ud)) => YIELDS.into_iter().find(|y| sentinel(*y) == ud),
+                    Some(Value::LightUserData(ud)) => Yield::ALL.into_iter().find(|y| sentinel(*y) == ud),
                     _ => None,
                 };
                 match (yielded, values.next()) {
@@ -150,9 +170,11 @@ impl Vm {
     pub fn new(script: &Script, setup: impl FnOnce(&Lua) -> mlua::Result<Function>) -> mlua::Result<Vm> {
         let lua = new_lua();
         refuse_c_modules(&lua)?;
-        lua.load(include_str!("prelude.lua"))
-            .set_name("=resty_ffi.envoy.vm")
-            .call::<()>((sentinel(Yield::Ffi), sentinel(Yield::Body), sentinel(Yield::Responded)))?;
+        let sentinels = lua.create_table()?;
+        for y in Yield::ALL {
+            sentinels.set(y.name(), sentinel(y))?;
+        }
+        lua.load(include_str!("prelude.lua")).set_name("=resty_ffi.envoy.vm").call::<()>(sentinels)?;
         let make_handle = setup(&lua)?;
         let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, broken: None };
         if let Err(e) = vm.load_script(script) {
