@@ -63,13 +63,15 @@ impl FilterConfig {
             return Err("resty_ffi: filter_config must be a google.protobuf.Struct".to_owned());
         }
         let code = config.get("default_source_code").cloned().unwrap_or(Value::Null);
+        // Inline code is named by its own text, as the stock filter loads it
+        // (error messages then read `[string "..."]:LINE:`).
         let (source, chunk_name) = if let Some(inline) = string_field(&code, "inline_string")? {
-            (inline, format!("={filter_name}"))
+            (inline.clone(), inline)
         } else if let Some(path) = string_field(&code, "filename")? {
             let source = std::fs::read_to_string(&path).map_err(|e| format!("resty_ffi: read \"{path}\": {e}"))?;
             (source, format!("@{path}"))
         } else if let Some(inline) = string_field(&config, "inline_code")? {
-            (inline, format!("={filter_name}"))
+            (inline.clone(), inline)
         } else {
             return Err("resty_ffi: config needs default_source_code.inline_string or .filename".to_owned());
         };

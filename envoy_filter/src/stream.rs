@@ -156,7 +156,7 @@ impl Stream {
                 let resumed = self.resume(dir, handle);
                 self.settle(dir, site, resumed)
             }
-            Err(e) => self.fail(dir, site, e.to_string()),
+            Err(e) => self.fail(dir, site, crate::vm::error_message(&e)),
         }
     }
 

@@ -71,9 +71,9 @@ end
 function Handle:timestampString(resolution)
   local us = microseconds()
   if resolution == nil or resolution == MILLISECOND then
-    return tostring(floor(us / 1000))
+    return ("%.0f"):format(floor(us / 1000))
   elseif resolution == MICROSECOND then
-    return tostring(us)
+    return ("%.0f"):format(us)
   end
   error("timestamp format must be MILLISECOND or MICROSECOND.", 2)
 end
@@ -84,11 +84,20 @@ for i = 1, #B64 do
   B64_VALUE[byte(B64, i)] = i - 1
 end
 
+-- A string argument as the Lua C API takes one: a string, or a number.
+local function check_string(value, index, method)
+  local t = type(value)
+  if t == "number" then
+    return tostring(value)
+  elseif t ~= "string" then
+    error("bad argument #" .. index .. " to '" .. method .. "' (string expected, got " .. (t == "nil" and "no value" or t) .. ")", 3)
+  end
+  return value
+end
+
 -- Base64 with padding, as Envoy's Base64::encode.
 function Handle:base64Escape(input)
-  if type(input) ~= "string" then
-    error("bad argument #1 to 'base64Escape' (string expected, got " .. type(input) .. ")", 2)
-  end
+  input = check_string(input, 1, "base64Escape")
   local out = {}
   for i = 1, #input, 3 do
     local a, b, c = byte(input, i, i + 2)
@@ -99,20 +108,18 @@ function Handle:base64Escape(input)
   return concat(out)
 end
 
--- Decodes base64 (padding optional); "" if the input is not base64.
+-- Decodes base64 (padding optional); nil if the input is not base64.
 function Handle:base64Decode(input)
-  if type(input) ~= "string" then
-    error("bad argument #1 to 'base64Decode' (string expected, got " .. type(input) .. ")", 2)
-  end
+  input = check_string(input, 1, "base64Decode")
   local stripped = input:gsub("=+$", "")
   if #input % 4 == 1 or #stripped % 4 == 1 or #input - #stripped > 2 then
-    return ""
+    return nil
   end
   local out, n, bits = {}, 0, 0
   for i = 1, #stripped do
     local v = B64_VALUE[byte(stripped, i)]
     if not v then
-      return ""
+      return nil
     end
     n, bits = bor(lshift(n, 6), v), bits + 6
     if bits >= 8 then
@@ -121,6 +128,51 @@ function Handle:base64Decode(input)
     end
   end
   return concat(out)
+end
+
+local function check_length(value, index, method)
+  if type(value) ~= "number" then
+    error("bad argument #" .. index .. " to '" .. method .. "' (number expected, got " .. type(value) .. ")", 3)
+  end
+  return value
+end
+
+-- The first `length` bytes of `s` (the stock API passes lengths beside strings).
+local function prefix(s, length)
+  return sub(s, 1, length)
+end
+
+local PublicKey = base.loggable({})
+PublicKey.__index = PublicKey
+
+-- The key, as verifySignature() takes it (nil if it was not a usable key).
+function PublicKey:get()
+  return self.der
+end
+
+-- A public key from DER (SubjectPublicKeyInfo), for verifySignature().
+function Handle:importPublicKey(keyder, length)
+  local der = prefix(check_string(keyder, 2, "importPublicKey"), check_length(length, 3, "importPublicKey"))
+  local valid = base.api.public_key_valid(der, #der) == 1
+  return setmetatable({ der = valid and der or nil }, PublicKey)
+end
+
+-- true, "" if `signature` of `data` verifies with `pubkey` (a key's get());
+-- else false and why, in the stock filter's words.
+function Handle:verifySignature(hash, pubkey, signature, signature_length, data, data_length)
+  check_string(hash, 2, "verifySignature")
+  check_string(pubkey, 3, "verifySignature")
+  signature = prefix(check_string(signature, 4, "verifySignature"), check_length(signature_length, 5, "verifySignature"))
+  data = prefix(check_string(data, 6, "verifySignature"), check_length(data_length, 7, "verifySignature"))
+  local rc = base.api.verify_signature(hash, #hash, pubkey, #pubkey, signature, #signature, data, #data)
+  if rc == 1 then
+    return true, ""
+  elseif rc == -3 then
+    return false, hash .. " is not supported."
+  elseif rc == -4 then
+    return false, "Failed to initialize digest verify."
+  end
+  return false, "Failed to verify digest. Error code: 0"
 end
 
 -- Waits for the whole body; nil when there is none (unless always_wrap).
@@ -156,15 +208,17 @@ function Handle:bodyChunks()
   return body.chunks(self.ctx, self.dir, vm.wait_chunk)
 end
 
--- The trailers, once the stream's end arrived; nil when there are none.
+-- The trailers, once the stream's end arrived; no value when there are none.
 function Handle:trailers()
   if self.reply then
-    return nil
+    return
   end
   while true do
     local present = body.trailers(self.ctx, self.dir)
-    if present ~= nil then
-      return present and headers.envoy(self.ctx, TRAILERS[self.dir]) or nil
+    if present then
+      return headers.envoy(self.ctx, TRAILERS[self.dir])
+    elseif present == false then
+      return
     end
     vm.wait_body()
   end
@@ -196,8 +250,8 @@ local function reply_headers(t)
       end
     end
   end
-  if not status or status < 100 or status > 999 or status % 1 ~= 0 then
-    error("resty_ffi: respond(): headers need a valid :status", 3)
+  if not status or status < 200 or status > 599 then
+    error(":status must be between 200-599", 3)
   end
   return status, list
 end

@@ -11,6 +11,7 @@
 //! machine above, which owns a [`StreamCtx`] and decides when Lua runs.
 
 pub mod body;
+pub mod crypto;
 pub mod ffi;
 pub mod headers;
 pub mod log;
@@ -284,6 +285,8 @@ api_table! {
     attribute: fn(*const StreamCtx, c_int, *mut Buf) -> c_int = stream_info::attribute;
     metadata_keys: fn(*const StreamCtx, c_int, *const c_char, usize, *mut Buf, usize) -> c_int = metadata::metadata_keys;
     metadata_get: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_get;
+    public_key_valid: fn(*const c_char, usize) -> c_int = crypto::public_key_valid;
+    verify_signature: fn(*const c_char, usize, *const c_char, usize, *const c_char, usize, *const c_char, usize) -> c_int = crypto::verify_signature;
     metadata_set: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize, c_int, *const c_char, usize, f64) -> c_int = metadata::metadata_set;
 }
 

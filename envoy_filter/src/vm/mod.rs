@@ -87,7 +87,7 @@ pub struct Coroutine(Thread);
 impl Coroutine {
     pub fn resume(&self, args: impl IntoLuaMulti) -> Resumed {
         match self.0.resume::<MultiValue>(args) {
-            Err(e) => Resumed::Failed(e.to_string()),
+            Err(e) => Resumed::Failed(error_message(&e)),
             Ok(_) if self.0.status() != ThreadStatus::Resumable => Resumed::Finished,
             Ok(values) => {
                 let mut values = values.into_iter().take(YIELDED_VALUES);
@@ -102,6 +102,21 @@ impl Coroutine {
                 }
             }
         }
+    }
+}
+
+/// A Lua error as the script raised it: the message, without mlua's
+/// "runtime error: " and without a traceback.
+pub fn error_message(e: &mlua::Error) -> String {
+    let message = match e {
+        mlua::Error::RuntimeError(message) | mlua::Error::MemoryError(message) => message.clone(),
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::CallbackError { cause, .. } => return error_message(cause),
+        other => other.to_string(),
+    };
+    match message.find("\nstack traceback:") {
+        Some(end) => message[..end].to_owned(),
+        None => message,
     }
 }
 
@@ -178,7 +193,7 @@ impl Vm {
         let make_handle = setup(&lua)?;
         let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, broken: None };
         if let Err(e) = vm.load_script(script) {
-            vm.broken = Some(e.to_string());
+            vm.broken = Some(error_message(&e));
         }
         Ok(vm)
     }
