@@ -77,6 +77,9 @@ typedef enum envoy_dynamic_module_type_log_level {
 typedef enum envoy_dynamic_module_type_metadata_source {
   envoy_dynamic_module_type_metadata_source_Dynamic = 0,
   envoy_dynamic_module_type_metadata_source_Route = 1,
+  envoy_dynamic_module_type_metadata_source_Cluster = 2,
+  envoy_dynamic_module_type_metadata_source_Host = 3,
+  envoy_dynamic_module_type_metadata_source_HostLocality = 4,
 } envoy_dynamic_module_type_metadata_source;
 
 /* The attributes we read (values are positions in Envoy's attribute list). */
@@ -84,7 +87,28 @@ typedef enum envoy_dynamic_module_type_attribute_id {
   envoy_dynamic_module_type_attribute_id_RequestProtocol = 10,
   envoy_dynamic_module_type_attribute_id_SourceAddress = 24,
   envoy_dynamic_module_type_attribute_id_DestinationAddress = 26,
+  envoy_dynamic_module_type_attribute_id_ConnectionMtls = 29,
+  envoy_dynamic_module_type_attribute_id_ConnectionRequestedServerName = 30,
+  envoy_dynamic_module_type_attribute_id_ConnectionTlsVersion = 31,
+  envoy_dynamic_module_type_attribute_id_ConnectionSubjectLocalCertificate = 32,
+  envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate = 33,
+  envoy_dynamic_module_type_attribute_id_ConnectionDnsSanLocalCertificate = 34,
+  envoy_dynamic_module_type_attribute_id_ConnectionDnsSanPeerCertificate = 35,
+  envoy_dynamic_module_type_attribute_id_ConnectionUriSanLocalCertificate = 36,
+  envoy_dynamic_module_type_attribute_id_ConnectionUriSanPeerCertificate = 37,
+  envoy_dynamic_module_type_attribute_id_ConnectionSha256PeerCertificateDigest = 38,
+  envoy_dynamic_module_type_attribute_id_XdsRouteName = 61,
+  envoy_dynamic_module_type_attribute_id_XdsVirtualClusterName = 69,
 } envoy_dynamic_module_type_attribute_id;
+
+/* A one-shot HTTP callout: whether it started, and how it ended. */
+typedef enum envoy_dynamic_module_type_http_callout_init_result {
+  envoy_dynamic_module_type_http_callout_init_result_Success = 0,
+  envoy_dynamic_module_type_http_callout_init_result_MissingRequiredHeaders = 1,
+  envoy_dynamic_module_type_http_callout_init_result_ClusterNotFound = 2,
+  envoy_dynamic_module_type_http_callout_init_result_DuplicateCalloutId = 3,
+  envoy_dynamic_module_type_http_callout_init_result_CannotCreateRequest = 4,
+} envoy_dynamic_module_type_http_callout_init_result;
 
 /* Hook results; the numbering follows Envoy's Filter{Headers,Data,Trailers}Status. */
 typedef enum envoy_dynamic_module_type_on_http_filter_headers_status {
@@ -104,8 +128,9 @@ typedef enum envoy_dynamic_module_type_on_http_filter_trailers_status {
   envoy_dynamic_module_type_on_http_filter_trailers_status_StopIteration = 1,
 } envoy_dynamic_module_type_on_http_filter_trailers_status;
 
-/* Only passed through by hooks we must export but do not use. */
+/* 0 Success, 1 Reset, 2 ExceedResponseBufferLimit. */
 typedef uint32_t envoy_dynamic_module_type_http_callout_result;
+/* Only passed through by hooks we must export but do not use. */
 typedef uint32_t envoy_dynamic_module_type_http_stream_reset_reason;
 
 /* ---------------------------------------------------------------- hooks -- */
@@ -119,6 +144,15 @@ envoy_dynamic_module_type_http_filter_config_module_ptr envoy_dynamic_module_on_
     envoy_dynamic_module_type_envoy_buffer name, envoy_dynamic_module_type_envoy_buffer config);
 void envoy_dynamic_module_on_http_filter_config_destroy(
     envoy_dynamic_module_type_http_filter_config_module_ptr config);
+
+/* A route's typed_per_filter_config for the module (DynamicModuleFilterPerRoute):
+ * `name` is its per_route_config_name, `config` its filter_config. NULL
+ * rejects the route configuration. Optional hooks. */
+envoy_dynamic_module_type_http_filter_per_route_config_module_ptr
+envoy_dynamic_module_on_http_filter_per_route_config_new(envoy_dynamic_module_type_envoy_buffer name,
+                                                        envoy_dynamic_module_type_envoy_buffer config);
+void envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+    envoy_dynamic_module_type_http_filter_per_route_config_module_ptr config);
 
 /* Called on a worker thread for each stream. */
 envoy_dynamic_module_type_http_filter_module_ptr envoy_dynamic_module_on_http_filter_new(
@@ -270,7 +304,56 @@ bool envoy_dynamic_module_callback_http_get_metadata_keys(
     envoy_dynamic_module_type_metadata_source source, envoy_dynamic_module_type_module_buffer ns,
     envoy_dynamic_module_type_envoy_buffer *keys);
 
+/* Lists under a metadata key (element `index`), and the namespaces of a source. */
+bool envoy_dynamic_module_callback_http_get_metadata_list_size(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_metadata_source source,
+    envoy_dynamic_module_type_module_buffer ns, envoy_dynamic_module_type_module_buffer key, size_t *result);
+bool envoy_dynamic_module_callback_http_get_metadata_list_number(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_metadata_source source,
+    envoy_dynamic_module_type_module_buffer ns, envoy_dynamic_module_type_module_buffer key, size_t index, double *result);
+bool envoy_dynamic_module_callback_http_get_metadata_list_string(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_metadata_source source,
+    envoy_dynamic_module_type_module_buffer ns, envoy_dynamic_module_type_module_buffer key, size_t index,
+    envoy_dynamic_module_type_envoy_buffer *result);
+bool envoy_dynamic_module_callback_http_get_metadata_list_bool(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_metadata_source source,
+    envoy_dynamic_module_type_module_buffer ns, envoy_dynamic_module_type_module_buffer key, size_t index, bool *result);
+size_t envoy_dynamic_module_callback_http_get_metadata_namespaces_count(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_metadata_source source);
+bool envoy_dynamic_module_callback_http_get_metadata_namespaces(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_metadata_source source,
+    envoy_dynamic_module_type_envoy_buffer *result);
+/* Merges a serialized google.protobuf.Struct (wire bytes) into the namespace. */
+void envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer ns,
+    envoy_dynamic_module_type_module_buffer serialized_struct);
+
+/* Filter state: bytes stored as a string accessor; the typed getter reads any
+ * object as its serialized string. */
+bool envoy_dynamic_module_callback_http_set_filter_state_bytes(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_module_buffer value);
+bool envoy_dynamic_module_callback_http_get_filter_state_typed(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_envoy_buffer *result);
+
+/* Routing. */
+void envoy_dynamic_module_callback_http_clear_route_cache(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
+bool envoy_dynamic_module_callback_http_set_upstream_override_host(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer host,
+    bool strict);
+
+/* A one-shot HTTP callout; Envoy writes its id and later calls
+ * on_http_filter_http_callout_done with it (never after the filter's destroy). */
+envoy_dynamic_module_type_http_callout_init_result envoy_dynamic_module_callback_http_filter_http_callout(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, uint64_t *callout_id_out,
+    envoy_dynamic_module_type_module_buffer cluster_name, envoy_dynamic_module_type_module_http_header *headers,
+    size_t headers_size, envoy_dynamic_module_type_module_buffer body, uint64_t timeout_milliseconds);
+
 /* Stream info. */
+bool envoy_dynamic_module_callback_http_filter_get_attribute_bool(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
+    envoy_dynamic_module_type_attribute_id attribute_id, bool *result);
 bool envoy_dynamic_module_callback_http_filter_get_attribute_string(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr,
     envoy_dynamic_module_type_attribute_id attribute_id, envoy_dynamic_module_type_envoy_buffer *value);
@@ -289,6 +372,13 @@ void envoy_dynamic_module_callback_http_filter_reset_stream(
 void envoy_dynamic_module_callback_http_filter_continue_decoding(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
 void envoy_dynamic_module_callback_http_filter_continue_encoding(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
+
+/* The most specific per-route config (route, then virtual host, then route
+ * configuration) of the stream's route, as per_route_config_new returned it;
+ * NULL if none. */
+envoy_dynamic_module_type_http_filter_per_route_config_module_ptr
+envoy_dynamic_module_callback_get_most_specific_route_config(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);
 
 /* Dispatcher post. scheduler_new on the worker thread (during a hook); commit

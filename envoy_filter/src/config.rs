@@ -1,39 +1,115 @@
-//! The filter config (the JSON of a `google.protobuf.Struct`, shaped like
-//! `envoy.filters.http.lua`'s config plus our own switches) and the Lua VMs
-//! made from it: one per worker thread, created on the worker's first stream
-//! and dropped with the config.
+//! The filter config and the per-route config, shaped like
+//! `envoy.filters.http.lua`'s `Lua` and `LuaPerRoute` (in the JSON of a
+//! `google.protobuf.Struct`) plus our own switches, and the Lua VMs made from
+//! their scripts: one per worker thread per script, created on the worker's
+//! first stream that runs the script, dropped with the config that owns it.
 
 use std::collections::HashMap;
-use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::abi::{log, LogLevel};
 use crate::api;
 use crate::vm::{self, Script, Vm};
 
-/// Shared by every worker thread; read-only after parsing but for `vms`.
-pub struct FilterConfig {
-    pub script: Script,
-    /// A Lua error answers 500 (request path) or resets (response path)
-    /// instead of being logged and ignored.
-    pub fail_closed: bool,
-    /// Namespace of the route metadata that `handle:metadata()` reads.
-    pub metadata_namespace: String,
+/// A script and its VMs, one per worker thread.
+pub struct ScriptVms {
+    script: Script,
     vms: Mutex<HashMap<ThreadId, WorkerVm>>,
 }
 
-/// A VM in the config's map, used only by the worker thread it is keyed by.
-struct WorkerVm(Rc<Vm>);
+/// A VM in a script's map, used only by the worker thread it is keyed by.
+struct WorkerVm(Arc<Vm>);
 
-// SAFETY: a `WorkerVm` is cloned and used only on the thread it is keyed by
-// (`FilterConfig::worker_vm`). The one exception is its final drop, with the
-// config: Envoy destroys a config only after every filter (stream) made from
-// it is gone, so no other reference to the VM exists on any thread then, and
-// closing a Lua state needs no particular thread, only no concurrent use.
+// SAFETY: a VM is used only on the worker thread it is keyed by
+// (`ScriptVms::worker_vm`); streams hold `Arc`s to it on that thread only.
+// The map's own `Arc` may be dropped on another thread (with its config): if
+// it is the last one, no stream uses the VM any more, and closing a Lua state
+// needs no particular thread, only no concurrent use; the count is atomic.
 unsafe impl Send for WorkerVm {}
+
+impl ScriptVms {
+    fn new(script: Script) -> Result<ScriptVms, String> {
+        vm::check_syntax(&script.source, &script.chunk_name)?;
+        Ok(ScriptVms { script, vms: Mutex::new(HashMap::new()) })
+    }
+
+    /// This worker thread's VM, created on first use; `filter` gives the
+    /// module search paths the script does not set itself. A VM whose script
+    /// fails to run is kept (marked broken) so that every stream fails the
+    /// same way.
+    pub fn worker_vm(&self, filter: &FilterConfig) -> Arc<Vm> {
+        let worker = thread::current().id();
+        if let Some(vm) = self.lock_vms().get(&worker) {
+            return Arc::clone(&vm.0);
+        }
+        let script = Script {
+            package_path: self.script.package_path.clone().or_else(|| filter.package_path.clone()),
+            package_cpath: self.script.package_cpath.clone().or_else(|| filter.package_cpath.clone()),
+            ..self.script.clone()
+        };
+        // Built without the lock: the script's top level may take its time.
+        let vm = Arc::new(Vm::new(&script, api::install).expect("resty_ffi: the prelude must load"));
+        if let Some(why) = &vm.broken {
+            log(LogLevel::Error, &format!("resty_ffi: script failed to load: {why}"));
+        }
+        self.lock_vms().insert(worker, WorkerVm(Arc::clone(&vm)));
+        vm
+    }
+
+    fn lock_vms(&self) -> MutexGuard<'_, HashMap<ThreadId, WorkerVm>> {
+        self.vms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Shared by every worker thread; read-only after parsing but for the VMs.
+pub struct FilterConfig {
+    /// `default_source_code`: runs unless a per-route config says otherwise.
+    pub default: Option<ScriptVms>,
+    /// `source_codes`: scripts a per-route config picks by name.
+    pub named: HashMap<String, ScriptVms>,
+    /// A Lua error answers 500 (request path) or resets (response path)
+    /// instead of being logged and ignored.
+    pub fail_closed: bool,
+    /// Namespace of the route metadata that `handle:metadata()` reads first.
+    pub metadata_namespace: String,
+    /// Changing request headers re-selects the route (stock default: true).
+    pub clear_route_cache: bool,
+    /// `package.path` and `package.cpath` of the scripts; `;;` stands for
+    /// LuaJIT's defaults.
+    pub package_path: Option<String>,
+    pub package_cpath: Option<String>,
+}
+
+/// What a route's `LuaPerRoute` asks for.
+pub enum RouteScript {
+    /// `disabled: true`: the filter does nothing on this route.
+    Disabled,
+    /// `name`: a script of the filter's `source_codes`.
+    Named(String),
+    /// `source_code`: a script of its own.
+    Inline(ScriptVms),
+}
+
+pub struct PerRouteConfig {
+    pub script: RouteScript,
+    /// `filter_context`, for `handle:filterContext()`.
+    pub filter_context: Map<String, Value>,
+}
+
+fn object(json: &[u8], what: &str) -> Result<Value, String> {
+    let value: Value = if json.is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(json).map_err(|e| format!("resty_ffi: {what} is not a JSON object: {e}"))?
+    };
+    if !value.is_object() {
+        return Err(format!("resty_ffi: {what} must be a google.protobuf.Struct"));
+    }
+    Ok(value)
+}
 
 fn string_field(config: &Value, key: &str) -> Result<Option<String>, String> {
     match config.get(key) {
@@ -43,69 +119,82 @@ fn string_field(config: &Value, key: &str) -> Result<Option<String>, String> {
     }
 }
 
-fn bool_field(config: &Value, key: &str) -> Result<bool, String> {
+fn bool_field(config: &Value, key: &str, default: bool) -> Result<bool, String> {
     match config.get(key) {
-        None | Some(Value::Null) => Ok(false),
+        None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(format!("resty_ffi: config field \"{key}\" must be a bool")),
     }
 }
 
+/// A `DataSource` (`inline_string` or `filename`) as a script, or `None`
+/// when `source` is absent.
+fn data_source(source: Option<&Value>) -> Result<Option<Script>, String> {
+    let Some(source) = source.filter(|s| !s.is_null()) else { return Ok(None) };
+    // Inline code is named by its own text, as the stock filter loads it
+    // (error messages then read `[string "..."]:LINE:`).
+    let (code, chunk_name) = if let Some(inline) = string_field(source, "inline_string")? {
+        (inline.clone(), inline)
+    } else if let Some(path) = string_field(source, "filename")? {
+        let code = std::fs::read_to_string(&path).map_err(|e| format!("resty_ffi: read \"{path}\": {e}"))?;
+        (code, format!("@{path}"))
+    } else {
+        return Err("resty_ffi: a source code needs inline_string or filename".to_owned());
+    };
+    Ok(Some(Script::new(code, chunk_name)))
+}
+
 impl FilterConfig {
     /// `filter_name` is the dynamic module filter's name; `json` its filter_config.
     pub fn parse(filter_name: &str, json: &[u8]) -> Result<FilterConfig, String> {
-        let config: Value = if json.is_empty() {
-            Value::Object(Default::default())
-        } else {
-            serde_json::from_slice(json).map_err(|e| format!("resty_ffi: filter_config is not a JSON object: {e}"))?
+        let config = object(json, "filter_config")?;
+        let (path, cpath) = (string_field(&config, "lua_package_path")?, string_field(&config, "lua_package_cpath")?);
+        let default = match config.get("default_source_code") {
+            Some(source) => data_source(Some(source))?,
+            // Our first configs named the code `inline_code`.
+            None => string_field(&config, "inline_code")?.map(|code| Script::new(code.clone(), code)),
         };
-        if !config.is_object() {
-            return Err("resty_ffi: filter_config must be a google.protobuf.Struct".to_owned());
+        let mut named = HashMap::new();
+        if let Some(codes) = config.get("source_codes").filter(|c| !c.is_null()) {
+            let codes = codes.as_object().ok_or("resty_ffi: source_codes must be a map of names to sources")?;
+            for (name, source) in codes {
+                let script = data_source(Some(source))?
+                    .ok_or_else(|| format!("resty_ffi: source_codes.{name} has no code"))?;
+                named.insert(name.clone(), ScriptVms::new(script)?);
+            }
         }
-        let code = config.get("default_source_code").cloned().unwrap_or(Value::Null);
-        // Inline code is named by its own text, as the stock filter loads it
-        // (error messages then read `[string "..."]:LINE:`).
-        let (source, chunk_name) = if let Some(inline) = string_field(&code, "inline_string")? {
-            (inline.clone(), inline)
-        } else if let Some(path) = string_field(&code, "filename")? {
-            let source = std::fs::read_to_string(&path).map_err(|e| format!("resty_ffi: read \"{path}\": {e}"))?;
-            (source, format!("@{path}"))
-        } else if let Some(inline) = string_field(&config, "inline_code")? {
-            (inline.clone(), inline)
-        } else {
-            return Err("resty_ffi: config needs default_source_code.inline_string or .filename".to_owned());
-        };
-        vm::check_syntax(&source, &chunk_name)?;
+        if default.is_none() && named.is_empty() {
+            return Err("resty_ffi: config needs default_source_code or source_codes".to_owned());
+        }
         Ok(FilterConfig {
-            script: Script {
-                source,
-                chunk_name,
-                package_path: string_field(&config, "lua_package_path")?,
-                package_cpath: string_field(&config, "lua_package_cpath")?,
-            },
-            fail_closed: bool_field(&config, "fail_closed")?,
+            default: default.map(ScriptVms::new).transpose()?,
+            named,
+            fail_closed: bool_field(&config, "fail_closed", false)?,
             metadata_namespace: string_field(&config, "metadata_namespace")?.unwrap_or_else(|| filter_name.to_owned()),
-            vms: Mutex::new(HashMap::new()),
+            clear_route_cache: bool_field(&config, "clear_route_cache", true)?,
+            package_path: path,
+            package_cpath: cpath,
         })
     }
+}
 
-    /// This worker thread's VM, created on first use. A VM whose script fails
-    /// to run is kept (marked broken) so that every stream fails the same way.
-    pub fn worker_vm(&self) -> Rc<Vm> {
-        let worker = thread::current().id();
-        if let Some(vm) = self.lock_vms().get(&worker) {
-            return Rc::clone(&vm.0);
-        }
-        // Built without the lock: the script's top level may take its time.
-        let vm = Rc::new(Vm::new(&self.script, api::install).expect("resty_ffi: the prelude must load"));
-        if let Some(why) = &vm.broken {
-            log(LogLevel::Error, &format!("resty_ffi: script failed to load: {why}"));
-        }
-        self.lock_vms().insert(worker, WorkerVm(Rc::clone(&vm)));
-        vm
-    }
-
-    fn lock_vms(&self) -> std::sync::MutexGuard<'_, HashMap<ThreadId, WorkerVm>> {
-        self.vms.lock().unwrap_or_else(|e| e.into_inner())
+impl PerRouteConfig {
+    pub fn parse(json: &[u8]) -> Result<PerRouteConfig, String> {
+        let config = object(json, "the per-route filter_config")?;
+        let filter_context = match config.get("filter_context") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(context)) => context.clone(),
+            Some(_) => return Err("resty_ffi: filter_context must be a struct".to_owned()),
+        };
+        let script = if bool_field(&config, "disabled", false)? {
+            RouteScript::Disabled
+        } else if let Some(name) = string_field(&config, "name")? {
+            RouteScript::Named(name)
+        } else if let Some(script) = data_source(config.get("source_code"))? {
+            RouteScript::Inline(ScriptVms::new(script)?)
+        } else {
+            return Err("resty_ffi: a per-route config needs disabled, name or source_code".to_owned());
+        };
+        Ok(PerRouteConfig { script, filter_context })
     }
 }

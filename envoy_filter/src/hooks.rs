@@ -14,10 +14,11 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use crate::abi::sys::*;
 use crate::abi::{copy_envoy_buffer, log, Direction, EnvoyFilter, LogLevel, Status, ABI_VERSION};
-use crate::config::FilterConfig;
+use crate::config::{FilterConfig, PerRouteConfig};
 use crate::stream::Stream;
 
 /// Defines an exported hook. The `static-module` feature prefixes the symbol
@@ -77,10 +78,10 @@ enum Filter {
 }
 
 impl Filter {
-    fn new(config: &FilterConfig, envoy: EnvoyFilter) -> Filter {
+    fn new(config: &Arc<FilterConfig>, envoy: EnvoyFilter) -> Filter {
         no_unwind("filter_new", Filter::Broken(Cell::new(Some(envoy))), || {
             fault_point("filter_new");
-            Filter::Live(Stream::new(config, envoy))
+            Filter::Live(Stream::new(Arc::clone(config), envoy, route_config_of))
         })
     }
 
@@ -165,6 +166,28 @@ fn filter_hook(ptr: FilterModulePtr, what: &str, f: impl FnOnce(&Stream) -> Stat
     status
 }
 
+/// A `(pointer, count)` array Envoy passed to a hook.
+///
+/// # Safety
+/// `ptr` is NULL or points to `len` initialized values valid for `'a`.
+unsafe fn envoy_slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if ptr.is_null() || len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// Our per-route config of the stream's route, if it has one.
+fn route_config_of(envoy: EnvoyFilter) -> Option<Arc<PerRouteConfig>> {
+    let ptr = envoy.route_config();
+    // SAFETY: a non-NULL pointer is one `per_route_config_new` returned (a
+    // leaked Box<Arc<PerRouteConfig>>); the route holds it until
+    // `per_route_config_destroy`, and the stream's route outlives this call.
+    (!ptr.is_null()).then(|| Arc::clone(unsafe { &*(ptr as *const Arc<PerRouteConfig>) }))
+}
+
 hook! {
     fn envoy_dynamic_module_on_program_init() -> *const c_char {
         ABI_VERSION.as_ptr() as *const c_char
@@ -181,7 +204,7 @@ hook! {
         let name = String::from_utf8_lossy(&copy_envoy_buffer(&name)).into_owned();
         let config = copy_envoy_buffer(&config);
         no_unwind("config_new", std::ptr::null(), || match FilterConfig::parse(&name, &config) {
-            Ok(config) => Box::into_raw(Box::new(config)) as *const c_void,
+            Ok(config) => Box::into_raw(Box::new(Arc::new(config))) as *const c_void,
             Err(e) => {
                 log(LogLevel::Error, &e);
                 std::ptr::null()
@@ -195,8 +218,36 @@ hook! {
     /// (and the runtimes they loaded) go with it.
     fn envoy_dynamic_module_on_http_filter_config_destroy(config: envoy_dynamic_module_type_http_filter_config_module_ptr) {
         // SAFETY: `config` came from Box::into_raw in config_new; Envoy destroys it once.
-        let config = unsafe { Box::from_raw(config as *mut FilterConfig) };
+        let config = unsafe { Box::from_raw(config as *mut Arc<FilterConfig>) };
         no_unwind("config_destroy", (), || drop(config));
+    }
+}
+
+hook! {
+    /// A route's LuaPerRoute equivalent (JSON of a google.protobuf.Struct); NULL rejects it.
+    fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+        _name: envoy_dynamic_module_type_envoy_buffer,
+        config: envoy_dynamic_module_type_envoy_buffer,
+    ) -> envoy_dynamic_module_type_http_filter_per_route_config_module_ptr {
+        let config = copy_envoy_buffer(&config);
+        no_unwind("per_route_config_new", std::ptr::null(), || match PerRouteConfig::parse(&config) {
+            Ok(config) => Box::into_raw(Box::new(Arc::new(config))) as *const c_void,
+            Err(e) => {
+                log(LogLevel::Error, &e);
+                std::ptr::null()
+            }
+        })
+    }
+}
+
+hook! {
+    fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(
+        config: envoy_dynamic_module_type_http_filter_per_route_config_module_ptr,
+    ) {
+        // SAFETY: `config` came from Box::into_raw in per_route_config_new; Envoy
+        // destroys it once. Streams that picked it hold their own Arc.
+        let config = unsafe { Box::from_raw(config as *mut Arc<PerRouteConfig>) };
+        no_unwind("per_route_config_destroy", (), || drop(config));
     }
 }
 
@@ -208,7 +259,7 @@ hook! {
     ) -> FilterModulePtr {
         // SAFETY: `config` lives until config_destroy, which Envoy calls only
         // after every filter made from it is gone.
-        let config = unsafe { &*(config as *const FilterConfig) };
+        let config = unsafe { &*(config as *const Arc<FilterConfig>) };
         Slot::into_raw(Filter::new(config, EnvoyFilter::new(filter_envoy_ptr)))
     }
 }
@@ -309,14 +360,24 @@ hook! {
 hook! {
     fn envoy_dynamic_module_on_http_filter_http_callout_done(
         _envoy: FilterEnvoyPtr,
-        _filter: FilterModulePtr,
-        _callout_id: u64,
-        _result: envoy_dynamic_module_type_http_callout_result,
-        _headers: *mut envoy_dynamic_module_type_envoy_http_header,
-        _headers_size: usize,
-        _body_chunks: *mut envoy_dynamic_module_type_envoy_buffer,
-        _body_chunks_size: usize,
-    ) {}
+        filter: FilterModulePtr,
+        callout_id: u64,
+        result: envoy_dynamic_module_type_http_callout_result,
+        headers: *mut envoy_dynamic_module_type_envoy_http_header,
+        headers_size: usize,
+        body_chunks: *mut envoy_dynamic_module_type_envoy_buffer,
+        body_chunks_size: usize,
+    ) {
+        // SAFETY: Envoy passes arrays of `*_size` entries (or NULL), valid
+        // until this hook returns; `answer` copies them before.
+        let (headers, body) = unsafe { (envoy_slice(headers, headers_size), envoy_slice(body_chunks, body_chunks_size)) };
+        // 0 = success; a reset or an oversized answer is a failure.
+        let succeeded = result == 0;
+        filter_hook(filter, "http_callout_done", |s| {
+            s.on_callout_done(callout_id, succeeded, headers, body);
+            Status::Continue
+        });
+    }
 }
 
 hook! {

@@ -14,18 +14,30 @@
 //! Thread contract: lives on the stream's worker thread. No `RefCell` borrow
 //! is held while Lua runs or while calling into Envoy.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ffi::c_void;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use mlua::{LightUserData, Table, Value};
 
-use crate::abi::{log, BodyKind, Direction, EnvoyFilter, LogLevel, Status};
+use crate::abi::{log, BodyKind, Direction, EnvoyBuffer, EnvoyFilter, EnvoyHeader, LogLevel, Status};
 use crate::api::ffi::with_current;
+use crate::api::http_call;
 use crate::api::reply::LocalReply;
 use crate::api::StreamCtx;
-use crate::config::FilterConfig;
+use crate::config::{FilterConfig, PerRouteConfig, RouteScript};
 use crate::vm::{Coroutine, Resumed, Vm, Yield};
+
+/// Finds the most specific per-route config of a stream's route (hooks.rs
+/// knows how Envoy hands it over).
+pub type RouteConfigOf = fn(EnvoyFilter) -> Option<Arc<PerRouteConfig>>;
+
+/// The script a stream runs, picked from its route at its first headers.
+struct Selected {
+    vm: Arc<Vm>,
+    route: Option<Arc<PerRouteConfig>>,
+}
 
 /// What a direction's coroutine waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +50,8 @@ enum Wait {
     Body,
     /// The next body chunk, not buffered (`bodyChunks()`).
     Chunk,
+    /// The answer of an HTTP callout (`httpCall()`).
+    Callout,
 }
 
 /// Where a coroutine is resumed from; decides the status a stop maps to.
@@ -73,10 +87,11 @@ enum Reply {
 }
 
 pub struct Stream {
-    vm: Rc<Vm>,
+    config: Arc<FilterConfig>,
+    route_config_of: RouteConfigOf,
+    /// `None` inside: the filter does nothing for this stream's route.
+    selected: OnceCell<Option<Selected>>,
     ctx: Rc<StreamCtx>,
-    fail_closed: bool,
-    metadata_namespace: String,
     request: Phase,
     response: Phase,
     reply: Cell<Reply>,
@@ -89,12 +104,13 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(config: &FilterConfig, envoy: EnvoyFilter) -> Stream {
+    pub fn new(config: Arc<FilterConfig>, envoy: EnvoyFilter, route_config_of: RouteConfigOf) -> Stream {
+        let ctx = Rc::new(StreamCtx::new(envoy, config.clear_route_cache));
         Stream {
-            vm: config.worker_vm(),
-            ctx: Rc::new(StreamCtx::new(envoy)),
-            fail_closed: config.fail_closed,
-            metadata_namespace: config.metadata_namespace.clone(),
+            config,
+            route_config_of,
+            selected: OnceCell::new(),
+            ctx,
             request: Phase::new(),
             response: Phase::new(),
             reply: Cell::new(Reply::None),
@@ -102,6 +118,34 @@ impl Stream {
             response_started: Cell::new(false),
             failed: Cell::new(false),
         }
+    }
+
+    /// The script for this stream's route (LuaPerRoute semantics): a
+    /// per-route config's own script or named one, else the default; none
+    /// when the route disables the filter or names no script we have.
+    fn selected(&self) -> Option<&Selected> {
+        self.selected
+            .get_or_init(|| {
+                let route = self.ctx.envoy().and_then(self.route_config_of);
+                let scripts = match route.as_ref().map(|r| &r.script) {
+                    Some(RouteScript::Disabled) => return None,
+                    Some(RouteScript::Named(name)) => match self.config.named.get(name) {
+                        Some(script) => script,
+                        None => {
+                            log(LogLevel::Error, &format!("resty_ffi: no source code named \"{name}\"; the filter passes"));
+                            return None;
+                        }
+                    },
+                    Some(RouteScript::Inline(script)) => script,
+                    None => self.config.default.as_ref()?,
+                };
+                Some(Selected { vm: scripts.worker_vm(&self.config), route })
+            })
+            .as_ref()
+    }
+
+    fn vm(&self) -> Option<&Arc<Vm>> {
+        self.selected().map(|s| &s.vm)
     }
 
     fn phase(&self, dir: Direction) -> &Phase {
@@ -125,12 +169,13 @@ impl Stream {
         if self.failed.get() || self.phase(dir).coroutine.borrow().is_some() {
             return Status::Continue;
         }
-        if let Some(why) = &self.vm.broken {
+        let Some(vm) = self.vm() else { return Status::Continue };
+        if let Some(why) = &vm.broken {
             return self.fail(dir, Site::Headers, format!("the script failed to load: {why}"));
         }
         let entry = match dir {
-            Direction::Request => self.vm.on_request.clone(),
-            Direction::Response => self.vm.on_response.clone(),
+            Direction::Request => vm.on_request.clone(),
+            Direction::Response => vm.on_response.clone(),
         };
         match entry {
             Some(entry) => self.start(dir, entry, None, Site::Headers),
@@ -141,13 +186,20 @@ impl Stream {
     /// Runs `entry(handle)` in a new coroutine; `local` makes the handle work
     /// on a local reply instead of Envoy's response.
     fn start(&self, dir: Direction, entry: mlua::Function, local: Option<Table>, site: Site) -> Status {
-        let started = self.vm.coroutine(entry).and_then(|coroutine| {
+        let Some(selected) = self.selected() else { return Status::Continue };
+        let vm = &selected.vm;
+        let started = vm.coroutine(entry).and_then(|coroutine| {
             let dir_id = match dir {
                 Direction::Request => 0,
                 Direction::Response => 1,
             };
             let local = local.map_or(Value::Nil, Value::Table);
-            let handle = self.vm.handle((self.ctx.to_lua(), dir_id, local, self.metadata_namespace.as_str()))?;
+            let context = match &selected.route {
+                Some(route) if !route.filter_context.is_empty() => Value::Table(vm.table_of(&route.filter_context)?),
+                _ => Value::Nil,
+            };
+            let handle =
+                vm.handle((self.ctx.to_lua(), dir_id, local, self.config.metadata_namespace.as_str(), context))?;
             Ok((coroutine, handle))
         });
         match started {
@@ -171,7 +223,7 @@ impl Stream {
         match self.phase(dir).wait.get() {
             Wait::Nothing => Status::Continue,
             // Flow control, not a 413: Envoy pauses the sender at the buffer limit.
-            Wait::Ffi => Status::StopAndWatermark,
+            Wait::Ffi | Wait::Callout => Status::StopAndWatermark,
             Wait::Body if !end_of_stream => Status::StopAndBuffer,
             Wait::Body | Wait::Chunk => {
                 let resumed = body.in_body_hook(|| self.resume(dir, ()));
@@ -187,7 +239,7 @@ impl Stream {
         self.ctx.body(dir).trailers_arrived();
         match self.phase(dir).wait.get() {
             Wait::Nothing => Status::Continue,
-            Wait::Ffi => Status::StopAndBuffer,
+            Wait::Ffi | Wait::Callout => Status::StopAndBuffer,
             Wait::Body | Wait::Chunk => {
                 let resumed = self.resume(dir, ());
                 self.settle(dir, Site::Trailers, resumed)
@@ -216,10 +268,26 @@ impl Stream {
         }
         if let Some(sink) = self.ctx.existing_sink() {
             let sink = LightUserData(sink as *mut c_void);
-            if let Err(e) = self.vm.call_loaded("resty_ffi.envoy", "drain", sink) {
+            let drained = self.vm().map_or(Ok(()), |vm| vm.call_loaded("resty_ffi.envoy", "drain", sink));
+            if let Err(e) = drained {
                 log(LogLevel::Error, &format!("resty_ffi: draining late answers: {e}"));
             }
         }
+    }
+
+    /// An HTTP callout answered: resumes the coroutine that waits for it with
+    /// what `httpCall()` returns (asynchronous calls have no waiter).
+    pub fn on_callout_done(&self, id: u64, succeeded: bool, headers: &[EnvoyHeader], body: &[EnvoyBuffer]) {
+        let Some((dir, callout)) = self.ctx.take_callout(id) else { return };
+        if self.phase(dir).wait.get() != Wait::Callout {
+            return;
+        }
+        let Some(vm) = self.vm() else { return };
+        let resumed = match http_call::answer(&vm.lua, callout, succeeded, headers, body) {
+            Ok(answer) => self.resume(dir, answer),
+            Err(e) => Resumed::Failed(crate::vm::error_message(&e)),
+        };
+        self.settle(dir, Site::Scheduled, resumed);
     }
 
     /// Envoy is done with the stream (its destroy hook follows).
@@ -270,7 +338,7 @@ impl Stream {
             Resumed::Yielded(Yield::Ffi) => self.stop(dir, site, Wait::Ffi),
             Resumed::Yielded(Yield::Body) => self.stop(dir, site, Wait::Body),
             Resumed::Yielded(Yield::Chunk) => self.stream_chunks(dir, site),
-            Resumed::Yielded(Yield::Callout) => self.fail(dir, site, "httpCall() is not available".to_owned()),
+            Resumed::Yielded(Yield::Callout) => self.stop(dir, site, Wait::Callout),
             Resumed::Yielded(Yield::Responded) => self.fail(dir, site, "respond() without a reply".to_owned()),
             Resumed::Responded(reply) => self.responded(dir, site, reply),
             Resumed::Failed(message) => self.fail(dir, site, message),
@@ -331,7 +399,7 @@ impl Stream {
     /// module's encode hooks for the module's own local replies, so we run
     /// envoy_on_response over the reply here, as the stock Lua filter would.
     fn respond_locally(&self, reply: Table, site: Site) {
-        let on_response = self.vm.on_response.clone().filter(|_| !self.failed.get());
+        let on_response = self.vm().and_then(|vm| vm.on_response.clone()).filter(|_| !self.failed.get());
         let Some(entry) = on_response else {
             self.send_lua_reply(&reply);
             return;
@@ -410,7 +478,7 @@ impl Stream {
             Direction::Response => "envoy_on_response",
         };
         log(LogLevel::Error, &format!("resty_ffi: {side}: {message}"));
-        if !self.fail_closed {
+        if !self.config.fail_closed {
             return self.finish(dir, site);
         }
         self.end_coroutine(dir);

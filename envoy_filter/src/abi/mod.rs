@@ -83,6 +83,55 @@ pub enum Attribute {
     Protocol,
     SourceAddress,
     DestinationAddress,
+    RouteName,
+    VirtualClusterName,
+    RequestedServerName,
+    TlsVersion,
+    SubjectPeerCertificate,
+    SubjectLocalCertificate,
+    DnsSanPeerCertificate,
+    DnsSanLocalCertificate,
+    UriSanPeerCertificate,
+    UriSanLocalCertificate,
+    Sha256PeerCertificateDigest,
+}
+
+impl Attribute {
+    fn raw(self) -> envoy_dynamic_module_type_attribute_id {
+        match self {
+            Attribute::Protocol => envoy_dynamic_module_type_attribute_id_RequestProtocol,
+            Attribute::SourceAddress => envoy_dynamic_module_type_attribute_id_SourceAddress,
+            Attribute::DestinationAddress => envoy_dynamic_module_type_attribute_id_DestinationAddress,
+            Attribute::RouteName => envoy_dynamic_module_type_attribute_id_XdsRouteName,
+            Attribute::VirtualClusterName => envoy_dynamic_module_type_attribute_id_XdsVirtualClusterName,
+            Attribute::RequestedServerName => envoy_dynamic_module_type_attribute_id_ConnectionRequestedServerName,
+            Attribute::TlsVersion => envoy_dynamic_module_type_attribute_id_ConnectionTlsVersion,
+            Attribute::SubjectPeerCertificate => envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate,
+            Attribute::SubjectLocalCertificate => envoy_dynamic_module_type_attribute_id_ConnectionSubjectLocalCertificate,
+            Attribute::DnsSanPeerCertificate => envoy_dynamic_module_type_attribute_id_ConnectionDnsSanPeerCertificate,
+            Attribute::DnsSanLocalCertificate => envoy_dynamic_module_type_attribute_id_ConnectionDnsSanLocalCertificate,
+            Attribute::UriSanPeerCertificate => envoy_dynamic_module_type_attribute_id_ConnectionUriSanPeerCertificate,
+            Attribute::UriSanLocalCertificate => envoy_dynamic_module_type_attribute_id_ConnectionUriSanLocalCertificate,
+            Attribute::Sha256PeerCertificateDigest => {
+                envoy_dynamic_module_type_attribute_id_ConnectionSha256PeerCertificateDigest
+            }
+        }
+    }
+}
+
+/// A header we hand to Envoy (`{key_ptr, key_length, value_ptr, value_length}`).
+pub type ModuleHeader = envoy_dynamic_module_type_module_http_header;
+
+/// How starting an HTTP callout went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalloutStart {
+    /// Started; its answer comes to `on_http_filter_http_callout_done` with this id.
+    Started(u64),
+    /// `:method`, `:path` or `:authority` is missing.
+    MissingHeaders,
+    ClusterNotFound,
+    /// Envoy could not send it (no healthy host, say): it failed at once.
+    Failed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,15 +442,146 @@ impl EnvoyFilter {
     }
 
     pub fn attribute(self, attribute: Attribute) -> Option<EnvoyBuffer> {
-        let id = match attribute {
-            Attribute::Protocol => envoy_dynamic_module_type_attribute_id_RequestProtocol,
-            Attribute::SourceAddress => envoy_dynamic_module_type_attribute_id_SourceAddress,
-            Attribute::DestinationAddress => envoy_dynamic_module_type_attribute_id_DestinationAddress,
-        };
         let mut value = EMPTY_BUFFER;
         // SAFETY: type contract; `value` is a writable local.
-        unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.0, id, &mut value) }
+        unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.0, attribute.raw(), &mut value) }
             .then_some(value)
+    }
+
+    /// Whether the downstream peer presented a TLS certificate (`None`: not TLS).
+    pub fn peer_certificate_presented(self) -> Option<bool> {
+        let mut value = false;
+        // SAFETY: type contract; `value` is a writable local.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_get_attribute_bool(
+                self.0,
+                envoy_dynamic_module_type_attribute_id_ConnectionMtls,
+                &mut value,
+            )
+        }
+        .then_some(value)
+    }
+
+    /// How many elements the list at `ns`/`key` of `source` has (`None`: not a list).
+    pub fn metadata_list_len(self, source: MetadataSource, ns: &[u8], key: &[u8]) -> Option<usize> {
+        let mut len = 0usize;
+        // SAFETY: type contract; `len` is a writable local.
+        unsafe {
+            envoy_dynamic_module_callback_http_get_metadata_list_size(
+                self.0,
+                source.raw(),
+                module_buffer(ns),
+                module_buffer(key),
+                &mut len,
+            )
+        }
+        .then_some(len)
+    }
+
+    /// Element `index` of the list at `ns`/`key` of `source`, if it is a
+    /// string, number or bool.
+    pub fn metadata_list_item(self, source: MetadataSource, ns: &[u8], key: &[u8], index: usize) -> Option<MetaValue> {
+        let (source, ns, key) = (source.raw(), module_buffer(ns), module_buffer(key));
+        let mut text = EMPTY_BUFFER;
+        let mut number = 0f64;
+        let mut flag = false;
+        // SAFETY: type contract; the out-parameters are writable locals.
+        unsafe {
+            if envoy_dynamic_module_callback_http_get_metadata_list_string(self.0, source, ns, key, index, &mut text) {
+                return Some(MetaValue::Str(text));
+            }
+            if envoy_dynamic_module_callback_http_get_metadata_list_number(self.0, source, ns, key, index, &mut number)
+            {
+                return Some(MetaValue::Number(number));
+            }
+            if envoy_dynamic_module_callback_http_get_metadata_list_bool(self.0, source, ns, key, index, &mut flag) {
+                return Some(MetaValue::Bool(flag));
+            }
+        }
+        None
+    }
+
+    /// How many namespaces `source` metadata has.
+    pub fn metadata_namespace_count(self, source: MetadataSource) -> usize {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_get_metadata_namespaces_count(self.0, source.raw()) }
+    }
+
+    /// Fills `out` with the namespaces' names; false if `out` has no room for
+    /// all of them ([`Self::metadata_namespace_count`]).
+    pub fn fill_metadata_namespaces(self, source: MetadataSource, out: &mut [EnvoyBuffer]) -> bool {
+        if out.len() < self.metadata_namespace_count(source) {
+            return false;
+        }
+        // SAFETY: type contract; `out` has room for every name Envoy writes.
+        unsafe { envoy_dynamic_module_callback_http_get_metadata_namespaces(self.0, source.raw(), out.as_mut_ptr()) }
+    }
+
+    /// Merges `serialized`, a google.protobuf.Struct in protobuf's wire
+    /// format, into dynamic metadata namespace `ns`.
+    pub fn merge_dynamic_metadata(self, ns: &[u8], serialized: &[u8]) {
+        // SAFETY: type contract; Envoy copies the buffers during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+                self.0,
+                module_buffer(ns),
+                module_buffer(serialized),
+            )
+        }
+    }
+
+    /// Stores `value` as filter state `key` (a string object); false if
+    /// Envoy refused (e.g. a read-only object of that name exists).
+    pub fn set_filter_state(self, key: &[u8], value: &[u8]) -> bool {
+        // SAFETY: type contract; Envoy copies the buffers during the call.
+        unsafe { envoy_dynamic_module_callback_http_set_filter_state_bytes(self.0, module_buffer(key), module_buffer(value)) }
+    }
+
+    /// Filter state object `key`, serialized as a string.
+    pub fn filter_state(self, key: &[u8]) -> Option<EnvoyBuffer> {
+        let mut value = EMPTY_BUFFER;
+        // SAFETY: type contract; `value` is a writable local.
+        unsafe { envoy_dynamic_module_callback_http_get_filter_state_typed(self.0, module_buffer(key), &mut value) }
+            .then_some(value)
+    }
+
+    /// Makes Envoy select the route again (next time it is needed).
+    pub fn clear_route_cache(self) {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_http_clear_route_cache(self.0) }
+    }
+
+    /// Asks the load balancer for `host` ("ip" or "ip:port"); false if it is not an address.
+    pub fn set_upstream_override_host(self, host: &[u8], strict: bool) -> bool {
+        // SAFETY: type contract; Envoy copies `host` during the call.
+        unsafe { envoy_dynamic_module_callback_http_set_upstream_override_host(self.0, module_buffer(host), strict) }
+    }
+
+    /// Starts an HTTP request to `cluster` (0 ms: no timeout).
+    pub fn http_callout(self, cluster: &[u8], headers: &mut [ModuleHeader], body: &[u8], timeout_ms: u64) -> CalloutStart {
+        let mut id = 0u64;
+        // SAFETY: type contract; `headers` and the buffers are read during the
+        // call only; `id` is a writable local.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_http_callout(
+                self.0,
+                &mut id,
+                module_buffer(cluster),
+                headers.as_mut_ptr(),
+                headers.len(),
+                module_buffer(body),
+                timeout_ms,
+            )
+        };
+        if result == envoy_dynamic_module_type_http_callout_init_result_Success {
+            CalloutStart::Started(id)
+        } else if result == envoy_dynamic_module_type_http_callout_init_result_MissingRequiredHeaders {
+            CalloutStart::MissingHeaders
+        } else if result == envoy_dynamic_module_type_http_callout_init_result_ClusterNotFound {
+            CalloutStart::ClusterNotFound
+        } else {
+            CalloutStart::Failed
+        }
     }
 
     /// The downstream peer's address as `ip:port`, before any XFF rewriting.
@@ -420,6 +600,13 @@ impl EnvoyFilter {
                 Direction::Response => envoy_dynamic_module_callback_http_filter_continue_encoding(self.0),
             }
         }
+    }
+
+    /// The module's own most specific per-route config of the stream's
+    /// route (what `on_http_filter_per_route_config_new` returned), or NULL.
+    pub fn route_config(self) -> *const std::ffi::c_void {
+        // SAFETY: type contract.
+        unsafe { envoy_dynamic_module_callback_get_most_specific_route_config(self.0) }
     }
 
     pub fn new_scheduler(self) -> Scheduler {

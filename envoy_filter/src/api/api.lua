@@ -3,7 +3,7 @@
 local ffi = require("ffi")
 
 local api_ptr, cdef = ...
-local error, pairs, tostring = error, pairs, tostring
+local error, pairs, tostring, type = error, pairs, tostring, type
 
 ffi.cdef(cdef)
 
@@ -34,6 +34,42 @@ end
 -- until collected.
 function M.ctx(ctx)
   return ffi.gc(ffi.cast("void *", ctx), api.ctx_release)
+end
+
+-- Raises `message` as the stock filter's methods do: without a position.
+function M.fail(message)
+  error(message, 0)
+end
+
+local function bad_argument(index, expected, value)
+  local got = value == nil and "no value" or type(value)
+  error("bad argument #" .. index .. " to '?' (" .. expected .. " expected, got " .. got .. ")", 0)
+end
+
+-- Arguments as the Lua C API checks them (`index` counts the object as #1):
+-- a string (numbers are converted), a number, a table.
+function M.string_arg(value, index)
+  local t = type(value)
+  if t == "string" then
+    return value
+  elseif t == "number" then
+    return tostring(value)
+  end
+  bad_argument(index, "string", value)
+end
+
+function M.number_arg(value, index)
+  if type(value) ~= "number" then
+    bad_argument(index, "number", value)
+  end
+  return value
+end
+
+function M.table_arg(value, index)
+  if type(value) ~= "table" then
+    bad_argument(index, "table", value)
+  end
+  return value
 end
 
 -- Adds the log methods every object of the stock filter has: Envoy's log at

@@ -12,7 +12,7 @@ local setmetatable, type, error = setmetatable, type, error
 local function range(body, index, length)
   if type(index) ~= "number" or type(length) ~= "number" or index < 0 or length < 0
       or index % 1 ~= 0 or length % 1 ~= 0 or index + length > #body then
-    error("resty_ffi: getBytes(): index and length out of range", 3)
+    base.fail("index/length must be >= 0 and (index + length) must be <= buffer size")
   end
   return sub(body, index + 1, index + length)
 end
@@ -49,9 +49,7 @@ function Body:getBytes(index, length)
 end
 
 function Body:setBytes(data)
-  if type(data) ~= "string" then
-    error("resty_ffi: setBytes(): the body must be a string", 2)
-  end
+  data = base.string_arg(data, 2)
   check(api.body_set(self.ctx, self.dir, self.part, data, #data), 2)
 end
 
@@ -69,9 +67,7 @@ function ReplyBody:getBytes(index, length)
 end
 
 function ReplyBody:setBytes(data)
-  if type(data) ~= "string" then
-    error("resty_ffi: setBytes(): the body must be a string", 2)
-  end
+  data = base.string_arg(data, 2)
   local reply = self.reply
   reply.body = data
   require("resty_ffi.envoy.headers").reply(reply):replace("content-length", tostring(#data))

@@ -8,7 +8,10 @@ local headers = require("resty_ffi.envoy.headers")
 local body = require("resty_ffi.envoy.body")
 local stream_info = require("resty_ffi.envoy.stream_info")
 local metadata = require("resty_ffi.envoy.metadata")
+local http_call = require("resty_ffi.envoy.http_call")
 local vm = require("resty_ffi.envoy.vm")
+
+local fail, string_arg, number_arg, table_arg = base.fail, base.string_arg, base.number_arg, base.table_arg
 
 local setmetatable, type, error, tostring, tonumber, pairs, ipairs = setmetatable, type, error, tostring, tonumber,
   pairs, ipairs
@@ -54,6 +57,22 @@ function Handle:metadata()
   return metadata.route(self.ctx, self.namespace)
 end
 
+local FilterContext = base.loggable({})
+FilterContext.__index = FilterContext
+
+function FilterContext:get(key)
+  return self.values[key]
+end
+
+function FilterContext:__pairs()
+  return next, self.values, nil
+end
+
+-- The route's filter_context (per-route config); empty without one.
+function Handle:filterContext()
+  return setmetatable({ values = self.context or {} }, FilterContext)
+end
+
 local function microseconds()
   ffi.C.gettimeofday(tv, nil)
   return tonumber(tv.tv_sec) * 1000000 + tonumber(tv.tv_usec)
@@ -62,7 +81,7 @@ end
 -- Milliseconds since the epoch.
 function Handle:timestamp(resolution)
   if resolution ~= nil and resolution ~= MILLISECOND then
-    error("timestamp format must be MILLISECOND.", 2)
+    fail("timestamp format must be MILLISECOND.")
   end
   return floor(microseconds() / 1000)
 end
@@ -75,7 +94,7 @@ function Handle:timestampString(resolution)
   elseif resolution == MICROSECOND then
     return ("%.0f"):format(us)
   end
-  error("timestamp format must be MILLISECOND or MICROSECOND.", 2)
+  fail("timestamp format must be MILLISECOND or MICROSECOND.")
 end
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -84,20 +103,9 @@ for i = 1, #B64 do
   B64_VALUE[byte(B64, i)] = i - 1
 end
 
--- A string argument as the Lua C API takes one: a string, or a number.
-local function check_string(value, index, method)
-  local t = type(value)
-  if t == "number" then
-    return tostring(value)
-  elseif t ~= "string" then
-    error("bad argument #" .. index .. " to '" .. method .. "' (string expected, got " .. (t == "nil" and "no value" or t) .. ")", 3)
-  end
-  return value
-end
-
 -- Base64 with padding, as Envoy's Base64::encode.
 function Handle:base64Escape(input)
-  input = check_string(input, 1, "base64Escape")
+  input = string_arg(input, 2)
   local out = {}
   for i = 1, #input, 3 do
     local a, b, c = byte(input, i, i + 2)
@@ -110,7 +118,7 @@ end
 
 -- Decodes base64 (padding optional); nil if the input is not base64.
 function Handle:base64Decode(input)
-  input = check_string(input, 1, "base64Decode")
+  input = string_arg(input, 2)
   local stripped = input:gsub("=+$", "")
   if #input % 4 == 1 or #stripped % 4 == 1 or #input - #stripped > 2 then
     return nil
@@ -130,13 +138,6 @@ function Handle:base64Decode(input)
   return concat(out)
 end
 
-local function check_length(value, index, method)
-  if type(value) ~= "number" then
-    error("bad argument #" .. index .. " to '" .. method .. "' (number expected, got " .. type(value) .. ")", 3)
-  end
-  return value
-end
-
 -- The first `length` bytes of `s` (the stock API passes lengths beside strings).
 local function prefix(s, length)
   return sub(s, 1, length)
@@ -152,7 +153,7 @@ end
 
 -- A public key from DER (SubjectPublicKeyInfo), for verifySignature().
 function Handle:importPublicKey(keyder, length)
-  local der = prefix(check_string(keyder, 2, "importPublicKey"), check_length(length, 3, "importPublicKey"))
+  local der = prefix(string_arg(keyder, 2), number_arg(length, 3))
   local valid = base.api.public_key_valid(der, #der) == 1
   return setmetatable({ der = valid and der or nil }, PublicKey)
 end
@@ -160,10 +161,10 @@ end
 -- true, "" if `signature` of `data` verifies with `pubkey` (a key's get());
 -- else false and why, in the stock filter's words.
 function Handle:verifySignature(hash, pubkey, signature, signature_length, data, data_length)
-  check_string(hash, 2, "verifySignature")
-  check_string(pubkey, 3, "verifySignature")
-  signature = prefix(check_string(signature, 4, "verifySignature"), check_length(signature_length, 5, "verifySignature"))
-  data = prefix(check_string(data, 6, "verifySignature"), check_length(data_length, 7, "verifySignature"))
+  string_arg(hash, 2)
+  string_arg(pubkey, 3)
+  signature = prefix(string_arg(signature, 4), number_arg(signature_length, 5))
+  data = prefix(string_arg(data, 6), number_arg(data_length, 7))
   local rc = base.api.verify_signature(hash, #hash, pubkey, #pubkey, signature, #signature, data, #data)
   if rc == 1 then
     return true, ""
@@ -224,25 +225,34 @@ function Handle:trailers()
   end
 end
 
+function Handle:httpCall(cluster, headers, body, timeout_or_options, asynchronous)
+  return http_call.call(self.ctx, self.dir, cluster, headers, body, timeout_or_options, asynchronous)
+end
+
+-- Re-selects the route (after the script changed what it depends on).
+function Handle:clearRouteCache()
+  base.check(base.api.clear_route_cache(self.ctx), 2)
+end
+
+-- Routes to `host` (an IP address) if the load balancer has it; with
+-- `strict`, a 503 if it has not.
+function Handle:setUpstreamOverrideHost(host, strict)
+  host = string_arg(host, 2)
+  if base.check(base.api.set_upstream_override_host(self.ctx, host, #host, strict and 1 or 0), 2) == 0 then
+    fail("host is not a valid IP address")
+  end
+end
+
 -- Headers given to respond(): string values, or arrays of strings.
 local function reply_headers(t)
-  if type(t) ~= "table" then
-    error("resty_ffi: respond(): headers must be a table", 3)
-  end
+  table_arg(t, 2)
   local status
   local list = {}
   for key, value in pairs(t) do
-    if type(key) ~= "string" then
-      error("resty_ffi: respond(): header names must be strings", 3)
-    end
+    key = string_arg(key, -2)
     local values = type(value) == "table" and value or { value }
     for _, v in ipairs(values) do
-      local vt = type(v)
-      if vt == "number" then
-        v = tostring(v)
-      elseif vt ~= "string" then
-        error("resty_ffi: respond(): header values must be strings, not " .. vt, 3)
-      end
+      v = string_arg(v, -1)
       if key == ":status" then
         status = tonumber(v)
       else
@@ -251,7 +261,7 @@ local function reply_headers(t)
     end
   end
   if not status or status < 200 or status > 599 then
-    error(":status must be between 200-599", 3)
+    fail(":status must be between 200-599")
   end
   return status, list
 end
@@ -260,10 +270,10 @@ end
 -- the headers Envoy adds to a local reply.
 function Handle:respond(hdrs, data)
   if self.dir ~= 0 then
-    error("resty_ffi: handle:respond() is not supported in envoy_on_response", 2)
+    fail("respond() is only valid in the request flow")
   end
-  if data ~= nil and type(data) ~= "string" then
-    error("resty_ffi: respond(): the body must be a string", 2)
+  if data ~= nil then
+    data = string_arg(data, 3)
   end
   local status, list = reply_headers(hdrs)
   local reply = { status = status, headers = list, body = data or "" }
@@ -277,9 +287,11 @@ function Handle:respond(hdrs, data)
   vm.responded(reply)
 end
 
--- make_handle(ctx, dir, reply, namespace): `ctx` the stream (lightuserdata),
--- `dir` 0 request / 1 response, `reply` a local reply that envoy_on_response
--- works on (or nil), `namespace` the route metadata namespace.
-return function(ctx, dir, reply, namespace)
-  return setmetatable({ ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace }, Handle)
+-- make_handle(ctx, dir, reply, namespace, context): `ctx` the stream
+-- (lightuserdata), `dir` 0 request / 1 response, `reply` a local reply that
+-- envoy_on_response works on (or nil), `namespace` the route metadata
+-- namespace, `context` the route's filter_context (a table, or nil).
+return function(ctx, dir, reply, namespace, context)
+  return setmetatable({ ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context },
+    Handle)
 end

@@ -9,21 +9,14 @@ local ffi_str = ffi.string
 local lower, concat = string.lower, table.concat
 local setmetatable, tostring, type, error = setmetatable, tostring, type, error
 
-local function key_arg(key, method)
-  if type(key) ~= "string" then
-    error("resty_ffi: headers:" .. method .. "(): the name must be a string", 3)
-  end
-  return key
+local string_arg = base.string_arg
+
+local function key_arg(key)
+  return string_arg(key, 2)
 end
 
-local function value_arg(value, method)
-  local t = type(value)
-  if t == "number" then
-    return tostring(value)
-  elseif t ~= "string" then
-    error("resty_ffi: headers:" .. method .. "(): the value must be a string", 3)
-  end
-  return value
+local function value_arg(value)
+  return string_arg(value, 3)
 end
 
 -- Envoy's header maps -------------------------------------------------------
@@ -36,7 +29,7 @@ local buf = base.buf
 -- All values of `key`, joined with "," like Envoy's Lua filter; nothing
 -- (not even nil) when there is none.
 function Headers:get(key)
-  key = key_arg(key, "get")
+  key = key_arg(key)
   local n = check(api.header_get(self.ctx, self.kind, key, #key, 0, buf), 2)
   if n == 0 then
     return
@@ -54,7 +47,7 @@ function Headers:get(key)
 end
 
 function Headers:getAtIndex(key, index)
-  key = key_arg(key, "getAtIndex")
+  key = key_arg(key)
   if type(index) ~= "number" or index < 0 or index % 1 ~= 0 then
     return
   end
@@ -66,22 +59,22 @@ function Headers:getAtIndex(key, index)
 end
 
 function Headers:getNumValues(key)
-  key = key_arg(key, "getNumValues")
+  key = key_arg(key)
   return check(api.header_get(self.ctx, self.kind, key, #key, 0, nil), 2)
 end
 
 function Headers:add(key, value)
-  key, value = key_arg(key, "add"), value_arg(value, "add")
+  key, value = key_arg(key), value_arg(value)
   check(api.header_add(self.ctx, self.kind, key, #key, value, #value), 2)
 end
 
 function Headers:replace(key, value)
-  key, value = key_arg(key, "replace"), value_arg(value, "replace")
+  key, value = key_arg(key), value_arg(value)
   check(api.header_set(self.ctx, self.kind, key, #key, value, #value), 2)
 end
 
 function Headers:remove(key)
-  key = key_arg(key, "remove")
+  key = key_arg(key)
   check(api.header_set(self.ctx, self.kind, key, #key, nil, 0), 2)
 end
 
@@ -127,21 +120,21 @@ local function reply_values(reply, key)
 end
 
 function ReplyHeaders:get(key)
-  local values = reply_values(self.reply, key_arg(key, "get"))
+  local values = reply_values(self.reply, key_arg(key))
   if #values > 0 then
     return concat(values, ",")
   end
 end
 
 function ReplyHeaders:getAtIndex(key, index)
-  local values = reply_values(self.reply, key_arg(key, "getAtIndex"))
+  local values = reply_values(self.reply, key_arg(key))
   if type(index) == "number" and index % 1 == 0 then
     return values[index + 1]
   end
 end
 
 function ReplyHeaders:getNumValues(key)
-  return #reply_values(self.reply, key_arg(key, "getNumValues"))
+  return #reply_values(self.reply, key_arg(key))
 end
 
 local function reply_add(reply, key, value)
@@ -164,17 +157,17 @@ local function reply_remove(reply, key)
 end
 
 function ReplyHeaders:add(key, value)
-  reply_add(self.reply, key_arg(key, "add"), value_arg(value, "add"))
+  reply_add(self.reply, key_arg(key), value_arg(value))
 end
 
 function ReplyHeaders:replace(key, value)
-  key, value = key_arg(key, "replace"), value_arg(value, "replace")
+  key, value = key_arg(key), value_arg(value)
   reply_remove(self.reply, key)
   reply_add(self.reply, key, value)
 end
 
 function ReplyHeaders:remove(key)
-  reply_remove(self.reply, key_arg(key, "remove"))
+  reply_remove(self.reply, key_arg(key))
 end
 
 function ReplyHeaders:__pairs()

@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_int};
 
-use crate::abi::{EnvoyBuffer, EnvoyHeader, HeaderKind};
+use crate::abi::{EnvoyBuffer, EnvoyFilter, EnvoyHeader, HeaderKind};
 use crate::api::{bytes, with_stream, StreamCtx};
 
 /// A header as `resty_ffi_envoy_header` (Envoy's own layout).
@@ -16,6 +16,14 @@ fn kind(raw: c_int) -> Option<HeaderKind> {
         2 => Some(HeaderKind::Response),
         3 => Some(HeaderKind::ResponseTrailers),
         _ => None,
+    }
+}
+
+/// After a script changed a header map: with `clear_route_cache` (the stock
+/// default), a change of the request headers re-selects the route.
+fn changed(ctx: &StreamCtx, envoy: EnvoyFilter, map: HeaderKind) {
+    if map == HeaderKind::Request && ctx.clear_route_cache {
+        envoy.clear_route_cache();
     }
 }
 
@@ -89,8 +97,12 @@ pub unsafe extern "C" fn header_add(
     value: *const c_char,
     value_len: usize,
 ) -> c_int {
-    with_stream(ctx, |_, envoy| match kind(map) {
-        Some(map) => c_int::from(envoy.add_header(map, bytes(key, key_len), bytes(value, value_len))),
+    with_stream(ctx, |ctx, envoy| match kind(map) {
+        Some(map) => {
+            let added = envoy.add_header(map, bytes(key, key_len), bytes(value, value_len));
+            changed(ctx, envoy, map);
+            c_int::from(added)
+        }
         None => 0,
     })
 }
@@ -107,10 +119,12 @@ pub unsafe extern "C" fn header_set(
     value: *const c_char,
     value_len: usize,
 ) -> c_int {
-    with_stream(ctx, |_, envoy| match kind(map) {
+    with_stream(ctx, |ctx, envoy| match kind(map) {
         Some(map) => {
             let value = (!value.is_null()).then(|| bytes(value, value_len));
-            c_int::from(envoy.set_header(map, bytes(key, key_len), value))
+            let set = envoy.set_header(map, bytes(key, key_len), value);
+            changed(ctx, envoy, map);
+            c_int::from(set)
         }
         None => 0,
     })

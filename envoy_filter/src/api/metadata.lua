@@ -54,7 +54,7 @@ function M.set(ctx, ns, key, v)
   elseif t == "boolean" then
     rc = api.metadata_set(ctx, ns, #ns, key, #key, BOOL, nil, 0, v and 1 or 0)
   else
-    error("resty_ffi: metadata values must be strings, numbers or booleans, not " .. t, 3)
+    base.fail("metadata values must be strings, numbers, booleans or tables, not " .. t)
   end
   check(rc, 3)
 end
@@ -63,16 +63,20 @@ local RouteMetadata = base.loggable({})
 RouteMetadata.__index = RouteMetadata
 
 function RouteMetadata:get(key)
-  if type(key) ~= "string" then
-    error("resty_ffi: metadata:get(): the key must be a string", 2)
-  end
+  key = base.string_arg(key, 2)
   local v = value(self.ctx, ROUTE, self.namespace, key, 2)
   if v ~= nil then
     return v
   end
 end
 
+-- Like the stock filter: the filter's own namespace, or the Lua filter's
+-- canonical name when the route has no metadata under it.
+local CANONICAL = "envoy.filters.http.lua"
 function M.route(ctx, namespace)
+  if check(api.metadata_keys(ctx, ROUTE, namespace, #namespace, nil, 0), 2) == 0 then
+    namespace = CANONICAL
+  end
   return setmetatable({ ctx = ctx, namespace = namespace }, RouteMetadata)
 end
 

@@ -10,11 +10,37 @@ const STRING: c_int = 1;
 const NUMBER: c_int = 2;
 const BOOL: c_int = 3;
 
+/// Not a list (`metadata_list_len`).
+const NOT_A_LIST: c_int = -3;
+
 fn source(raw: c_int) -> MetadataSource {
     if raw == 0 {
         MetadataSource::Dynamic
     } else {
         MetadataSource::Route
+    }
+}
+
+/// Writes a metadata value to `text`/`number`; returns its type.
+///
+/// # Safety
+/// `text` and `number` are writable.
+unsafe fn put(value: Option<MetaValue>, text: *mut EnvoyBuffer, number: *mut f64) -> c_int {
+    // SAFETY (each write): the caller's contract.
+    match value {
+        Some(MetaValue::Str(value)) => {
+            unsafe { *text = value };
+            STRING
+        }
+        Some(MetaValue::Number(value)) => {
+            unsafe { *number = value };
+            NUMBER
+        }
+        Some(MetaValue::Bool(value)) => {
+            unsafe { *number = f64::from(u8::from(value)) };
+            BOOL
+        }
+        None => NONE,
     }
 }
 
@@ -68,22 +94,8 @@ pub unsafe extern "C" fn metadata_get(
     number: *mut f64,
 ) -> c_int {
     with_stream(ctx, |_, envoy| {
-        // SAFETY (both writes): `text` and `number` are writable (contract).
-        match envoy.metadata(source(src), bytes(ns, ns_len), bytes(key, key_len)) {
-            Some(MetaValue::Str(value)) => {
-                unsafe { *text = value };
-                STRING
-            }
-            Some(MetaValue::Number(value)) => {
-                unsafe { *number = value };
-                NUMBER
-            }
-            Some(MetaValue::Bool(value)) => {
-                unsafe { *number = f64::from(u8::from(value)) };
-                BOOL
-            }
-            None => NONE,
-        }
+        // SAFETY: `text` and `number` are writable (contract).
+        unsafe { put(envoy.metadata(source(src), bytes(ns, ns_len), bytes(key, key_len)), text, number) }
     })
 }
 
@@ -112,6 +124,89 @@ pub unsafe extern "C" fn metadata_set(
             _ => return 0,
         };
         envoy.set_dynamic_metadata(bytes(ns, ns_len), bytes(key, key_len), &value);
+        1
+    })
+}
+
+/// How many namespaces `src` has; with `out`, writes their names (at most
+/// `max`, else none and 0).
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `out` is NULL or writable for `max` buffers.
+pub unsafe extern "C" fn metadata_namespaces(ctx: *const StreamCtx, src: c_int, out: *mut EnvoyBuffer, max: usize) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        let src = source(src);
+        let count = envoy.metadata_namespace_count(src);
+        if out.is_null() {
+            return c_int::try_from(count).unwrap_or(0);
+        }
+        if count > max {
+            return 0;
+        }
+        // SAFETY: `out` is writable for `max >= count` buffers (contract).
+        let out = unsafe { std::slice::from_raw_parts_mut(out, count) };
+        if envoy.fill_metadata_namespaces(src, out) {
+            c_int::try_from(count).unwrap_or(0)
+        } else {
+            0
+        }
+    })
+}
+
+/// How many elements the list at `ns`/`key` has; -3 if it is not a list.
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `ns` and `key` are readable for their lengths.
+pub unsafe extern "C" fn metadata_list_len(
+    ctx: *const StreamCtx,
+    src: c_int,
+    ns: *const c_char,
+    ns_len: usize,
+    key: *const c_char,
+    key_len: usize,
+) -> c_int {
+    with_stream(ctx, |_, envoy| match envoy.metadata_list_len(source(src), bytes(ns, ns_len), bytes(key, key_len)) {
+        Some(len) => c_int::try_from(len).unwrap_or(c_int::MAX),
+        None => NOT_A_LIST,
+    })
+}
+
+/// The type of element `index` of the list at `ns`/`key` (as `metadata_get`).
+///
+/// # Safety
+/// As [`metadata_get`].
+pub unsafe extern "C" fn metadata_list_item(
+    ctx: *const StreamCtx,
+    src: c_int,
+    ns: *const c_char,
+    ns_len: usize,
+    key: *const c_char,
+    key_len: usize,
+    index: usize,
+    text: *mut EnvoyBuffer,
+    number: *mut f64,
+) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        let item = envoy.metadata_list_item(source(src), bytes(ns, ns_len), bytes(key, key_len), index);
+        // SAFETY: `text` and `number` are writable (contract).
+        unsafe { put(item, text, number) }
+    })
+}
+
+/// Merges `serialized` (a google.protobuf.Struct in protobuf's wire format,
+/// which `metadata.lua` encodes) into dynamic metadata namespace `ns`.
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]); `ns` and `serialized` are readable for their lengths.
+pub unsafe extern "C" fn metadata_merge(
+    ctx: *const StreamCtx,
+    ns: *const c_char,
+    ns_len: usize,
+    serialized: *const c_char,
+    len: usize,
+) -> c_int {
+    with_stream(ctx, |_, envoy| {
+        envoy.merge_dynamic_metadata(bytes(ns, ns_len), bytes(serialized, len));
         1
     })
 }

@@ -14,9 +14,11 @@ pub mod body;
 pub mod crypto;
 pub mod ffi;
 pub mod headers;
+pub mod http_call;
 pub mod log;
 pub mod metadata;
 pub mod reply;
+pub mod routing;
 pub mod stream_info;
 
 use std::cell::{Cell, RefCell};
@@ -107,17 +109,55 @@ pub struct StreamCtx {
     response: BodyState,
     /// A function of ours panicked while Lua called it: fail the stream closed.
     panicked: Cell<bool>,
+    /// Changing request headers re-selects the route (`clear_route_cache`).
+    pub clear_route_cache: bool,
+    /// The HTTP callout each direction's coroutine waits for.
+    callouts: [Cell<Option<Callout>>; 2],
+}
+
+/// An HTTP callout a coroutine waits for.
+#[derive(Clone, Copy)]
+pub struct Callout {
+    pub id: u64,
+    /// `return_duplicate_headers`: repeated headers come back as lists.
+    pub duplicate_headers: bool,
+}
+
+fn index(dir: Direction) -> usize {
+    match dir {
+        Direction::Request => 0,
+        Direction::Response => 1,
+    }
 }
 
 impl StreamCtx {
-    pub fn new(envoy: EnvoyFilter) -> StreamCtx {
+    pub fn new(envoy: EnvoyFilter, clear_route_cache: bool) -> StreamCtx {
         StreamCtx {
             envoy: Cell::new(Some(envoy)),
             sink: RefCell::new(None),
             request: BodyState::default(),
             response: BodyState::default(),
             panicked: Cell::new(false),
+            clear_route_cache,
+            callouts: [Cell::new(None), Cell::new(None)],
         }
+    }
+
+    /// `dir`'s coroutine will wait for `callout`.
+    pub fn await_callout(&self, dir: Direction, callout: Callout) {
+        self.callouts[index(dir)].set(Some(callout));
+    }
+
+    /// The direction waiting for callout `id`, and how (none: an
+    /// asynchronous call nobody waits for).
+    pub fn take_callout(&self, id: u64) -> Option<(Direction, Callout)> {
+        [Direction::Request, Direction::Response].into_iter().find_map(|dir| {
+            let slot = &self.callouts[index(dir)];
+            match slot.get() {
+                Some(callout) if callout.id == id => slot.take().map(|c| (dir, c)),
+                _ => None,
+            }
+        })
     }
 
     /// Envoy's filter while the stream lives.
@@ -283,6 +323,16 @@ api_table! {
     body_chunks: fn(*const StreamCtx, c_int, c_int, *mut Buf, usize) -> c_int = body::body_chunks;
     body_set: fn(*const StreamCtx, c_int, c_int, *const c_char, usize) -> c_int = body::body_set;
     attribute: fn(*const StreamCtx, c_int, *mut Buf) -> c_int = stream_info::attribute;
+    peer_certificate_presented: fn(*const StreamCtx) -> c_int = stream_info::peer_certificate_presented;
+    filter_state_get: fn(*const StreamCtx, *const c_char, usize, *mut Buf) -> c_int = stream_info::filter_state_get;
+    filter_state_set: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize) -> c_int = stream_info::filter_state_set;
+    clear_route_cache: fn(*const StreamCtx) -> c_int = routing::clear_route_cache;
+    set_upstream_override_host: fn(*const StreamCtx, *const c_char, usize, c_int) -> c_int = routing::set_upstream_override_host;
+    http_call: fn(*const StreamCtx, c_int, c_int, *const c_char, usize, *mut headers::Header, usize, *const c_char, usize, f64) -> c_int = http_call::http_call;
+    metadata_namespaces: fn(*const StreamCtx, c_int, *mut Buf, usize) -> c_int = metadata::metadata_namespaces;
+    metadata_list_len: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_list_len;
+    metadata_list_item: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_list_item;
+    metadata_merge: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_merge;
     metadata_keys: fn(*const StreamCtx, c_int, *const c_char, usize, *mut Buf, usize) -> c_int = metadata::metadata_keys;
     metadata_get: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_get;
     public_key_valid: fn(*const c_char, usize) -> c_int = crypto::public_key_valid;
@@ -296,6 +346,7 @@ const LUA_MODULES: &[(&str, &str)] = &[
     ("resty_ffi.envoy.body", include_str!("body.lua")),
     ("resty_ffi.envoy.stream_info", include_str!("stream_info.lua")),
     ("resty_ffi.envoy.metadata", include_str!("metadata.lua")),
+    ("resty_ffi.envoy.http_call", include_str!("http_call.lua")),
     ("resty_ffi.envoy.handle", include_str!("handle.lua")),
     ("resty_ffi.envoy", include_str!("ffi.lua")),
 ];

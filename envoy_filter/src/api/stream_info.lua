@@ -45,9 +45,7 @@ end
 
 -- A table of the namespace's values; nothing when the namespace is empty.
 function DynamicMetadata:get(ns)
-  if type(ns) ~= "string" then
-    error("resty_ffi: dynamicMetadata:get(): the namespace must be a string", 2)
-  end
+  ns = base.string_arg(ns, 2)
   local values = metadata.namespace(self.ctx, metadata.DYNAMIC, ns)
   if values then
     return values
@@ -55,9 +53,7 @@ function DynamicMetadata:get(ns)
 end
 
 function DynamicMetadata:set(ns, key, value)
-  if type(ns) ~= "string" or type(key) ~= "string" then
-    error("resty_ffi: dynamicMetadata:set(): the namespace and key must be strings", 2)
-  end
+  ns, key = base.string_arg(ns, 2), base.string_arg(key, 3)
   metadata.set(self.ctx, ns, key, value)
 end
 

@@ -20,6 +20,7 @@ use mlua::{Function, IntoLuaMulti, LightUserData, Lua, LuaOptions, MultiValue, S
 const YIELDED_VALUES: usize = 2;
 
 /// The script of a filter config and where it finds its modules.
+#[derive(Clone)]
 pub struct Script {
     pub source: String,
     /// Lua's chunk name: `=name` for inline code, `@path` for a file.
@@ -28,6 +29,13 @@ pub struct Script {
     pub package_path: Option<String>,
     /// `package.cpath`; `;;` stands for LuaJIT's default path.
     pub package_cpath: Option<String>,
+}
+
+impl Script {
+    /// A script with LuaJIT's default module search paths.
+    pub fn new(source: String, chunk_name: String) -> Script {
+        Script { source, chunk_name, package_path: None, package_cpath: None }
+    }
 }
 
 /// What a filter coroutine yielded to the filter.
@@ -220,6 +228,34 @@ impl Vm {
     /// The handle a script sees, made by the constructor `setup` returned.
     pub fn handle(&self, args: impl IntoLuaMulti) -> mlua::Result<Value> {
         self.make_handle.call(args)
+    }
+
+    /// A Lua table of a JSON object (nested objects and arrays become
+    /// tables; null becomes nil).
+    pub fn table_of(&self, object: &serde_json::Map<String, serde_json::Value>) -> mlua::Result<Table> {
+        let table = self.lua.create_table()?;
+        for (key, value) in object {
+            table.set(key.as_str(), self.value_of(value)?)?;
+        }
+        Ok(table)
+    }
+
+    fn value_of(&self, value: &serde_json::Value) -> mlua::Result<Value> {
+        use serde_json::Value as Json;
+        Ok(match value {
+            Json::Null => Value::Nil,
+            Json::Bool(b) => Value::Boolean(*b),
+            Json::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+            Json::String(s) => Value::String(self.lua.create_string(s)?),
+            Json::Array(items) => {
+                let table = self.lua.create_table()?;
+                for (i, item) in items.iter().enumerate() {
+                    table.raw_set(i + 1, self.value_of(item)?)?;
+                }
+                Value::Table(table)
+            }
+            Json::Object(object) => Value::Table(self.table_of(object)?),
+        })
     }
 
     /// Calls `package.loaded[module][name](args)` if it is a function.
