@@ -37,6 +37,9 @@ pub type RouteConfigOf = fn(EnvoyFilter) -> Option<Arc<PerRouteConfig>>;
 struct Selected {
     vm: Arc<Vm>,
     route: Option<Arc<PerRouteConfig>>,
+    /// A Lua table the handles of both directions share (e.g. the tables
+    /// the script stored in dynamic metadata).
+    store: Table,
 }
 
 /// What a direction's coroutine waits for.
@@ -139,7 +142,14 @@ impl Stream {
                     Some(RouteScript::Inline(script)) => script,
                     None => self.config.default.as_ref()?,
                 };
-                Some(Selected { vm: scripts.worker_vm(&self.config), route })
+                let vm = scripts.worker_vm(&self.config);
+                match vm.lua.create_table() {
+                    Ok(store) => Some(Selected { vm, route, store }),
+                    Err(e) => {
+                        log(LogLevel::Error, &format!("resty_ffi: {e}; the filter passes"));
+                        None
+                    }
+                }
             })
             .as_ref()
     }
@@ -198,8 +208,8 @@ impl Stream {
                 Some(route) if !route.filter_context.is_empty() => Value::Table(vm.table_of(&route.filter_context)?),
                 _ => Value::Nil,
             };
-            let handle =
-                vm.handle((self.ctx.to_lua(), dir_id, local, self.config.metadata_namespace.as_str(), context))?;
+            let namespace = self.config.metadata_namespace.as_str();
+            let handle = vm.handle((self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone()))?;
             Ok((coroutine, handle))
         });
         match started {

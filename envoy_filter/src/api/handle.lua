@@ -50,11 +50,35 @@ function Handle:requestHeaders()
 end
 
 function Handle:streamInfo()
-  return stream_info.new(self.ctx)
+  return stream_info.new(self.ctx, self.store)
 end
 
 function Handle:metadata()
   return metadata.route(self.ctx, self.namespace)
+end
+
+local Connection = base.loggable({})
+Connection.__index = Connection
+
+-- The downstream TLS connection, or nil for plain text (as
+-- streamInfo():downstreamSslConnection()).
+function Connection:ssl()
+  return stream_info.ssl(self.ctx)
+end
+
+function Handle:connection()
+  return setmetatable({ ctx = self.ctx }, Connection)
+end
+
+local Route = base.loggable({})
+Route.__index = Route
+
+function Route:metadata()
+  return metadata.route(self.ctx, self.namespace)
+end
+
+function Handle:route()
+  return setmetatable({ ctx = self.ctx, namespace = self.namespace }, Route)
 end
 
 local FilterContext = base.loggable({})
@@ -287,11 +311,12 @@ function Handle:respond(hdrs, data)
   vm.responded(reply)
 end
 
--- make_handle(ctx, dir, reply, namespace, context): `ctx` the stream
+-- make_handle(ctx, dir, reply, namespace, context, store): `ctx` the stream
 -- (lightuserdata), `dir` 0 request / 1 response, `reply` a local reply that
 -- envoy_on_response works on (or nil), `namespace` the route metadata
--- namespace, `context` the route's filter_context (a table, or nil).
-return function(ctx, dir, reply, namespace, context)
-  return setmetatable({ ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context },
-    Handle)
+-- namespace, `context` the route's filter_context (a table, or nil), `store`
+-- a table per stream that the handles of both directions share.
+return function(ctx, dir, reply, namespace, context, store)
+  return setmetatable({ ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context,
+    store = store }, Handle)
 end

@@ -1,18 +1,25 @@
--- handle:metadata() (route metadata under the filter's namespace), and the
--- metadata reads and writes that streamInfo():dynamicMetadata() shares.
+-- Metadata objects: handle:metadata() and route():metadata() (route
+-- metadata under the filter's namespace), and the reads and writes that
+-- streamInfo():dynamicMetadata() shares.
+--
+-- Envoy 1.40's ABI reads strings, numbers, booleans and lists of them; a
+-- value that is itself a struct cannot be read. Tables a script stores in
+-- dynamic metadata are written to Envoy (as a google.protobuf.Struct) and
+-- also kept in the stream's store, so the script reads them back.
 local ffi = require("ffi")
 local base = require("resty_ffi.envoy.api")
 
 local api, check, buf, num, array = base.api, base.check, base.buf, base.num, base.array
 local ffi_str = ffi.string
-local setmetatable, type, error, tostring = setmetatable, type, error, tostring
+local setmetatable, type, tostring, pairs, ipairs, next = setmetatable, type, tostring, pairs, ipairs, next
+local char, concat, floor = string.char, table.concat, math.floor
 
 -- Sources and value types of api.metadata_* (api/metadata.rs).
 local DYNAMIC, ROUTE = 0, 1
 local NONE, STRING, NUMBER, BOOL = 0, 1, 2, 3
+local NOT_A_LIST = -3
 
-local function value(ctx, source, ns, key, level)
-  local t = check(api.metadata_get(ctx, source, ns, #ns, key, #key, buf, num), level + 1)
+local function scalar(t)
   if t == STRING then
     return ffi_str(buf[0].ptr, buf[0].len)
   elseif t == NUMBER then
@@ -23,28 +30,137 @@ local function value(ctx, source, ns, key, level)
   return nil
 end
 
-local M = { DYNAMIC = DYNAMIC, ROUTE = ROUTE }
-
--- The values of namespace `ns` as a table, or nil when it has none.
-function M.namespace(ctx, source, ns)
-  local n = check(api.metadata_keys(ctx, source, ns, #ns, nil, 0), 3)
-  if n == 0 then
+-- The value at `ns`/`key`: a scalar, a list of scalars (a table), or nil.
+local function value(ctx, source, ns, key)
+  local v = scalar(check(api.metadata_get(ctx, source, ns, #ns, key, #key, buf, num), 3))
+  if v ~= nil then
+    return v
+  end
+  local n = check(api.metadata_list_len(ctx, source, ns, #ns, key, #key), 3)
+  if n == NOT_A_LIST then
     return nil
   end
-  local keys = array("resty_ffi_envoy_buf", n)
-  n = check(api.metadata_keys(ctx, source, ns, #ns, keys, n), 3)
-  local names = {}
+  local list = {}
   for i = 0, n - 1 do
-    names[i + 1] = ffi_str(keys[i].ptr, keys[i].len)
+    list[i + 1] = scalar(check(api.metadata_list_item(ctx, source, ns, #ns, key, #key, i, buf, num), 3))
   end
-  local values = {}
-  for _, key in ipairs(names) do
-    values[key] = value(ctx, source, ns, key, 3)
-  end
-  return values
+  return list
 end
 
-function M.set(ctx, ns, key, v)
+-- Names from a (count, fill) pair of api functions.
+local function names(count, fill)
+  local n = check(count(), 3)
+  if n == 0 then
+    return {}
+  end
+  local out = array("resty_ffi_envoy_buf", n)
+  n = check(fill(out, n), 3)
+  local list = {}
+  for i = 0, n - 1 do
+    list[i + 1] = ffi_str(out[i].ptr, out[i].len)
+  end
+  return list
+end
+
+local function keys(ctx, source, ns)
+  return names(function() return api.metadata_keys(ctx, source, ns, #ns, nil, 0) end,
+    function(out, n) return api.metadata_keys(ctx, source, ns, #ns, out, n) end)
+end
+
+local M = { DYNAMIC = DYNAMIC, ROUTE = ROUTE }
+
+-- The values of namespace `ns` as a table (with `stored`, the tables the
+-- script set there), or nil when it has none.
+function M.namespace(ctx, source, ns, stored)
+  local values, found = {}, false
+  for _, key in ipairs(keys(ctx, source, ns)) do
+    values[key] = value(ctx, source, ns, key)
+    found = true
+  end
+  for key, v in pairs(stored or {}) do
+    values[key] = v
+    found = true
+  end
+  return found and values or nil
+end
+
+function M.namespaces(ctx, source)
+  return names(function() return api.metadata_namespaces(ctx, source, nil, 0) end,
+    function(out, n) return api.metadata_namespaces(ctx, source, out, n) end)
+end
+
+-- google.protobuf.Struct in protobuf's wire format ---------------------------
+
+local function varint(n)
+  local out = {}
+  repeat
+    local low = n % 128
+    n = floor(n / 128)
+    out[#out + 1] = char(n > 0 and low + 128 or low)
+  until n == 0
+  return concat(out)
+end
+
+local function field(number, bytes)
+  return varint(number * 8 + 2) .. varint(#bytes) .. bytes
+end
+
+local double = ffi.new("double[1]")
+
+local function is_list(t)
+  local n = #t
+  if n == 0 then
+    return false
+  end
+  local count = 0
+  for _ in pairs(t) do
+    count = count + 1
+  end
+  return count == n
+end
+
+local encode_struct
+
+-- A google.protobuf.Value.
+local function encode_value(v)
+  local t = type(v)
+  if t == "nil" then
+    return varint(1 * 8) .. varint(0)
+  elseif t == "number" then
+    double[0] = v
+    return varint(2 * 8 + 1) .. ffi_str(double, 8)
+  elseif t == "string" then
+    return field(3, v)
+  elseif t == "boolean" then
+    return varint(4 * 8) .. varint(v and 1 or 0)
+  elseif t == "table" then
+    if is_list(v) then
+      local items = {}
+      for i, item in ipairs(v) do
+        items[i] = field(1, encode_value(item))
+      end
+      return field(6, concat(items))
+    end
+    return field(5, encode_struct(v))
+  end
+  base.fail("metadata values must be strings, numbers, booleans or tables, not " .. t)
+end
+
+encode_struct = function(t)
+  local entries = {}
+  for key, v in pairs(t) do
+    local kt = type(key)
+    if kt ~= "string" and kt ~= "number" then
+      base.fail("metadata table keys must be strings or numbers, not " .. kt)
+    end
+    entries[#entries + 1] = field(1, field(1, tostring(key)) .. field(2, encode_value(v)))
+  end
+  return concat(entries)
+end
+
+-- Sets `key` in dynamic metadata namespace `ns`; tables are also kept in
+-- `stored` (the stream's copy of what the script set there).
+function M.set(ctx, ns, key, v, stored)
   local t = type(v)
   local rc
   if t == "string" then
@@ -54,20 +170,28 @@ function M.set(ctx, ns, key, v)
   elseif t == "boolean" then
     rc = api.metadata_set(ctx, ns, #ns, key, #key, BOOL, nil, 0, v and 1 or 0)
   else
-    base.fail("metadata values must be strings, numbers, booleans or tables, not " .. t)
+    local bytes = encode_struct({ [key] = v })
+    rc = api.metadata_merge(ctx, ns, #ns, bytes, #bytes)
   end
   check(rc, 3)
+  stored[key] = t == "table" and v or nil
 end
+
+-- Route metadata ----------------------------------------------------------------
 
 local RouteMetadata = base.loggable({})
 RouteMetadata.__index = RouteMetadata
 
 function RouteMetadata:get(key)
   key = base.string_arg(key, 2)
-  local v = value(self.ctx, ROUTE, self.namespace, key, 2)
+  local v = value(self.ctx, ROUTE, self.namespace, key)
   if v ~= nil then
     return v
   end
+end
+
+function RouteMetadata:__pairs()
+  return next, M.namespace(self.ctx, ROUTE, self.namespace) or {}, nil
 end
 
 -- Like the stock filter: the filter's own namespace, or the Lua filter's
