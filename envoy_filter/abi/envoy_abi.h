@@ -101,6 +101,14 @@ typedef enum envoy_dynamic_module_type_attribute_id {
   envoy_dynamic_module_type_attribute_id_XdsVirtualClusterName = 69,
 } envoy_dynamic_module_type_attribute_id;
 
+/* Results of the metrics callbacks. */
+typedef enum envoy_dynamic_module_type_metrics_result {
+  envoy_dynamic_module_type_metrics_result_Success = 0,
+  envoy_dynamic_module_type_metrics_result_MetricNotFound = 1,
+  envoy_dynamic_module_type_metrics_result_InvalidLabels = 2,
+  envoy_dynamic_module_type_metrics_result_Frozen = 3,
+} envoy_dynamic_module_type_metrics_result;
+
 /* A one-shot HTTP callout: whether it started, and how it ended. */
 typedef enum envoy_dynamic_module_type_http_callout_init_result {
   envoy_dynamic_module_type_http_callout_init_result_Success = 0,
@@ -336,6 +344,33 @@ bool envoy_dynamic_module_callback_http_set_filter_state_bytes(
 bool envoy_dynamic_module_callback_http_get_filter_state_typed(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer key,
     envoy_dynamic_module_type_envoy_buffer *result);
+
+/* Metrics: defined on the config during config_new only (named
+ * "<metrics_namespace>.<name>", labels become tags), updated per stream. */
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_config_define_counter(
+    envoy_dynamic_module_type_http_filter_config_envoy_ptr config_envoy_ptr, envoy_dynamic_module_type_module_buffer name,
+    envoy_dynamic_module_type_module_buffer *label_names, size_t label_names_length, size_t *counter_id);
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_config_define_gauge(
+    envoy_dynamic_module_type_http_filter_config_envoy_ptr config_envoy_ptr, envoy_dynamic_module_type_module_buffer name,
+    envoy_dynamic_module_type_module_buffer *label_names, size_t label_names_length, size_t *gauge_id);
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_config_define_histogram(
+    envoy_dynamic_module_type_http_filter_config_envoy_ptr config_envoy_ptr, envoy_dynamic_module_type_module_buffer name,
+    envoy_dynamic_module_type_module_buffer *label_names, size_t label_names_length, size_t *histogram_id);
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_increment_counter(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, size_t id,
+    envoy_dynamic_module_type_module_buffer *label_values, size_t label_values_length, uint64_t value);
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_increment_gauge(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, size_t id,
+    envoy_dynamic_module_type_module_buffer *label_values, size_t label_values_length, uint64_t value);
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_decrement_gauge(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, size_t id,
+    envoy_dynamic_module_type_module_buffer *label_values, size_t label_values_length, uint64_t value);
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_set_gauge(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, size_t id,
+    envoy_dynamic_module_type_module_buffer *label_values, size_t label_values_length, uint64_t value);
+envoy_dynamic_module_type_metrics_result envoy_dynamic_module_callback_http_filter_record_histogram_value(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, size_t id,
+    envoy_dynamic_module_type_module_buffer *label_values, size_t label_values_length, uint64_t value);
 
 /* Routing. */
 void envoy_dynamic_module_callback_http_clear_route_cache(envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr);

@@ -10,8 +10,9 @@ use std::thread::{self, ThreadId};
 
 use serde_json::{Map, Value};
 
-use crate::abi::{log, LogLevel};
+use crate::abi::{log, EnvoyConfig, LogLevel};
 use crate::api;
+use crate::api::stats::Metrics;
 use crate::vm::{self, Script, Vm};
 
 /// A script and its VMs, one per worker thread.
@@ -81,6 +82,7 @@ pub struct FilterConfig {
     /// LuaJIT's defaults.
     pub package_path: Option<String>,
     pub package_cpath: Option<String>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a route's `LuaPerRoute` asks for.
@@ -145,8 +147,9 @@ fn data_source(source: Option<&Value>) -> Result<Option<Script>, String> {
 }
 
 impl FilterConfig {
-    /// `filter_name` is the dynamic module filter's name; `json` its filter_config.
-    pub fn parse(filter_name: &str, json: &[u8]) -> Result<FilterConfig, String> {
+    /// `filter_name` is the dynamic module filter's name; `json` its
+    /// filter_config; `envoy` defines the scripts' metrics.
+    pub fn parse(filter_name: &str, json: &[u8], envoy: EnvoyConfig) -> Result<FilterConfig, String> {
         let config = object(json, "filter_config")?;
         let (path, cpath) = (string_field(&config, "lua_package_path")?, string_field(&config, "lua_package_cpath")?);
         let default = match config.get("default_source_code") {
@@ -166,7 +169,10 @@ impl FilterConfig {
         if default.is_none() && named.is_empty() {
             return Err("resty_ffi: config needs default_source_code or source_codes".to_owned());
         }
+        let sources = default.iter().map(|s| s.source.as_str()).chain(named.values().map(|n: &ScriptVms| n.script.source.as_str()));
+        let metrics = Metrics::define(envoy, &string_field(&config, "stat_prefix")?.unwrap_or_default(), sources);
         Ok(FilterConfig {
+            metrics: Arc::new(metrics),
             default: default.map(ScriptVms::new).transpose()?,
             named,
             fail_closed: bool_field(&config, "fail_closed", false)?,

@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::abi::sys::*;
-use crate::abi::{copy_envoy_buffer, log, Direction, EnvoyFilter, LogLevel, Status, ABI_VERSION};
+use crate::abi::{copy_envoy_buffer, log, Direction, EnvoyConfig, EnvoyFilter, LogLevel, Status, ABI_VERSION};
 use crate::config::{FilterConfig, PerRouteConfig};
 use crate::stream::Stream;
 
@@ -197,13 +197,14 @@ hook! {
 hook! {
     /// Parses the filter config (JSON of a google.protobuf.Struct); NULL rejects it.
     fn envoy_dynamic_module_on_http_filter_config_new(
-        _config_envoy_ptr: envoy_dynamic_module_type_http_filter_config_envoy_ptr,
+        config_envoy_ptr: envoy_dynamic_module_type_http_filter_config_envoy_ptr,
         name: envoy_dynamic_module_type_envoy_buffer,
         config: envoy_dynamic_module_type_envoy_buffer,
     ) -> envoy_dynamic_module_type_http_filter_config_module_ptr {
         let name = String::from_utf8_lossy(&copy_envoy_buffer(&name)).into_owned();
         let config = copy_envoy_buffer(&config);
-        no_unwind("config_new", std::ptr::null(), || match FilterConfig::parse(&name, &config) {
+        let envoy = EnvoyConfig::new(config_envoy_ptr);
+        no_unwind("config_new", std::ptr::null(), || match FilterConfig::parse(&name, &config, envoy) {
             Ok(config) => Box::into_raw(Box::new(Arc::new(config))) as *const c_void,
             Err(e) => {
                 log(LogLevel::Error, &e);

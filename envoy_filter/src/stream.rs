@@ -108,7 +108,7 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(config: Arc<FilterConfig>, envoy: EnvoyFilter, route_config_of: RouteConfigOf) -> Stream {
-        let ctx = Rc::new(StreamCtx::new(envoy, config.clear_route_cache));
+        let ctx = Rc::new(StreamCtx::new(envoy, config.clear_route_cache, Arc::clone(&config.metrics)));
         Stream {
             config,
             route_config_of,
@@ -212,6 +212,9 @@ impl Stream {
             let handle = vm.handle((self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone()))?;
             Ok((coroutine, handle))
         });
+        if let Some(envoy) = self.ctx.envoy() {
+            self.config.metrics.count_execution(envoy);
+        }
         match started {
             Ok((coroutine, handle)) => {
                 *self.phase(dir).coroutine.borrow_mut() = Some(coroutine);
@@ -488,6 +491,9 @@ impl Stream {
             Direction::Response => "envoy_on_response",
         };
         log(LogLevel::Error, &format!("resty_ffi: {side}: {message}"));
+        if let Some(envoy) = self.ctx.envoy() {
+            self.config.metrics.count_error(envoy);
+        }
         if !self.config.fail_closed {
             return self.finish(dir, site);
         }

@@ -119,6 +119,15 @@ impl Attribute {
     }
 }
 
+/// The signature the metric update callbacks share.
+type Update = unsafe extern "C" fn(
+    envoy_dynamic_module_type_http_filter_envoy_ptr,
+    usize,
+    *mut envoy_dynamic_module_type_module_buffer,
+    usize,
+    u64,
+) -> envoy_dynamic_module_type_metrics_result;
+
 /// A header we hand to Envoy (`{key_ptr, key_length, value_ptr, value_length}`).
 pub type ModuleHeader = envoy_dynamic_module_type_module_http_header;
 
@@ -252,6 +261,55 @@ pub fn log_bytes(level: LogLevel, message: &[u8]) {
     if log_enabled(level) {
         // SAFETY: Envoy only reads the message during the call; logging is thread-safe.
         unsafe { envoy_dynamic_module_callback_log(level.raw(), module_buffer(message)) }
+    }
+}
+
+/// A kind of metric a filter config defines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// What to do to a metric.
+#[derive(Clone, Copy, Debug)]
+pub enum MetricUpdate {
+    /// A counter or gauge goes up.
+    Add(u64),
+    /// A gauge goes down.
+    Sub(u64),
+    /// A gauge is set.
+    Set(u64),
+    /// A histogram records a value.
+    Record(u64),
+}
+
+/// Envoy's side of a filter config, during `on_http_filter_config_new` only
+/// (metrics can be defined then, not later).
+#[derive(Clone, Copy)]
+pub struct EnvoyConfig(envoy_dynamic_module_type_http_filter_config_envoy_ptr);
+
+impl EnvoyConfig {
+    /// Wraps the pointer Envoy passed to `on_http_filter_config_new`.
+    pub fn new(ptr: envoy_dynamic_module_type_http_filter_config_envoy_ptr) -> EnvoyConfig {
+        EnvoyConfig(ptr)
+    }
+
+    /// Defines metric `name` with tags `labels`; its id, or `None` if Envoy refused.
+    pub fn define_metric(self, kind: MetricKind, name: &[u8], labels: &[&[u8]]) -> Option<usize> {
+        let mut labels: Vec<_> = labels.iter().map(|label| module_buffer(label)).collect();
+        let (labels_ptr, labels_len) = (labels.as_mut_ptr(), labels.len());
+        let define = match kind {
+            MetricKind::Counter => envoy_dynamic_module_callback_http_filter_config_define_counter,
+            MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge,
+            MetricKind::Histogram => envoy_dynamic_module_callback_http_filter_config_define_histogram,
+        };
+        let mut id = 0usize;
+        // SAFETY: the pointer is the live config being created (type contract);
+        // `name` and `labels` are read during the call; `id` is a writable local.
+        let result = unsafe { define(self.0, module_buffer(name), labels_ptr, labels_len, &mut id) };
+        (result == envoy_dynamic_module_type_metrics_result_Success).then_some(id)
     }
 }
 
@@ -543,6 +601,26 @@ impl EnvoyFilter {
         // SAFETY: type contract; `value` is a writable local.
         unsafe { envoy_dynamic_module_callback_http_get_filter_state_typed(self.0, module_buffer(key), &mut value) }
             .then_some(value)
+    }
+
+    /// Updates metric `id` (of `kind`, with tag values `labels`); false if
+    /// Envoy refused.
+    pub fn update_metric(self, kind: MetricKind, id: usize, labels: &[&[u8]], update: MetricUpdate) -> bool {
+        let mut labels: Vec<_> = labels.iter().map(|label| module_buffer(label)).collect();
+        let (labels_ptr, labels_len) = (labels.as_mut_ptr(), labels.len());
+        let (update, value) = match (kind, update) {
+            (MetricKind::Counter, MetricUpdate::Add(v)) => (envoy_dynamic_module_callback_http_filter_increment_counter as Update, v),
+            (MetricKind::Gauge, MetricUpdate::Add(v)) => (envoy_dynamic_module_callback_http_filter_increment_gauge as Update, v),
+            (MetricKind::Gauge, MetricUpdate::Sub(v)) => (envoy_dynamic_module_callback_http_filter_decrement_gauge as Update, v),
+            (MetricKind::Gauge, MetricUpdate::Set(v)) => (envoy_dynamic_module_callback_http_filter_set_gauge as Update, v),
+            (MetricKind::Histogram, MetricUpdate::Record(v)) => {
+                (envoy_dynamic_module_callback_http_filter_record_histogram_value as Update, v)
+            }
+            _ => return false,
+        };
+        // SAFETY: type contract; `labels` is read during the call.
+        let result = unsafe { update(self.0, id, labels_ptr, labels_len, value) };
+        result == envoy_dynamic_module_type_metrics_result_Success
     }
 
     /// Makes Envoy select the route again (next time it is needed).

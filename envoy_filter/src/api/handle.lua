@@ -9,6 +9,7 @@ local body = require("resty_ffi.envoy.body")
 local stream_info = require("resty_ffi.envoy.stream_info")
 local metadata = require("resty_ffi.envoy.metadata")
 local http_call = require("resty_ffi.envoy.http_call")
+local stats = require("resty_ffi.envoy.stats")
 local vm = require("resty_ffi.envoy.vm")
 
 local fail, string_arg, number_arg, table_arg = base.fail, base.string_arg, base.number_arg, base.table_arg
@@ -55,6 +56,10 @@ end
 
 function Handle:metadata()
   return metadata.route(self.ctx, self.namespace)
+end
+
+function Handle:stats()
+  return stats.new(self.ctx)
 end
 
 local Connection = base.loggable({})

@@ -19,18 +19,21 @@ pub mod log;
 pub mod metadata;
 pub mod reply;
 pub mod routing;
+pub mod stats;
 pub mod stream_info;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use mlua::{Function, LightUserData, Lua, Table};
 use resty_ffi::host_abi::resty_ffi_sink;
 
 use crate::abi::{Direction, EnvoyFilter};
 use ffi::Sink;
+use stats::Metrics;
 
 /// How far the body of one direction has arrived.
 #[derive(Default)]
@@ -111,6 +114,8 @@ pub struct StreamCtx {
     panicked: Cell<bool>,
     /// Changing request headers re-selects the route (`clear_route_cache`).
     pub clear_route_cache: bool,
+    /// The filter config's metrics.
+    pub metrics: Arc<Metrics>,
     /// The HTTP callout each direction's coroutine waits for.
     callouts: [Cell<Option<Callout>>; 2],
 }
@@ -131,7 +136,7 @@ fn index(dir: Direction) -> usize {
 }
 
 impl StreamCtx {
-    pub fn new(envoy: EnvoyFilter, clear_route_cache: bool) -> StreamCtx {
+    pub fn new(envoy: EnvoyFilter, clear_route_cache: bool, metrics: Arc<Metrics>) -> StreamCtx {
         StreamCtx {
             envoy: Cell::new(Some(envoy)),
             sink: RefCell::new(None),
@@ -139,6 +144,7 @@ impl StreamCtx {
             response: BodyState::default(),
             panicked: Cell::new(false),
             clear_route_cache,
+            metrics,
             callouts: [Cell::new(None), Cell::new(None)],
         }
     }
@@ -332,6 +338,7 @@ api_table! {
     metadata_namespaces: fn(*const StreamCtx, c_int, *mut Buf, usize) -> c_int = metadata::metadata_namespaces;
     metadata_list_len: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_list_len;
     metadata_list_item: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_list_item;
+    stat: fn(*const StreamCtx, c_int, *const c_char, usize, c_int, f64, *mut f64) -> c_int = stats::stat;
     metadata_merge: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_merge;
     metadata_keys: fn(*const StreamCtx, c_int, *const c_char, usize, *mut Buf, usize) -> c_int = metadata::metadata_keys;
     metadata_get: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_get;
@@ -347,6 +354,7 @@ const LUA_MODULES: &[(&str, &str)] = &[
     ("resty_ffi.envoy.stream_info", include_str!("stream_info.lua")),
     ("resty_ffi.envoy.metadata", include_str!("metadata.lua")),
     ("resty_ffi.envoy.http_call", include_str!("http_call.lua")),
+    ("resty_ffi.envoy.stats", include_str!("stats.lua")),
     ("resty_ffi.envoy.handle", include_str!("handle.lua")),
     ("resty_ffi.envoy", include_str!("ffi.lua")),
 ];
