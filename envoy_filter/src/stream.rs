@@ -464,7 +464,10 @@ impl Stream {
         let was_stopped = self.phase(dir).stopped.replace(false);
         self.end_coroutine(dir);
         if dir == Direction::Response {
-            if let Some(reply) = self.pending_reply.borrow_mut().take() {
+            // Taken first: the borrow must not last while the reply is sent
+            // (Envoy may end the stream, and call our hooks, inside).
+            let pending = self.pending_reply.borrow_mut().take();
+            if let Some(reply) = pending {
                 if self.response_started.get() {
                     log(LogLevel::Warn, "resty_ffi: local reply dropped: Envoy already answered the stream");
                 } else {

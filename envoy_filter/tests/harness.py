@@ -242,11 +242,12 @@ class Envoy:
                 return int(value)
         return 0
 
-    def assert_no_crash(self):
-        """Alive, and no crash report or canary alarm in the log."""
+    def assert_no_crash(self, panics_expected=False):
+        """Alive, and no crash report, canary alarm or (unless expected) panic in the log."""
         log = self.log_text()
         assert self.alive(), self.log_tail()
         assert "Caught" not in log and "Backtrace" not in log and "freed filter" not in log, self.log_tail(60)
+        assert panics_expected or ("panicked at" not in log and "resty_ffi: panic" not in log), log[-4000:]
 
     def log_text(self):
         self.log.flush()

@@ -451,7 +451,7 @@ def case_a_panic_fails_the_stream_closed(_):
             assert f"panic in {point}; failing the stream closed" in envoy.log_text() or point == "filter_new", point
             if point == "filter_new":
                 assert "panic in filter_new" in envoy.log_text()
-            envoy.assert_no_crash()
+            envoy.assert_no_crash(panics_expected=True)
         finally:
             envoy.stop()
 
