@@ -172,6 +172,39 @@ impl Stream {
     }
 
     pub fn on_headers(&self, dir: Direction, end_of_stream: bool) -> Status {
+        let status = self.headers(dir, end_of_stream);
+        self.passed_on(dir, status)
+    }
+
+    pub fn on_body(&self, dir: Direction, end_of_stream: bool) -> Status {
+        let status = self.body(dir, end_of_stream);
+        self.passed_on(dir, status)
+    }
+
+    pub fn on_trailers(&self, dir: Direction) -> Status {
+        let status = self.trailers(dir);
+        self.passed_on(dir, status)
+    }
+
+    /// Notes that the headers of `dir` went on to the next filter when a
+    /// hook lets the stream continue: from then on they cannot change, and a
+    /// local reply is too late (the stock filter's rules).
+    fn passed_on(&self, dir: Direction, status: Status) -> Status {
+        if status == Status::Continue {
+            self.ctx.body(dir).headers_continued();
+        }
+        status
+    }
+
+    /// Lets a stopped direction go on (from outside its hooks).
+    fn continue_stream(&self, dir: Direction) {
+        if let Some(envoy) = self.ctx.envoy() {
+            self.ctx.body(dir).headers_continued();
+            envoy.continue_stream(dir);
+        }
+    }
+
+    fn headers(&self, dir: Direction, end_of_stream: bool) -> Status {
         if dir == Direction::Response {
             self.response_started.set(true);
         }
@@ -225,7 +258,7 @@ impl Stream {
         }
     }
 
-    pub fn on_body(&self, dir: Direction, end_of_stream: bool) -> Status {
+    fn body(&self, dir: Direction, end_of_stream: bool) -> Status {
         if dir == Direction::Request && self.request_is_over() {
             return Status::StopNoBuffer;
         }
@@ -245,7 +278,7 @@ impl Stream {
         }
     }
 
-    pub fn on_trailers(&self, dir: Direction) -> Status {
+    fn trailers(&self, dir: Direction) -> Status {
         if dir == Direction::Request && self.request_is_over() {
             return Status::StopNoBuffer;
         }
@@ -368,30 +401,16 @@ impl Stream {
         }
     }
 
-    /// `bodyChunks()` waits for the next chunk: the headers wait for the
-    /// first one (the script may still change them); from then on the body
-    /// streams by, chunk after chunk, unbuffered.
+    /// `bodyChunks()` waits for the next chunk: as in the stock filter, the
+    /// headers go on at once and the body streams by, chunk after chunk,
+    /// unbuffered.
     fn stream_chunks(&self, dir: Direction, site: Site) -> Status {
         let phase = self.phase(dir);
         phase.wait.set(Wait::Chunk);
-        match site {
-            Site::Headers => {
-                phase.stopped.set(true);
-                Status::StopAndBuffer
-            }
-            Site::Scheduled => {
-                if phase.stopped.replace(false) {
-                    if let Some(envoy) = self.ctx.envoy() {
-                        envoy.continue_stream(dir);
-                    }
-                }
-                Status::Continue
-            }
-            Site::Body | Site::Trailers => {
-                phase.stopped.set(false);
-                Status::Continue
-            }
+        if phase.stopped.replace(false) && site == Site::Scheduled {
+            self.continue_stream(dir);
         }
+        Status::Continue
     }
 
     /// `handle:respond()`: the request is over; the reply goes through
@@ -480,9 +499,7 @@ impl Stream {
             return Status::StopNoBuffer;
         }
         if site == Site::Scheduled && was_stopped {
-            if let Some(envoy) = self.ctx.envoy() {
-                envoy.continue_stream(dir);
-            }
+            self.continue_stream(dir);
         }
         Status::Continue
     }

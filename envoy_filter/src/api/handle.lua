@@ -299,7 +299,10 @@ end
 -- the headers Envoy adds to a local reply.
 function Handle:respond(hdrs, data)
   if self.dir ~= 0 then
-    fail("respond() is only valid in the request flow")
+    fail("respond not currently supported in the response path")
+  end
+  if base.check(base.api.headers_continued(self.ctx, 0), 2) == 1 then
+    fail("respond() cannot be called if headers have been continued")
   end
   if data ~= nil then
     data = string_arg(data, 3)

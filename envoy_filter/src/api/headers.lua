@@ -63,19 +63,28 @@ function Headers:getNumValues(key)
   return check(api.header_get(self.ctx, self.kind, key, #key, 0, nil), 2)
 end
 
+local CONTINUED = -4
+
+local function changed(rc)
+  if rc == CONTINUED then
+    base.fail("header map can no longer be modified")
+  end
+  check(rc, 3)
+end
+
 function Headers:add(key, value)
   key, value = key_arg(key), value_arg(value)
-  check(api.header_add(self.ctx, self.kind, key, #key, value, #value), 2)
+  changed(api.header_add(self.ctx, self.kind, key, #key, value, #value))
 end
 
 function Headers:replace(key, value)
   key, value = key_arg(key), value_arg(value)
-  check(api.header_set(self.ctx, self.kind, key, #key, value, #value), 2)
+  changed(api.header_set(self.ctx, self.kind, key, #key, value, #value))
 end
 
 function Headers:remove(key)
   key = key_arg(key)
-  check(api.header_set(self.ctx, self.kind, key, #key, nil, 0), 2)
+  changed(api.header_set(self.ctx, self.kind, key, #key, nil, 0))
 end
 
 -- Iterates over a snapshot taken when the loop starts.

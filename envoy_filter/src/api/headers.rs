@@ -3,8 +3,8 @@
 
 use std::ffi::{c_char, c_int};
 
-use crate::abi::{EnvoyBuffer, EnvoyFilter, EnvoyHeader, HeaderKind};
-use crate::api::{bytes, with_stream, StreamCtx};
+use crate::abi::{Direction, EnvoyBuffer, EnvoyFilter, EnvoyHeader, HeaderKind};
+use crate::api::{bytes, with_stream, StreamCtx, CONTINUED};
 
 /// A header as `resty_ffi_envoy_header` (Envoy's own layout).
 pub type Header = EnvoyHeader;
@@ -17,6 +17,27 @@ fn kind(raw: c_int) -> Option<HeaderKind> {
         3 => Some(HeaderKind::ResponseTrailers),
         _ => None,
     }
+}
+
+/// Whether the headers of `map` went on to the next filter (then they
+/// cannot change; trailers can until they go on themselves).
+fn passed(ctx: &StreamCtx, map: HeaderKind) -> bool {
+    match map {
+        HeaderKind::Request => ctx.body(Direction::Request).are_headers_continued(),
+        HeaderKind::Response => ctx.body(Direction::Response).are_headers_continued(),
+        HeaderKind::RequestTrailers | HeaderKind::ResponseTrailers => false,
+    }
+}
+
+/// 1 if the headers of direction `dir` (0 request, 1 response) went on.
+///
+/// # Safety
+/// `ctx` is live (see [`with_stream`]).
+pub unsafe extern "C" fn headers_continued(ctx: *const StreamCtx, dir: c_int) -> c_int {
+    with_stream(ctx, |ctx, _| {
+        let dir = if dir == 0 { Direction::Request } else { Direction::Response };
+        c_int::from(ctx.body(dir).are_headers_continued())
+    })
 }
 
 /// After a script changed a header map: with `clear_route_cache` (the stock
@@ -98,6 +119,7 @@ pub unsafe extern "C" fn header_add(
     value_len: usize,
 ) -> c_int {
     with_stream(ctx, |ctx, envoy| match kind(map) {
+        Some(map) if passed(ctx, map) => CONTINUED,
         Some(map) => {
             let added = envoy.add_header(map, bytes(key, key_len), bytes(value, value_len));
             changed(ctx, envoy, map);
@@ -120,6 +142,7 @@ pub unsafe extern "C" fn header_set(
     value_len: usize,
 ) -> c_int {
     with_stream(ctx, |ctx, envoy| match kind(map) {
+        Some(map) if passed(ctx, map) => CONTINUED,
         Some(map) => {
             let value = (!value.is_null()).then(|| bytes(value, value_len));
             let set = envoy.set_header(map, bytes(key, key_len), value);

@@ -48,6 +48,8 @@ pub struct BodyState {
     in_body_hook: Cell<bool>,
     /// Inside a body hook whose chunk `bodyChunks()` has not handed out yet.
     fresh_chunk: Cell<bool>,
+    /// The headers went on to the next filter.
+    headers_continued: Cell<bool>,
 }
 
 impl BodyState {
@@ -71,6 +73,14 @@ impl BodyState {
     /// Whether a body hook runs (its chunk is not in the buffered body yet).
     pub fn is_in_body_hook(&self) -> bool {
         self.in_body_hook.get()
+    }
+
+    pub fn headers_continued(&self) {
+        self.headers_continued.set(true);
+    }
+
+    pub fn are_headers_continued(&self) -> bool {
+        self.headers_continued.get()
     }
 
     pub fn trailers_arrived(&self) {
@@ -219,6 +229,8 @@ impl StreamCtx {
 pub const GONE: c_int = -1;
 /// A function panicked (the stream fails closed after Lua yields).
 pub const PANICKED: c_int = -2;
+/// The headers went on already: they cannot change any more.
+pub const CONTINUED: c_int = -4;
 
 /// A `{pointer, length}` pair as Lua sees it (`resty_ffi_envoy_buf`): the
 /// layout of Envoy's own buffers, which are handed to Lua as they are.
@@ -324,6 +336,7 @@ api_table! {
     header_add: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_add;
     header_set: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_set;
     body_state: fn(*const StreamCtx, c_int) -> c_int = body::body_state;
+    headers_continued: fn(*const StreamCtx, c_int) -> c_int = headers::headers_continued;
     next_chunk: fn(*const StreamCtx, c_int) -> c_int = body::next_chunk;
     trailers_state: fn(*const StreamCtx, c_int) -> c_int = body::trailers_state;
     body_chunks: fn(*const StreamCtx, c_int, c_int, *mut Buf, usize) -> c_int = body::body_chunks;
