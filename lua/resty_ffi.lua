@@ -105,7 +105,7 @@ end
 
 -- Hosts. Each provides:
 --   sink()             the completion queue of the caller's context
---   wait(waiter, sink, timeout, rt)
+--   wait(waiter, sink, timeout, rt)   (rt: the runtime's private state)
 --                      suspends the caller until the waiter is answered;
 --                      returns true, or nil and a message. It may keep
 --                      fields of its own in the (reused) waiter.
@@ -309,16 +309,29 @@ end
 
 local runtimes = {}   -- cache key -> runtime object, per Lua VM
 
+-- Every string key of a runtime object is a method name (SPEC §1), so the
+-- object keeps its state under this private key.
+local STATE = {}
+
 local Runtime = {}
 
+local function state_of(self)
+  local rt = type(self) == "table" and self[STATE]
+  if not rt then
+    error("resty_ffi: call a runtime's methods with ':' (rt:name(req))", 3)
+  end
+  return rt
+end
+
 local function call(self, req)
+  local rt = state_of(self)
   if req ~= nil and type(req) ~= "string" then
     error("resty_ffi: request must be a string or nil, got " .. type(req), 2)
   end
   local sink = host.sink()
   local token = next_token
   next_token = token + 1
-  local rc = C.resty_ffi_runtime_post(self.ptr, sink, token, req, req and #req or 0)
+  local rc = C.resty_ffi_runtime_post(rt.ptr, sink, token, req, req and #req or 0)
   if rc ~= 0 then
     return false, POST_ERRORS[rc] or "resty_ffi: post failed"
   end
@@ -331,7 +344,7 @@ local function call(self, req)
   end
   waiters[token] = waiter
   pending = pending + 1
-  local ok, err = host.wait(waiter, sink, self.timeout, self)
+  local ok, err = host.wait(waiter, sink, rt.timeout, rt)
   if not ok then
     -- The caller gives up: its late answer is freed by the core. The
     -- waiter is not reused (its semaphore saw a timeout).
@@ -358,10 +371,11 @@ Runtime.__index = function(self, name)
 end
 
 function Runtime.unload(self)
-  if runtimes[self.key] == self then
-    runtimes[self.key] = nil
+  local rt = state_of(self)
+  if runtimes[rt.key] == self then
+    runtimes[rt.key] = nil
   end
-  C.resty_ffi_runtime_unload(self.ptr)
+  C.resty_ffi_runtime_unload(rt.ptr)
 end
 
 
@@ -407,8 +421,8 @@ local function load_ffi(lib, cfg, opts)
     return nil, ffi_str(errbuf)
   end
 
-  rt = setmetatable({ ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
-                      timeout = timeout, spin_pause = 0, spin_backoff = 1 }, Runtime)
+  rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
+                                  timeout = timeout, spin_pause = 0, spin_backoff = 1 } }, Runtime)
   runtimes[key] = rt
   return rt
 end

@@ -107,6 +107,12 @@ def test_nil_request_and_rc_errors(nginx):
     assert n.get("/t") == (200, b"true\nfalse3bad input\nfalse-2nil\ntruec string\n3\n")
 
 
+def test_any_method_name_calls_the_runtime(nginx):
+    n = nginx(server=content("ngx.say(require('ffi_cases').method_names())"))
+    names = ["timeout", "ptr", "key", "spin_pause", "spin_backoff", "call", "__index"]
+    assert n.get("/t") == (200, (";".join(f"{m}=true|{m}" for m in names) + "\n").encode())
+
+
 def test_bad_arguments_raise(nginx):
     n = nginx(server=content("""
         for _, args in ipairs({ {nil}, {'x', 5}, {'x', nil, 'o'}, {'x', nil, {max_queue = 0}} }) do
@@ -114,6 +120,8 @@ def test_bad_arguments_raise(nginx):
             ngx.say(err)
         end
         local ok, err = pcall(function() return ngx.load_ffi('rust_echo'):echo({}) end)
+        ngx.say(err)
+        ok, err = pcall(function() return ngx.load_ffi('rust_echo').echo('x') end)
         ngx.say(err)"""))
     body = n.get("/t")[1].decode().splitlines()
     assert body[0].endswith("resty_ffi: lib must be a non-empty string")
@@ -121,6 +129,7 @@ def test_bad_arguments_raise(nginx):
     assert body[2].endswith("resty_ffi: opts must be a table or nil")
     assert body[3].endswith("resty_ffi: opts.max_queue must be an integer >= 1")
     assert body[4].endswith("resty_ffi: request must be a string or nil, got table")
+    assert body[5].endswith("resty_ffi: call a runtime's methods with ':' (rt:name(req))")
 
 
 def test_load_errors(nginx):
