@@ -41,17 +41,18 @@ pub extern "C" fn ngx_http_lua_ffi_task_poll(tq: *mut c_void) -> *mut c_void {
     })
 }
 
-/// The request of `task`: NUL-terminated after its `*len` bytes; `len` may be NULL.
+/// The request of `task`: NUL-terminated after its `*len` bytes; NULL (and
+/// `*len` 0) for a `nil` request. `len` may be NULL.
 #[no_mangle]
 pub extern "C" fn ngx_http_lua_ffi_get_req(task: *mut c_void, len: *mut c_int) -> *mut c_char {
-    let (ptr, n) = if task.is_null() {
-        (std::ptr::null_mut(), 0)
+    let request = if task.is_null() {
+        None
     } else {
         // SAFETY: a non-NULL `task` came from `task_poll` and was not yet
         // responded to, so it is a live `Task` owned by the calling runtime.
-        let request = unsafe { &*(task as *const Task) }.request_with_nul();
-        (request.as_ptr() as *mut c_char, request.len() - 1)
+        unsafe { &*(task as *const Task) }.request_with_nul()
     };
+    let (ptr, n) = request.map_or((std::ptr::null_mut(), 0), |r| (r.as_ptr() as *mut c_char, r.len() - 1));
     if !len.is_null() {
         // SAFETY: the caller passes NULL or a pointer to a writable int.
         unsafe { *len = c_int::try_from(n).unwrap_or(c_int::MAX) };

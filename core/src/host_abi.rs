@@ -101,11 +101,12 @@ pub unsafe extern "C" fn resty_ffi_runtime_load(
     }
 }
 
-/// Posts a request of `len` bytes (`req` may be NULL when `len` is 0); its
+/// Posts a request of `len` bytes; a NULL `req` is a NULL request (Lua's
+/// `nil`, `len` ignored), which the runtime's `get_req` returns as NULL. Its
 /// answer arrives on `sink` under `token`. Never blocks.
 ///
 /// # Safety
-/// `rt` and `sink` are live handles; `req` is readable for `len` bytes.
+/// `rt` and `sink` are live handles; `req` is NULL or readable for `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn resty_ffi_runtime_post(
     rt: *const resty_ffi_runtime,
@@ -114,7 +115,11 @@ pub unsafe extern "C" fn resty_ffi_runtime_post(
     req: *const c_char,
     len: usize,
 ) -> c_int {
-    let request = if len == 0 { &[][..] } else { std::slice::from_raw_parts(req as *const u8, len) };
+    let request = match (req.is_null(), len) {
+        (true, _) => None,
+        (false, 0) => Some(&[][..]),
+        (false, len) => Some(std::slice::from_raw_parts(req as *const u8, len)),
+    };
     let (rt, sink) = (&*rt, &*sink);
     no_unwind(RESTY_FFI_INTERNAL_ERROR, || match rt.runtime.post(request, token, &sink.queue) {
         Ok(()) => RESTY_FFI_OK,

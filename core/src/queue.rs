@@ -83,6 +83,15 @@ impl TaskQueue {
 
     /// Queues a request; its answer goes to `sink` under `token`.
     pub fn post(&self, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+        self.post_request(Some(request), token, sink)
+    }
+
+    /// Queues a request that the runtime sees as NULL (Lua's `nil`).
+    pub fn post_nil(&self, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+        self.post_request(None, token, sink)
+    }
+
+    fn post_request(&self, request: Option<&[u8]>, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
         let posting = &self.posting;
         let mut queued = posting.gate.lock().unwrap_or_else(|e| e.into_inner());
         if posting.finished.load(Ordering::Relaxed) {

@@ -87,8 +87,12 @@ impl Runtime {
         Ok(Runtime { queue, _library: library })
     }
 
-    pub fn post(&self, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
-        self.queue.post(request, token, sink)
+    /// Posts `request`; `None` reaches the runtime as a NULL request.
+    pub fn post(&self, request: Option<&[u8]>, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+        match request {
+            Some(request) => self.queue.post(request, token, sink),
+            None => self.queue.post_nil(token, sink),
+        }
     }
 
     /// Ends the runtime after the tasks already posted; false if already unloaded.

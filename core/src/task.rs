@@ -90,14 +90,20 @@ pub struct Task {
 /// allocation per call instead of two.
 const INLINE_REQUEST: usize = 64;
 
-/// The request bytes followed by one NUL byte (runtimes may read it as a C string).
+/// The request bytes followed by one NUL byte (runtimes may read it as a C
+/// string), or no request at all (Lua's `nil`: the runtime sees NULL).
 enum RequestBytes {
+    Null,
     Inline { len: usize, bytes: [u8; INLINE_REQUEST] },
     Heap(Box<[u8]>),
 }
 
 impl Task {
-    pub(crate) fn new(request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Box<Task> {
+    /// A task for `request`; `None` is a NULL request.
+    pub(crate) fn new(request: Option<&[u8]>, token: u64, sink: &Arc<CompletionQueue>) -> Box<Task> {
+        let Some(request) = request else {
+            return Box::new(Task { request: RequestBytes::Null, token, sink: Arc::clone(sink) });
+        };
         let with_nul = request.len() + 1;
         let request = if with_nul <= INLINE_REQUEST {
             let mut bytes = [0; INLINE_REQUEST];
@@ -112,17 +118,18 @@ impl Task {
         Box::new(Task { request, token, sink: Arc::clone(sink) })
     }
 
-    /// The request bytes, without the trailing NUL.
+    /// The request bytes, without the trailing NUL (empty for a NULL request).
     pub fn request(&self) -> &[u8] {
-        let with_nul = self.request_with_nul();
-        &with_nul[..with_nul.len() - 1]
+        self.request_with_nul().map_or(&[], |with_nul| &with_nul[..with_nul.len() - 1])
     }
 
-    /// The request including its trailing NUL (for C runtimes).
-    pub(crate) fn request_with_nul(&self) -> &[u8] {
+    /// The request including its trailing NUL (for C runtimes); `None` for a
+    /// NULL request.
+    pub(crate) fn request_with_nul(&self) -> Option<&[u8]> {
         match &self.request {
-            RequestBytes::Inline { len, bytes } => &bytes[..*len],
-            RequestBytes::Heap(bytes) => bytes,
+            RequestBytes::Null => None,
+            RequestBytes::Inline { len, bytes } => Some(&bytes[..*len]),
+            RequestBytes::Heap(bytes) => Some(bytes),
         }
     }
 

@@ -92,6 +92,20 @@ fn empty_request_is_an_empty_c_string_and_len_may_be_null() {
 }
 
 #[test]
+fn nil_request_is_null_with_length_zero() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post_nil(4, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    let mut len: c_int = -1;
+    assert!(ngx_http_lua_ffi_get_req(task, &mut len).is_null());
+    assert_eq!(len, 0);
+    assert!(ngx_http_lua_ffi_get_req(task, std::ptr::null_mut()).is_null());
+    ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"seen"), 4);
+    assert_eq!(drain_all(&sink)[0].response.to_vec(), b"seen");
+}
+
+#[test]
 fn zero_rsp_len_means_nul_terminated_string() {
     let (sink, _) = counting_sink();
     let queue = TaskQueue::new(8);

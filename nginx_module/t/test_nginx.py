@@ -113,6 +113,15 @@ def test_any_method_name_calls_the_runtime(nginx):
     assert n.get("/t") == (200, (";".join(f"{m}=true|{m}" for m in names) + "\n").encode())
 
 
+def test_nil_request_reaches_the_runtime_as_null(nginx):
+    n = nginx(server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', 'null_tag'))
+        local _, null = rt:call(nil)
+        local _, empty = rt:call('')
+        ngx.say(null, '|', empty)"""))
+    assert n.get("/t") == (200, b"NULL|\n")
+
+
 def test_bad_arguments_raise(nginx):
     n = nginx(server=content("""
         for _, args in ipairs({ {nil}, {'x', 5}, {'x', nil, 'o'}, {'x', nil, {max_queue = 0}} }) do

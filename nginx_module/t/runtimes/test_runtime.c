@@ -1,6 +1,7 @@
 /*
  * A misbehaving-on-request runtime for the integration tests, written only
- * against the runtime C ABI. cfg: "threads=N" (default 1) or "init_rc=N".
+ * against the runtime C ABI. cfg: "threads=N" (default 1), "init_rc=N" or
+ * "null_tag" (a NULL request is answered "NULL"; by default it echoes as empty).
  * Requests:
  *   "rc:<n>:<msg>"         answers rc n with msg (no response when msg is empty)
  *   "sleep:<ms>:<payload>" sleeps, then echoes payload
@@ -31,6 +32,9 @@ respond_copy(void *task, int rc, const char *data, size_t len)
 }
 
 
+static int  null_tag;
+
+
 static void
 handle(void *task)
 {
@@ -39,6 +43,11 @@ handle(void *task)
     const char  *msg;
 
     req = ngx_http_lua_ffi_get_req(task, &len);
+
+    if (req == NULL && null_tag) {
+        respond_copy(task, 0, "NULL", 4);
+        return;
+    }
 
     if (len > 3 && strncmp(req, "rc:", 3) == 0) {
         sep = strchr(req + 3, ':');
@@ -94,6 +103,8 @@ libffi_init(char *cfg, void *tq)
     if (cfg != NULL && strncmp(cfg, "threads=", 8) == 0) {
         threads = atoi(cfg + 8);
     }
+
+    null_tag = cfg != NULL && strcmp(cfg, "null_tag") == 0;
 
     for (i = 0; i < threads; i++) {
         if (pthread_create(&tid, NULL, serve, tq) != 0) {
