@@ -25,6 +25,7 @@ typedef struct resty_ffi_completion {
   int rc;
   char *rsp;
   size_t rsp_len;
+  const char *err;
 } resty_ffi_completion;
 
 resty_ffi_runtime *resty_ffi_runtime_load(const char *lib, const char *cfg,
@@ -58,7 +59,8 @@ local completions = ffi_new("resty_ffi_completion[?]", DRAIN_BATCH)
 local errbuf = ffi_new("char[?]", ERR_LEN)
 local init_rc = ffi_new("int[1]")
 
--- token -> waiter; a waiter receives `done`, `rc` and `res` from its completion.
+-- token -> waiter; a waiter receives `done`, `rc`, `res` and `err` (the call
+-- failed) from its completion.
 -- Waiters are reused (`waiter_pool`) once their call returned normally.
 -- Weak values: a waiting caller holds its waiter, so only the waiters of callers
 -- that were killed (client abort, stream reset) can be collected; their late
@@ -82,6 +84,7 @@ local function deliver(c, wake)
     waiter.done = true
     waiter.rc = c.rc
     waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
+    waiter.err = c.err ~= nil and ffi_str(c.err)
     wake(waiter)
   end
   if c.rsp ~= nil then
@@ -340,7 +343,7 @@ local function call(self, req)
   if waiter then
     waiter_pool[n] = nil
   else
-    waiter = { done = false, rc = 0, res = false }
+    waiter = { done = false, rc = 0, res = false, err = false }
   end
   waiters[token] = waiter
   pending = pending + 1
@@ -353,10 +356,14 @@ local function call(self, req)
     C.resty_ffi_sink_cancel(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
   end
-  local rc, res = waiter.rc, waiter.res
+  local rc, res, err = waiter.rc, waiter.res, waiter.err
   waiter.done = false
   waiter.res = false
+  waiter.err = false
   waiter_pool[#waiter_pool + 1] = waiter
+  if err then
+    return false, err
+  end
   if rc == 0 then
     return true, res or ""
   end

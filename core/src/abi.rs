@@ -4,6 +4,7 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use crate::completion::Fault;
 use crate::queue::TaskQueue;
 use crate::task::{ResponseBuffer, Task};
 
@@ -61,16 +62,20 @@ pub extern "C" fn ngx_http_lua_ffi_get_req(task: *mut c_void, len: *mut c_int) -
 }
 
 /// Answers `task` (exactly once). The host takes ownership of the `malloc()`ed
-/// `rsp`; `rsp_len <= 0` with a non-NULL `rsp` means a NUL-terminated string.
+/// `rsp`; `rsp_len == 0` with a non-NULL `rsp` means a NUL-terminated string.
+/// A negative `rsp_len` fails the call (SPEC §2); `rsp` is freed unread.
 #[no_mangle]
 pub extern "C" fn ngx_http_lua_ffi_respond(task: *mut c_void, rc: c_int, rsp: *mut c_char, rsp_len: c_int) {
     let len = match usize::try_from(rsp_len) {
-        Ok(n) if n > 0 => n,
-        // SAFETY: a non-NULL `rsp` without a length is a NUL-terminated string.
-        _ if !rsp.is_null() => unsafe { CStr::from_ptr(rsp) }.to_bytes().len(),
-        _ => 0,
+        Ok(0) if !rsp.is_null() => {
+            // SAFETY: a non-NULL `rsp` without a length is a NUL-terminated string.
+            unsafe { CStr::from_ptr(rsp) }.to_bytes().len()
+        }
+        Ok(n) => n,
+        Err(_) => 0,
     };
-    // SAFETY: the runtime hands over a malloc()ed buffer of `len` bytes (or NULL).
+    // SAFETY: the runtime hands over a malloc()ed buffer of at least `len`
+    // bytes (or NULL); with a negative length we only free it.
     let response = unsafe { ResponseBuffer::from_raw(rsp as *mut u8, len) };
     if task.is_null() {
         return; // nothing to answer; the response is freed
@@ -78,5 +83,11 @@ pub extern "C" fn ngx_http_lua_ffi_respond(task: *mut c_void, rc: c_int, rsp: *m
     // SAFETY: `task` came from `task_poll` and is answered once, which hands
     // its ownership back to us.
     let task = unsafe { Box::from_raw(task as *mut Task) };
-    no_unwind((), || task.respond(rc, response));
+    no_unwind((), || {
+        if rsp_len < 0 {
+            task.reject(rc, Fault::NegativeLength);
+        } else {
+            task.respond(rc, response);
+        }
+    });
 }

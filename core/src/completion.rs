@@ -2,6 +2,7 @@
 //! that wake the host's event loop once per batch.
 
 use std::collections::HashSet;
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
@@ -79,6 +80,24 @@ pub struct Completion {
     pub token: u64,
     pub rc: i32,
     pub response: ResponseBuffer,
+    /// Set when the answer broke the ABI: the caller gets this error instead.
+    pub fault: Option<Fault>,
+}
+
+/// An answer that breaks the runtime ABI; its response was freed unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `rsp_len < 0`.
+    NegativeLength,
+}
+
+impl Fault {
+    /// The error the caller gets (a static C string, for C and Lua hosts).
+    pub fn message(self) -> &'static CStr {
+        match self {
+            Fault::NegativeLength => c"resty_ffi: runtime answered with a negative length",
+        }
+    }
 }
 
 /// Answers for one host, drained on the host's thread.

@@ -39,12 +39,15 @@ impl resty_ffi_sink {
 }
 
 /// One answer handed to the host. The host owns `rsp` and frees it with `free()`.
+/// `err` is NULL, or a static message: the call failed with it (the runtime
+/// broke the ABI) and `rsp` is NULL.
 #[repr(C)]
 pub struct resty_ffi_completion {
     pub token: u64,
     pub rc: c_int,
     pub rsp: *mut c_char,
     pub rsp_len: usize,
+    pub err: *const c_char,
 }
 
 fn write_error(msg: &str, err: *mut c_char, err_len: usize) {
@@ -206,6 +209,7 @@ pub unsafe extern "C" fn resty_ffi_sink_drain(
                 rc: completion.rc,
                 rsp: rsp as *mut c_char,
                 rsp_len,
+                err: completion.fault.map_or(std::ptr::null(), |fault| fault.message().as_ptr()),
             };
             n += 1;
         })

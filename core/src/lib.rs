@@ -43,7 +43,7 @@ mod spin;
 mod task;
 mod wake_timer;
 
-pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, EventFdHook};
+pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, EventFdHook, Fault};
 pub use queue::{PostError, TaskQueue};
 pub use runtime::{LoadError, LoadOptions, Runtime};
 pub use task::{ResponseBuffer, Task};

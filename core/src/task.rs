@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::completion::{Completion, CompletionQueue};
+use crate::completion::{Completion, CompletionQueue, Fault};
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -141,7 +141,16 @@ impl Task {
     /// that posted it. Only the answer is queued, not the task, so a completion
     /// queue never holds a reference to itself.
     pub fn respond(self: Box<Self>, rc: i32, response: ResponseBuffer) {
+        self.complete(rc, response, None);
+    }
+
+    /// Answers the task with an error instead of what the runtime sent.
+    pub(crate) fn reject(self: Box<Self>, rc: i32, fault: Fault) {
+        self.complete(rc, ResponseBuffer::empty(), Some(fault));
+    }
+
+    fn complete(self: Box<Self>, rc: i32, response: ResponseBuffer, fault: Option<Fault>) {
         let Task { token, sink, .. } = *self;
-        sink.complete(Completion { token, rc, response });
+        sink.complete(Completion { token, rc, response, fault });
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use resty_ffi::abi::{ngx_http_lua_ffi_get_req, ngx_http_lua_ffi_respond, ngx_http_lua_ffi_task_poll};
 use resty_ffi::host_abi::{resty_ffi_sink_free, resty_ffi_sink_new, resty_ffi_sink_spin};
-use resty_ffi::{CallbackHook, Completion, CompletionQueue, PostError, TaskQueue};
+use resty_ffi::{CallbackHook, Completion, CompletionQueue, Fault, PostError, TaskQueue};
 
 fn tq(queue: &Arc<TaskQueue>) -> *mut c_void {
     Arc::as_ptr(queue) as *mut c_void
@@ -114,6 +114,30 @@ fn zero_rsp_len_means_nul_terminated_string() {
     ngx_http_lua_ffi_respond(task, 5, malloc_copy(b"bad input"), 0);
     let done = drain_all(&sink);
     assert_eq!((done[0].rc, done[0].response.to_vec()), (5, b"bad input".to_vec()));
+}
+
+#[test]
+fn negative_rsp_len_fails_the_call_and_frees_rsp_unread() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    for (token, rsp_len) in [(1, -1), (2, c_int::MIN)] {
+        queue.post(b"q", token, &sink).unwrap();
+        let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+        // SAFETY: three bytes without a NUL: reading past them is a bug ASan reports.
+        let rsp = unsafe { libc::malloc(3) } as *mut c_char;
+        // SAFETY: `rsp` has room for 3 bytes.
+        unsafe { std::ptr::copy_nonoverlapping(b"abc".as_ptr(), rsp as *mut u8, 3) };
+        ngx_http_lua_ffi_respond(task, 7, rsp, rsp_len);
+    }
+    queue.post(b"q", 3, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), -5);
+    let done = drain_all(&sink);
+    assert_eq!(done.len(), 3);
+    for c in &done {
+        assert_eq!((c.fault, c.response.len()), (Some(Fault::NegativeLength), 0), "token {}", c.token);
+    }
+    assert_eq!(Fault::NegativeLength.message().to_str().unwrap(), "resty_ffi: runtime answered with a negative length");
 }
 
 #[test]

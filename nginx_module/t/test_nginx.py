@@ -122,6 +122,16 @@ def test_nil_request_reaches_the_runtime_as_null(nginx):
     assert n.get("/t") == (200, b"NULL|\n")
 
 
+def test_negative_response_length_is_an_error(nginx):
+    n = nginx(server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime'))
+        ngx.say(rt:call('answer:0:8:-3:0'))
+        ngx.say(rt:call('answer:5:0:-1:0'))
+        ngx.say(rt:call('after'))"""))
+    error = "falseresty_ffi: runtime answered with a negative length\n"
+    assert n.get("/t") == (200, (error * 2 + "trueafter\n").encode())
+
+
 def test_bad_arguments_raise(nginx):
     n = nginx(server=content("""
         for _, args in ipairs({ {nil}, {'x', 5}, {'x', nil, 'o'}, {'x', nil, {max_queue = 0}} }) do

@@ -6,6 +6,10 @@
  *   "rc:<n>:<msg>"         answers rc n with msg (no response when msg is empty)
  *   "sleep:<ms>:<payload>" sleeps, then echoes payload
  *   "cstr:<text>"          answers text as a NUL-terminated string (rsp_len 0)
+ *   "answer:<rc>:<size>:<rsp_len>:<ms>"
+ *                          after <ms>, answers rc with a malloc()ed buffer of
+ *                          <size> bytes (NULL when 0; filled with 'x' without a
+ *                          NUL when at most 1 MiB) and the given rsp_len
  *   "never"                never answers (the task is leaked on purpose)
  *   anything else          echoed back unchanged
  */
@@ -32,7 +36,35 @@ respond_copy(void *task, int rc, const char *data, size_t len)
 }
 
 
+#define FILLED_MAX  (1 << 20)
+
+
 static int  null_tag;
+
+
+/* "answer:<rc>:<size>:<rsp_len>:<ms>": a response exactly as described. */
+static void
+answer(void *task, char *spec)
+{
+    int     rc, rsp_len, ms;
+    char   *rsp = NULL;
+    size_t  size;
+
+    rc = (int) strtol(spec, &spec, 10);
+    size = strtoul(spec + 1, &spec, 10);
+    rsp_len = (int) strtol(spec + 1, &spec, 10);
+    ms = atoi(spec + 1);
+
+    if (size > 0) {
+        rsp = malloc(size);
+        if (rsp != NULL && size <= FILLED_MAX) {
+            memset(rsp, 'x', size);
+        }
+    }
+
+    usleep(ms * 1000);
+    ngx_http_lua_ffi_respond(task, rc, rsp, rsp_len);
+}
 
 
 static void
@@ -61,6 +93,11 @@ handle(void *task)
         usleep(atoi(req + 6) * 1000);
         msg = sep ? sep + 1 : "";
         respond_copy(task, 0, msg, len - (msg - req));
+        return;
+    }
+
+    if (len > 7 && strncmp(req, "answer:", 7) == 0) {
+        answer(task, req + 7);
         return;
     }
 
