@@ -13,7 +13,9 @@ local ffi_gc = ffi.gc
 local ffi_new = ffi.new
 local ffi_str = ffi.string
 local error = error
+local pcall = pcall
 local setmetatable = setmetatable
+local tostring = tostring
 local tonumber = tonumber
 local type = type
 
@@ -73,18 +75,29 @@ local next_token = 1
 local waiter_pool = {}
 local max_timeout = 0  -- the longest opts.timeout of any runtime loaded here
 
+-- Copies an answer into its waiter. Raises when Lua cannot hold the
+-- response (2 GB or more, out of memory).
+local function copy_answer(waiter, c)
+  waiter.rc = c.rc
+  waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
+  waiter.err = c.err ~= nil and ffi_str(c.err)
+end
+
 -- Hands an answer to its waiter; `wake(waiter)` resumes the caller. The
--- answer of a caller that gave up is freed.
+-- answer of a caller that gave up is freed. An answer that cannot be copied
+-- fails its own call only.
 local function deliver(c, wake)
   local token = tonumber(c.token)
   local waiter = waiters[token]
   pending = pending - 1
   if waiter then
     waiters[token] = nil
+    local ok, err = pcall(copy_answer, waiter, c)
+    if not ok then
+      waiter.res = false
+      waiter.err = "resty_ffi: cannot deliver the answer: " .. tostring(err)
+    end
     waiter.done = true
-    waiter.rc = c.rc
-    waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
-    waiter.err = c.err ~= nil and ffi_str(c.err)
     wake(waiter)
   end
   if c.rsp ~= nil then
@@ -235,10 +248,7 @@ else
   -- Runs until the worker exits and every call still waiting got its answer
   -- or outlived the longest timeout (its caller may have been aborted and its
   -- waiter not yet collected).
-  local function dispatch(premature)
-    if premature then
-      return
-    end
+  local function dispatch_loop()
     local exit_deadline
     while true do
       local ok, err = dispatcher_sem:wait(1)
@@ -256,7 +266,23 @@ else
     end
   end
 
-  local function start_dispatcher()
+  local start_dispatcher
+
+  -- A dispatcher that fails is logged and replaced, unless the worker exits.
+  local function dispatch(premature)
+    if premature then
+      return
+    end
+    local ok, err = pcall(dispatch_loop)
+    if not ok then
+      ngx.log(ngx.ERR, "resty_ffi: dispatcher failed: ", err)
+      if not ngx.worker.exiting() then
+        start_dispatcher()
+      end
+    end
+  end
+
+  start_dispatcher = function()
     local ok, err = ngx.timer.at(0, dispatch)
     if not ok then
       error("resty_ffi: cannot start the dispatcher: " .. err, 3)

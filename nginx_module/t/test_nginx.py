@@ -132,6 +132,22 @@ def test_negative_response_length_is_an_error(nginx):
     assert n.get("/t") == (200, (error * 2 + "trueafter\n").encode())
 
 
+def test_an_answer_lua_cannot_take_fails_only_its_call(nginx):
+    # A 2 GB answer (malloc()ed, never touched) is longer than a Lua string
+    # may be: that call fails, the dispatcher goes on delivering.
+    n = nginx(server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', 'threads=2', { timeout = 3 }))
+        local huge = ngx.thread.spawn(rt.call, rt, 'answer:0:2147483647:2147483647:20')
+        local other = ngx.thread.spawn(rt.call, rt, 'sleep:40:other')
+        ngx.say(select(2, ngx.thread.wait(huge)))
+        ngx.say(select(2, ngx.thread.wait(other)))
+        ngx.say(rt:call('sleep:20:after'))"""))
+    started = time.monotonic()
+    assert n.get("/t") == (200, b"falseresty_ffi: cannot deliver the answer: string length overflow\n"
+                                b"trueother\ntrueafter\n")
+    assert time.monotonic() - started < 2
+
+
 def test_bad_arguments_raise(nginx):
     n = nginx(server=content("""
         for _, args in ipairs({ {nil}, {'x', 5}, {'x', nil, 'o'}, {'x', nil, {max_queue = 0}} }) do
