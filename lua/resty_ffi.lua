@@ -182,13 +182,18 @@ if envoy then
   }
 
 else
-  -- nginx: the nginx module wakes one dispatcher light thread per worker,
-  -- which drains the worker's sink and posts each caller's semaphore.
+  -- nginx: each Lua VM (one per worker, or one per request with
+  -- lua_code_cache off) has a sink of its own. The nginx module wakes the
+  -- VM's dispatcher light thread, which drains the sink and posts each
+  -- caller's semaphore.
   local semaphore = require("ngx.semaphore")
   local get_phase = ngx.get_phase
 
   ffi.cdef[[
-  resty_ffi_sink *ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len);
+  typedef struct ngx_http_resty_ffi_vm_t ngx_http_resty_ffi_vm_t;
+  ngx_http_resty_ffi_vm_t *ngx_http_resty_ffi_open(void *sem, char *err, size_t err_len);
+  resty_ffi_sink *ngx_http_resty_ffi_sink(ngx_http_resty_ffi_vm_t *vm);
+  void ngx_http_resty_ffi_close(ngx_http_resty_ffi_vm_t *vm);
   int ngx_http_resty_ffi_worker_has_posted_events(void);
   int ngx_http_lua_ffi_sema_post(void *sem, int n);
   ]]
@@ -199,8 +204,10 @@ else
     server_rewrite = true,
   }
 
-  local worker_sink
+  local vm_sink          -- this VM's sink
+  local vm_handle        -- keeps vm_sink open; collected with the VM
   local dispatcher_sem
+  local dispatching = false
 
   -- A spinning waiter needs no wake-up. (The semaphore object's `sem` is
   -- the cdata that lua-resty-core passes to the same C function.)
@@ -245,9 +252,10 @@ else
     return false
   end
 
-  -- Runs until the worker exits and every call still waiting got its answer
-  -- or outlived the longest timeout (its caller may have been aborted and its
-  -- waiter not yet collected).
+  -- Runs while calls wait: it ends after a second without any (a timer
+  -- keeps its Lua VM alive), or once the worker exits and every call still
+  -- waiting got its answer or outlived the longest timeout (its caller may
+  -- have been aborted and its waiter not yet collected).
   local function dispatch_loop()
     local exit_deadline
     while true do
@@ -255,52 +263,67 @@ else
       if not ok and err ~= "timeout" then
         ngx.log(ngx.ERR, "resty_ffi: dispatcher: ", err)
       end
-      drain(worker_sink, post_waiter)
+      drain(vm_sink, post_waiter)
       if ngx.worker.exiting() then
         ngx.update_time()
         exit_deadline = exit_deadline or ngx.now() + max_timeout
         if pending == 0 or ngx.now() > exit_deadline then
           return
         end
+      elseif not ok and pending == 0 then
+        return
       end
     end
   end
 
   local start_dispatcher
 
-  -- A dispatcher that fails is logged and replaced, unless the worker exits.
-  local function dispatch(premature)
-    if premature then
-      return
-    end
+  -- A dispatcher that fails is logged, and replaced while calls wait. (It
+  -- also runs when nginx calls it `premature`ly, at exit: calls may wait.)
+  local function dispatch()
     local ok, err = pcall(dispatch_loop)
+    dispatching = false
     if not ok then
       ngx.log(ngx.ERR, "resty_ffi: dispatcher failed: ", err)
-      if not ngx.worker.exiting() then
-        start_dispatcher()
+      if pending > 0 then
+        local started, start_err = start_dispatcher()
+        if not started then
+          ngx.log(ngx.ERR, "resty_ffi: ", start_err)
+        end
       end
     end
   end
 
+  -- Returns true, or nil and a message.
   start_dispatcher = function()
+    if dispatching then
+      return true
+    end
     local ok, err = ngx.timer.at(0, dispatch)
     if not ok then
-      error("resty_ffi: cannot start the dispatcher: " .. err, 3)
+      return nil, "cannot start the dispatcher: " .. err
     end
+    dispatching = true
+    return true
   end
 
-  local function worker_sink_or_error()
-    if worker_sink then
-      return worker_sink
+  local function vm_sink_or_error()
+    if vm_sink then
+      return vm_sink
     end
-    dispatcher_sem = semaphore.new(0)
-    local sink = C.ngx_http_resty_ffi_worker_sink(dispatcher_sem.sem, errbuf, ERR_LEN)
-    if sink == nil then
+    local sem = semaphore.new(0)
+    local vm = C.ngx_http_resty_ffi_open(sem.sem, errbuf, ERR_LEN)
+    if vm == nil then
       error(ffi_str(errbuf), 3)
     end
-    start_dispatcher()
-    worker_sink = sink
-    return sink
+    -- C posts `sem` until the sink is closed: the finalizer keeps it alive.
+    vm_handle = ffi_gc(vm, function(handle)
+      C.ngx_http_resty_ffi_close(handle)
+      sem = nil
+    end)
+    dispatcher_sem = sem
+    vm_sink = C.ngx_http_resty_ffi_sink(vm)
+    return vm_sink
   end
 
   host = {
@@ -309,11 +332,15 @@ else
       if not YIELDABLE[phase] then
         error("resty_ffi: cannot wait for a runtime in the " .. phase .. " phase", 3)
       end
-      return worker_sink_or_error()
+      return vm_sink_or_error()
     end,
     wait = function(waiter, sink, timeout, rt)
       if spin(waiter, sink, rt) then
         return true
+      end
+      local started, start_err = start_dispatcher()
+      if not started then
+        return nil, start_err
       end
       local sem = waiter.sem
       if not sem then

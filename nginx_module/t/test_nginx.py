@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import fan_out_lua
+from conftest import fan_out_lua, wait_until
 
 ECHO = "require('resty_ffi') local rt = assert(ngx.load_ffi('rust_echo'))\n"
 
@@ -146,6 +146,23 @@ def test_an_answer_lua_cannot_take_fails_only_its_call(nginx):
     assert n.get("/t") == (200, b"falseresty_ffi: cannot deliver the answer: string length overflow\n"
                                 b"trueother\ntrueafter\n")
     assert time.monotonic() - started < 2
+
+
+def test_each_lua_vm_gets_its_own_answers(nginx):
+    # lua_code_cache off: one Lua VM per request, each with its own runtime.
+    # Answers never cross requests, and a VM that ends releases its runtime.
+    n = nginx(http="lua_code_cache off;", server=content("""
+        local rt = assert(ngx.load_ffi('test_runtime', 'threads=2', { timeout = 3 }))
+        ngx.say(rt:call('sleep:100:' .. ngx.var.arg_id))"""))
+    pid = n.worker_pids()[0]
+    idle_threads = n.threads(pid)
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for round_ in range(3):
+            ids = [f"{round_}.{i}" for i in range(8)]
+            assert list(pool.map(lambda i: n.get(f"/t?id={i}"), ids)) == [(200, f"true{i}\n".encode()) for i in ids]
+    assert time.monotonic() - started < 3
+    assert wait_until(lambda: n.threads(pid) <= idle_threads, 10), (n.threads(pid), idle_threads)
 
 
 def test_bad_arguments_raise(nginx):
