@@ -66,10 +66,11 @@ local init_rc = ffi_new("int[1]")
 -- Waiters are reused (`waiter_pool`) once their call returned normally.
 -- Weak values: a waiting caller holds its waiter, so only the waiters of callers
 -- that were killed (client abort, stream reset) can be collected; their late
--- answers are then freed like those of cancelled calls.
+-- answers are then freed like those of cancelled calls. (nginx finds its killed
+-- callers itself: see `sweep`.)
 local waiters = setmetatable({}, { __mode = "v" })
--- Calls posted and not yet answered or cancelled (counted apart from `waiters`:
--- `next()` over a sparse weak table is not O(1)).
+-- Calls posted whose callers wait (counted apart from `waiters`: `next()`
+-- over a sparse weak table is not O(1)).
 local pending = 0
 local next_token = 1
 local waiter_pool = {}
@@ -89,9 +90,9 @@ end
 local function deliver(c, wake)
   local token = tonumber(c.token)
   local waiter = waiters[token]
-  pending = pending - 1
   if waiter then
     waiters[token] = nil
+    pending = pending - 1
     local ok, err = pcall(copy_answer, waiter, c)
     if not ok then
       waiter.res = false
@@ -103,6 +104,15 @@ local function deliver(c, wake)
   if c.rsp ~= nil then
     C.free(c.rsp)
   end
+end
+
+-- The caller of `token` gave up or is gone: its late answer is freed.
+local function forget(sink, token)
+  if waiters[token] then
+    waiters[token] = nil
+    pending = pending - 1
+  end
+  C.resty_ffi_sink_cancel(sink, token)
 end
 
 -- Delivers every answer waiting in the sink.
@@ -208,12 +218,27 @@ else
   local vm_handle        -- keeps vm_sink open; collected with the VM
   local dispatcher_sem
   local dispatching = false
+  local sleepers = {}    -- waiter -> true while its caller sleeps on its semaphore
+  local next_sweep = 0
 
   -- A spinning waiter needs no wake-up. (The semaphore object's `sem` is
   -- the cdata that lua-resty-core passes to the same C function.)
   local function post_waiter(waiter)
-    if waiter.sleeping then
+    if sleepers[waiter] then
+      sleepers[waiter] = nil
       C.ngx_http_lua_ffi_sema_post(waiter.sem.sem, 1)
+    end
+  end
+
+  -- A sleeper that nothing woke but that no longer waits on its semaphore
+  -- was killed (client abort, ngx.thread.kill, its request ended): its call
+  -- is forgotten, so that `pending` counts only callers that wait.
+  local function sweep()
+    for waiter in pairs(sleepers) do
+      if waiter.sem:count() >= 0 then
+        sleepers[waiter] = nil
+        forget(vm_sink, waiter.token)
+      end
     end
   end
 
@@ -254,8 +279,8 @@ else
 
   -- Runs while calls wait: it ends after a second without any (a timer
   -- keeps its Lua VM alive), or once the worker exits and every call still
-  -- waiting got its answer or outlived the longest timeout (its caller may
-  -- have been aborted and its waiter not yet collected).
+  -- waiting got its answer or outlived the longest timeout. Killed callers
+  -- are swept out once a second, and at every turn while the worker exits.
   local function dispatch_loop()
     local exit_deadline
     while true do
@@ -264,7 +289,12 @@ else
         ngx.log(ngx.ERR, "resty_ffi: dispatcher: ", err)
       end
       drain(vm_sink, post_waiter)
-      if ngx.worker.exiting() then
+      local exiting = ngx.worker.exiting()
+      if pending > 0 and (exiting or ngx.now() >= next_sweep) then
+        sweep()
+        next_sweep = ngx.now() + 1
+      end
+      if exiting then
         ngx.update_time()
         exit_deadline = exit_deadline or ngx.now() + max_timeout
         if pending == 0 or ngx.now() > exit_deadline then
@@ -347,9 +377,9 @@ else
         sem = semaphore.new(0)
         waiter.sem = sem
       end
-      waiter.sleeping = true
+      sleepers[waiter] = true
       local ok, err = sem:wait(timeout)
-      waiter.sleeping = false
+      sleepers[waiter] = nil
       return ok, err
     end,
     check_load = function()
@@ -396,17 +426,16 @@ local function call(self, req)
   if waiter then
     waiter_pool[n] = nil
   else
-    waiter = { done = false, rc = 0, res = false, err = false }
+    waiter = { done = false, rc = 0, res = false, err = false, token = 0 }
   end
+  waiter.token = token
   waiters[token] = waiter
   pending = pending + 1
   local ok, err = host.wait(waiter, sink, rt.timeout, rt)
   if not ok then
-    -- The caller gives up: its late answer is freed by the core. The
-    -- waiter is not reused (its semaphore saw a timeout).
-    waiters[token] = nil
-    pending = pending - 1
-    C.resty_ffi_sink_cancel(sink, token)
+    -- The caller gives up. The waiter is not reused (its semaphore saw a
+    -- timeout).
+    forget(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
   end
   local rc, res, err = waiter.rc, waiter.res, waiter.err

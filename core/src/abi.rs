@@ -20,8 +20,8 @@ pub(crate) fn no_unwind<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 ///
 /// # Safety
 /// `tq` is non-NULL and points to a `TaskQueue` that stays alive for `'a`: one
-/// passed to `libffi_init` (kept until the process exits) or an `Arc::as_ptr`
-/// of a queue whose `Arc` the caller keeps.
+/// passed to `libffi_init` (kept while the runtime may use it, see `reaper`)
+/// or an `Arc::as_ptr` of a queue whose `Arc` the caller keeps.
 pub unsafe fn task_queue<'a>(tq: *const c_void) -> &'a TaskQueue {
     // SAFETY: the caller's contract above.
     unsafe { &*(tq as *const TaskQueue) }
@@ -35,7 +35,7 @@ pub extern "C" fn ngx_http_lua_ffi_task_poll(tq: *mut c_void) -> *mut c_void {
         return std::ptr::null_mut();
     }
     // SAFETY: `tq` is the pointer passed to `libffi_init`; the queue it points to
-    // is kept alive until the process exits (see `Runtime::load`).
+    // is kept alive until this thread received NULL from it (see `reaper`).
     let queue = unsafe { task_queue(tq) };
     no_unwind(std::ptr::null_mut(), || {
         queue.poll().map_or(std::ptr::null_mut(), |task| Box::into_raw(task) as *mut c_void)

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::completion::{Completion, CompletionQueue, Fault};
+use crate::queue::TaskQueue;
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -84,6 +85,8 @@ pub struct Task {
     request: RequestBytes,
     token: u64,
     sink: Arc<CompletionQueue>,
+    /// Keeps the runtime's queue (and library) until the task is answered.
+    _queue: Arc<TaskQueue>,
 }
 
 /// Requests up to this size (NUL included) live inside the task: one
@@ -98,14 +101,10 @@ enum RequestBytes {
     Heap(Box<[u8]>),
 }
 
-impl Task {
-    /// A task for `request`; `None` is a NULL request.
-    pub(crate) fn new(request: Option<&[u8]>, token: u64, sink: &Arc<CompletionQueue>) -> Box<Task> {
-        let Some(request) = request else {
-            return Box::new(Task { request: RequestBytes::Null, token, sink: Arc::clone(sink) });
-        };
+impl RequestBytes {
+    fn copy(request: &[u8]) -> Self {
         let with_nul = request.len() + 1;
-        let request = if with_nul <= INLINE_REQUEST {
+        if with_nul <= INLINE_REQUEST {
             let mut bytes = [0; INLINE_REQUEST];
             bytes[..request.len()].copy_from_slice(request);
             RequestBytes::Inline { len: with_nul, bytes }
@@ -114,8 +113,23 @@ impl Task {
             buf.extend_from_slice(request);
             buf.push(0);
             RequestBytes::Heap(buf.into_boxed_slice())
+        }
+    }
+}
+
+impl Task {
+    /// A task for `request`; `None` is a NULL request.
+    pub(crate) fn new(
+        request: Option<&[u8]>,
+        token: u64,
+        sink: &Arc<CompletionQueue>,
+        queue: &Arc<TaskQueue>,
+    ) -> Box<Task> {
+        let request = match request {
+            None => RequestBytes::Null,
+            Some(request) => RequestBytes::copy(request),
         };
-        Box::new(Task { request, token, sink: Arc::clone(sink) })
+        Box::new(Task { request, token, sink: Arc::clone(sink), _queue: Arc::clone(queue) })
     }
 
     /// The request bytes, without the trailing NUL (empty for a NULL request).

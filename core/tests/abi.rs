@@ -213,6 +213,30 @@ fn orphaned_tasks_are_freed_not_delivered() {
     assert_eq!(tokens, vec![2]);
 }
 
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no memory arguments.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+#[test]
+fn cancelled_tokens_never_answered_take_bounded_memory() {
+    let (sink, _) = counting_sink();
+    let before = resident_bytes();
+    for token in 0..1_000_000 {
+        sink.cancel(token);
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(grown < 1 << 20, "{grown} bytes for 1,000,000 cancelled tokens");
+    // The latest cancels still hold.
+    let queue = TaskQueue::new(8);
+    queue.post(b"x", 999_999, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"late"), 4);
+    assert!(drain_all(&sink).is_empty());
+}
+
 #[test]
 fn answers_after_close_are_freed() {
     let (sink, wakes) = counting_sink();
