@@ -7,9 +7,10 @@
  *   "sleep:<ms>:<payload>" sleeps, then echoes payload
  *   "cstr:<text>"          answers text as a NUL-terminated string (rsp_len 0)
  *   "answer:<rc>:<size>:<rsp_len>:<ms>"
- *                          after <ms>, answers rc with a malloc()ed buffer of
- *                          <size> bytes (NULL when 0; filled with 'x' without a
- *                          NUL when at most 1 MiB) and the given rsp_len
+ *                          after <ms>, answers rc and rsp_len with a malloc()ed
+ *                          rsp of <size> bytes and a NUL (rsp NULL when <size>
+ *                          is 0; the bytes are 'x' when at most 1 MiB, else
+ *                          untouched)
  *   "never"                never answers (the task is leaked on purpose)
  *   anything else          echoed back unchanged
  */
@@ -56,9 +57,12 @@ answer(void *task, char *spec)
     ms = atoi(spec + 1);
 
     if (size > 0) {
-        rsp = malloc(size);
-        if (rsp != NULL && size <= FILLED_MAX) {
-            memset(rsp, 'x', size);
+        rsp = malloc(size + 1);
+        if (rsp != NULL) {
+            if (size <= FILLED_MAX) {
+                memset(rsp, 'x', size);
+            }
+            rsp[size] = '\0';
         }
     }
 
