@@ -49,6 +49,8 @@ pub struct TaskQueue {
 struct Pollers {
     /// Tells queues apart in threads' lists (an address may be reused).
     id: u64,
+    /// One reference here and one per task posted and not yet answered.
+    unanswered: Arc<()>,
     /// Threads that polled and did not yet receive the end (NULL).
     active: AtomicUsize,
     /// Counts threads starting to poll and receiving the end.
@@ -99,6 +101,7 @@ impl TaskQueue {
             }),
             pollers: CachePadded::new(Pollers {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                unanswered: Arc::new(()),
                 active: AtomicUsize::new(0),
                 events: AtomicU64::new(0),
             }),
@@ -106,21 +109,16 @@ impl TaskQueue {
     }
 
     /// Queues a request; its answer goes to `sink` under `token`.
-    pub fn post(self: &Arc<Self>, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+    pub fn post(&self, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
         self.post_request(Some(request), token, sink)
     }
 
     /// Queues a request that the runtime sees as NULL (Lua's `nil`).
-    pub fn post_nil(self: &Arc<Self>, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+    pub fn post_nil(&self, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
         self.post_request(None, token, sink)
     }
 
-    fn post_request(
-        self: &Arc<Self>,
-        request: Option<&[u8]>,
-        token: u64,
-        sink: &Arc<CompletionQueue>,
-    ) -> Result<(), PostError> {
+    fn post_request(&self, request: Option<&[u8]>, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
         let posting = &self.posting;
         let mut queued = posting.gate.lock().unwrap_or_else(|e| e.into_inner());
         if posting.finished.load(Ordering::Relaxed) {
@@ -133,7 +131,7 @@ impl TaskQueue {
             }
         }
         // The receiver lives in `self`, so sending cannot fail.
-        let _ = posting.tx.send(Some(Task::new(request, token, sink, self)));
+        let _ = posting.tx.send(Some(Task::new(request, token, sink, &self.pollers.unanswered)));
         *queued += 1;
         Ok(())
     }
@@ -215,7 +213,7 @@ impl TaskQueue {
 
     /// Counts the calling thread as a poller, once.
     fn start_polling(&self) {
-        let Pollers { id, active, events } = &*self.pollers;
+        let Pollers { id, active, events, .. } = &*self.pollers;
         let first = POLLING.try_with(|ids| {
             let mut ids = ids.borrow_mut();
             let first = !ids.contains(id);
@@ -232,7 +230,7 @@ impl TaskQueue {
 
     /// The calling thread received the end: the last time it touches the queue.
     fn stop_polling(&self) {
-        let Pollers { id, active, events } = &*self.pollers;
+        let Pollers { id, active, events, .. } = &*self.pollers;
         let was_polling = POLLING.try_with(|ids| {
             let mut ids = ids.borrow_mut();
             let len = ids.len();
@@ -245,12 +243,14 @@ impl TaskQueue {
         }
     }
 
-    /// How often threads started polling or received the end, if no thread
-    /// polls now; `None` while one does.
-    pub(crate) fn idle_pollers(&self) -> Option<u64> {
-        let Pollers { active, events, .. } = &*self.pollers;
+    /// How often threads started polling or received the end, if no task
+    /// is unanswered and no thread polls now; `None` otherwise.
+    pub(crate) fn quiet(&self) -> Option<u64> {
+        let Pollers { active, events, unanswered, .. } = &*self.pollers;
         let before = events.load(Ordering::Acquire);
-        (active.load(Ordering::Acquire) == 0).then_some(before)
+        // A task's reference is released when it is answered (`Release`); the
+        // caller's acquire fence orders what the task did before its free.
+        (Arc::strong_count(unanswered) == 1 && active.load(Ordering::Acquire) == 0).then_some(before)
     }
 
     /// Passes a task on; at the end of the queue (`None`), puts the end marker

@@ -55,9 +55,7 @@ pub fn retired_runtimes() -> usize {
 impl Retired {
     /// Whether it has been quiet for the grace period.
     fn expired(&mut self, now: Instant) -> bool {
-        // Every task holds a reference to the queue: only ours is left when
-        // all were answered.
-        let quiet = if Arc::strong_count(&self.queue) == 1 { self.queue.idle_pollers() } else { None };
+        let quiet = self.queue.quiet();
         // Pairs with the release of the last task's reference and of the
         // last poller's count: what they did before happens before our free.
         fence(Ordering::Acquire);

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use crate::completion::{Completion, CompletionQueue, Fault};
-use crate::queue::TaskQueue;
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -85,8 +84,8 @@ pub struct Task {
     request: RequestBytes,
     token: u64,
     sink: Arc<CompletionQueue>,
-    /// Keeps the runtime's queue (and library) until the task is answered.
-    _queue: Arc<TaskQueue>,
+    /// Counts the task among its queue's tasks not yet answered.
+    _unanswered: Arc<()>,
 }
 
 /// Requests up to this size (NUL included) live inside the task: one
@@ -123,13 +122,13 @@ impl Task {
         request: Option<&[u8]>,
         token: u64,
         sink: &Arc<CompletionQueue>,
-        queue: &Arc<TaskQueue>,
+        unanswered: &Arc<()>,
     ) -> Box<Task> {
         let request = match request {
             None => RequestBytes::Null,
             Some(request) => RequestBytes::copy(request),
         };
-        Box::new(Task { request, token, sink: Arc::clone(sink), _queue: Arc::clone(queue) })
+        Box::new(Task { request, token, sink: Arc::clone(sink), _unanswered: Arc::clone(unanswered) })
     }
 
     /// The request bytes, without the trailing NUL (empty for a NULL request).
