@@ -316,21 +316,6 @@ def test_two_workers_reload_and_quit_with_calls_in_flight(nginx):
     assert n.proc.wait(timeout=15) == 0
 
 
-def test_quit_while_an_abandoned_call_never_gets_an_answer(nginx):
-    n = nginx(http="lua_check_client_abort on;", server=content("""
-        local rt = assert(ngx.load_ffi('test_runtime', nil, { timeout = 0.5 }))
-        ngx.say(rt:call(ngx.var.arg_req))"""))
-    assert n.get("/t?req=warm") == (200, b"truewarm\n")
-    with socket.create_connection(("127.0.0.1", n.port)) as s:
-        s.sendall(b"GET /t?req=never HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.1)
-    time.sleep(0.1)
-    started = time.monotonic()
-    n.signal("quit")
-    assert n.proc.wait(timeout=10) == 0
-    assert time.monotonic() - started < 5
-
-
 def test_quit_does_not_wait_for_a_killed_caller(nginx):
     # The aborted caller's call is never answered; the worker still exits at
     # once instead of after the 30 s timeout.
