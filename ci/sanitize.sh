@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the core's ABI tests and its 1M-task stress test under AddressSanitizer
+# Runs the core's ABI tests, its 1M-task stress test and the host API/ABI fuzz
+# test under AddressSanitizer
 # (heap misuse + LeakSanitizer) with the nightly toolchain's -Zsanitizer.
 # Usage: ci/sanitize.sh [address|thread]   (thread needs rust-src for build-std)
 set -euo pipefail
@@ -22,4 +23,4 @@ if [[ "$sanitizer" == thread ]]; then
   extra=(-Zbuild-std)
 fi
 cargo +nightly test --quiet --release --manifest-path "$workspace/Cargo.toml" -p resty_ffi \
-  --target x86_64-unknown-linux-gnu "${extra[@]}" --test abi --test stress 2>&1
+  --target x86_64-unknown-linux-gnu "${extra[@]}" --test abi --test stress --test fuzz 2>&1

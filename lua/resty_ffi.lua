@@ -13,7 +13,9 @@ local ffi_gc = ffi.gc
 local ffi_new = ffi.new
 local ffi_str = ffi.string
 local error = error
+local pcall = pcall
 local setmetatable = setmetatable
+local tostring = tostring
 local tonumber = tonumber
 local type = type
 
@@ -25,6 +27,7 @@ typedef struct resty_ffi_completion {
   int rc;
   char *rsp;
   size_t rsp_len;
+  const char *err;
 } resty_ffi_completion;
 
 resty_ffi_runtime *resty_ffi_runtime_load(const char *lib, const char *cfg,
@@ -59,35 +62,58 @@ local completions = ffi_new("resty_ffi_completion[?]", DRAIN_BATCH)
 local errbuf = ffi_new("char[?]", ERR_LEN)
 local init_rc = ffi_new("int[1]")
 
--- token -> waiter; a waiter receives `done`, `rc` and `res` from its completion.
+-- token -> waiter; a waiter receives `done`, `rc`, `res` and `err` (the call
+-- failed) from its completion.
 -- Waiters are reused (`waiter_pool`) once their call returned normally.
 -- Weak values: a waiting caller holds its waiter, so only the waiters of callers
 -- that were killed (client abort, stream reset) can be collected; their late
--- answers are then freed like those of cancelled calls.
+-- answers are then freed like those of cancelled calls. (nginx finds its killed
+-- callers itself: see `sweep`.)
 local waiters = setmetatable({}, { __mode = "v" })
--- Calls posted and not yet answered or cancelled (counted apart from `waiters`:
--- `next()` over a sparse weak table is not O(1)).
+-- Calls posted whose callers wait (counted apart from `waiters`: `next()`
+-- over a sparse weak table is not O(1)).
 local pending = 0
 local next_token = 1
 local waiter_pool = {}
 local max_timeout = 0  -- the longest opts.timeout of any runtime loaded here
 
+-- Copies an answer into its waiter. Raises when Lua cannot hold the
+-- response (2 GB or more, out of memory).
+local function copy_answer(waiter, c)
+  waiter.rc = c.rc
+  waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
+  waiter.err = c.err ~= nil and ffi_str(c.err)
+end
+
 -- Hands an answer to its waiter; `wake(waiter)` resumes the caller. The
--- answer of a caller that gave up is freed.
+-- answer of a caller that gave up is freed. An answer that cannot be copied
+-- fails its own call only.
 local function deliver(c, wake)
   local token = tonumber(c.token)
   local waiter = waiters[token]
-  pending = pending - 1
   if waiter then
     waiters[token] = nil
+    pending = pending - 1
+    local ok, err = pcall(copy_answer, waiter, c)
+    if not ok then
+      waiter.res = false
+      waiter.err = "resty_ffi: cannot deliver the answer: " .. tostring(err)
+    end
     waiter.done = true
-    waiter.rc = c.rc
-    waiter.res = c.rsp ~= nil and ffi_str(c.rsp, c.rsp_len)
     wake(waiter)
   end
   if c.rsp ~= nil then
     C.free(c.rsp)
   end
+end
+
+-- The caller of `token` gave up or is gone: its late answer is freed.
+local function forget(sink, token)
+  if waiters[token] then
+    waiters[token] = nil
+    pending = pending - 1
+  end
+  C.resty_ffi_sink_cancel(sink, token)
 end
 
 -- Delivers every answer waiting in the sink.
@@ -106,7 +132,8 @@ end
 
 -- Hosts. Each provides:
 --   sink()             the completion queue of the caller's context
---   wait(waiter, sink, timeout, rt, token)
+--   wait(waiter, sink, timeout, rt)   (rt: the runtime's private state;
+--                      waiter.token: the call's token)
 --                      suspends the caller until the waiter is answered;
 --                      returns true, or nil and a message. It may keep
 --                      fields of its own in the (reused) waiter.
@@ -154,7 +181,8 @@ if envoy then
       end
       return ffi.cast("resty_ffi_sink *", sink)
     end,
-    wait = function(waiter, sink, timeout, _, token)
+    wait = function(waiter, sink, timeout)
+      local token = waiter.token
       -- The deadline is taken before the wake-up is armed, so the wake-up
       -- never comes before it. Each call has its own wake-up.
       local deadline = now() + timeout
@@ -174,13 +202,18 @@ if envoy then
   }
 
 else
-  -- nginx: the nginx module wakes one dispatcher light thread per worker,
-  -- which drains the worker's sink and posts each caller's semaphore.
+  -- nginx: each Lua VM (one per worker, or one per request with
+  -- lua_code_cache off) has a sink of its own. The nginx module wakes the
+  -- VM's dispatcher light thread, which drains the sink and posts each
+  -- caller's semaphore.
   local semaphore = require("ngx.semaphore")
   local get_phase = ngx.get_phase
 
   ffi.cdef[[
-  resty_ffi_sink *ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len);
+  typedef struct ngx_http_resty_ffi_vm_t ngx_http_resty_ffi_vm_t;
+  ngx_http_resty_ffi_vm_t *ngx_http_resty_ffi_open(void *sem, char *err, size_t err_len);
+  resty_ffi_sink *ngx_http_resty_ffi_sink(ngx_http_resty_ffi_vm_t *vm);
+  void ngx_http_resty_ffi_close(ngx_http_resty_ffi_vm_t *vm);
   int ngx_http_resty_ffi_worker_has_posted_events(void);
   int ngx_http_lua_ffi_sema_post(void *sem, int n);
   ]]
@@ -191,14 +224,31 @@ else
     server_rewrite = true,
   }
 
-  local worker_sink
+  local vm_sink          -- this VM's sink
+  local vm_handle        -- keeps vm_sink open; collected with the VM
   local dispatcher_sem
+  local dispatching = false
+  local sleepers = {}    -- waiter -> true while its caller sleeps on its semaphore
+  local next_sweep = 0
 
   -- A spinning waiter needs no wake-up. (The semaphore object's `sem` is
   -- the cdata that lua-resty-core passes to the same C function.)
   local function post_waiter(waiter)
-    if waiter.sleeping then
+    if sleepers[waiter] then
+      sleepers[waiter] = nil
       C.ngx_http_lua_ffi_sema_post(waiter.sem.sem, 1)
+    end
+  end
+
+  -- A sleeper that nothing woke but that no longer waits on its semaphore
+  -- was killed (client abort, ngx.thread.kill, its request ended): its call
+  -- is forgotten, so that `pending` counts only callers that wait.
+  local function sweep()
+    for waiter in pairs(sleepers) do
+      if waiter.sem:count() >= 0 then
+        sleepers[waiter] = nil
+        forget(vm_sink, waiter.token)
+      end
     end
   end
 
@@ -237,49 +287,83 @@ else
     return false
   end
 
-  -- Runs until the worker exits and every call still waiting got its answer
-  -- or outlived the longest timeout (its caller may have been aborted and its
-  -- waiter not yet collected).
-  local function dispatch(premature)
-    if premature then
-      return
-    end
+  -- Runs while calls wait: it ends after a second without any (a timer
+  -- keeps its Lua VM alive), or once the worker exits and every call still
+  -- waiting got its answer or outlived the longest timeout. Killed callers
+  -- are swept out once a second, and at every turn while the worker exits.
+  local function dispatch_loop()
     local exit_deadline
     while true do
       local ok, err = dispatcher_sem:wait(1)
       if not ok and err ~= "timeout" then
         ngx.log(ngx.ERR, "resty_ffi: dispatcher: ", err)
       end
-      drain(worker_sink, post_waiter)
-      if ngx.worker.exiting() then
+      drain(vm_sink, post_waiter)
+      local exiting = ngx.worker.exiting()
+      if pending > 0 and (exiting or ngx.now() >= next_sweep) then
+        sweep()
+        next_sweep = ngx.now() + 1
+      end
+      if exiting then
         ngx.update_time()
         exit_deadline = exit_deadline or ngx.now() + max_timeout
         if pending == 0 or ngx.now() > exit_deadline then
           return
         end
+      elseif not ok and pending == 0 then
+        return
       end
     end
   end
 
-  local function start_dispatcher()
-    local ok, err = ngx.timer.at(0, dispatch)
+  local start_dispatcher
+
+  -- A dispatcher that fails is logged, and replaced while calls wait. (It
+  -- also runs when nginx calls it `premature`ly, at exit: calls may wait.)
+  local function dispatch()
+    local ok, err = pcall(dispatch_loop)
+    dispatching = false
     if not ok then
-      error("resty_ffi: cannot start the dispatcher: " .. err, 3)
+      ngx.log(ngx.ERR, "resty_ffi: dispatcher failed: ", err)
+      if pending > 0 then
+        local started, start_err = start_dispatcher()
+        if not started then
+          ngx.log(ngx.ERR, "resty_ffi: ", start_err)
+        end
+      end
     end
   end
 
-  local function worker_sink_or_error()
-    if worker_sink then
-      return worker_sink
+  -- Returns true, or nil and a message.
+  start_dispatcher = function()
+    if dispatching then
+      return true
     end
-    dispatcher_sem = semaphore.new(0)
-    local sink = C.ngx_http_resty_ffi_worker_sink(dispatcher_sem.sem, errbuf, ERR_LEN)
-    if sink == nil then
+    local ok, err = ngx.timer.at(0, dispatch)
+    if not ok then
+      return nil, "cannot start the dispatcher: " .. err
+    end
+    dispatching = true
+    return true
+  end
+
+  local function vm_sink_or_error()
+    if vm_sink then
+      return vm_sink
+    end
+    local sem = semaphore.new(0)
+    local vm = C.ngx_http_resty_ffi_open(sem.sem, errbuf, ERR_LEN)
+    if vm == nil then
       error(ffi_str(errbuf), 3)
     end
-    start_dispatcher()
-    worker_sink = sink
-    return sink
+    -- C posts `sem` until the sink is closed: the finalizer keeps it alive.
+    vm_handle = ffi_gc(vm, function(handle)
+      C.ngx_http_resty_ffi_close(handle)
+      sem = nil
+    end)
+    dispatcher_sem = sem
+    vm_sink = C.ngx_http_resty_ffi_sink(vm)
+    return vm_sink
   end
 
   host = {
@@ -288,20 +372,24 @@ else
       if not YIELDABLE[phase] then
         error("resty_ffi: cannot wait for a runtime in the " .. phase .. " phase", 3)
       end
-      return worker_sink_or_error()
+      return vm_sink_or_error()
     end,
     wait = function(waiter, sink, timeout, rt)
       if spin(waiter, sink, rt) then
         return true
+      end
+      local started, start_err = start_dispatcher()
+      if not started then
+        return nil, start_err
       end
       local sem = waiter.sem
       if not sem then
         sem = semaphore.new(0)
         waiter.sem = sem
       end
-      waiter.sleeping = true
+      sleepers[waiter] = true
       local ok, err = sem:wait(timeout)
-      waiter.sleeping = false
+      sleepers[waiter] = nil
       return ok, err
     end,
     check_load = function()
@@ -317,16 +405,29 @@ end
 
 local runtimes = {}   -- cache key -> runtime object, per Lua VM
 
+-- Every string key of a runtime object is a method name (SPEC §1), so the
+-- object keeps its state under this private key.
+local STATE = {}
+
 local Runtime = {}
 
+local function state_of(self)
+  local rt = type(self) == "table" and self[STATE]
+  if not rt then
+    error("resty_ffi: call a runtime's methods with ':' (rt:name(req))", 3)
+  end
+  return rt
+end
+
 local function call(self, req)
+  local rt = state_of(self)
   if req ~= nil and type(req) ~= "string" then
     error("resty_ffi: request must be a string or nil, got " .. type(req), 2)
   end
   local sink = host.sink()
   local token = next_token
   next_token = token + 1
-  local rc = C.resty_ffi_runtime_post(self.ptr, sink, token, req, req and #req or 0)
+  local rc = C.resty_ffi_runtime_post(rt.ptr, sink, token, req, req and #req or 0)
   if rc ~= 0 then
     return false, POST_ERRORS[rc] or "resty_ffi: post failed"
   end
@@ -335,23 +436,26 @@ local function call(self, req)
   if waiter then
     waiter_pool[n] = nil
   else
-    waiter = { done = false, rc = 0, res = false }
+    waiter = { done = false, rc = 0, res = false, err = false, token = 0 }
   end
+  waiter.token = token
   waiters[token] = waiter
   pending = pending + 1
-  local ok, err = host.wait(waiter, sink, self.timeout, self, token)
+  local ok, err = host.wait(waiter, sink, rt.timeout, rt)
   if not ok then
-    -- The caller gives up: its late answer is freed by the core. The
-    -- waiter is not reused (its semaphore saw a timeout).
-    waiters[token] = nil
-    pending = pending - 1
-    C.resty_ffi_sink_cancel(sink, token)
+    -- The caller gives up. The waiter is not reused (its semaphore saw a
+    -- timeout).
+    forget(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
   end
-  local rc, res = waiter.rc, waiter.res
+  local rc, res, err = waiter.rc, waiter.res, waiter.err
   waiter.done = false
   waiter.res = false
+  waiter.err = false
   waiter_pool[#waiter_pool + 1] = waiter
+  if err then
+    return false, err
+  end
   if rc == 0 then
     return true, res or ""
   end
@@ -366,10 +470,11 @@ Runtime.__index = function(self, name)
 end
 
 function Runtime.unload(self)
-  if runtimes[self.key] == self then
-    runtimes[self.key] = nil
+  local rt = state_of(self)
+  if runtimes[rt.key] == self then
+    runtimes[rt.key] = nil
   end
-  C.resty_ffi_runtime_unload(self.ptr)
+  C.resty_ffi_runtime_unload(rt.ptr)
 end
 
 
@@ -415,8 +520,8 @@ local function load_ffi(lib, cfg, opts)
     return nil, ffi_str(errbuf)
   end
 
-  rt = setmetatable({ ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
-                      timeout = timeout, spin_pause = 0, spin_backoff = 1 }, Runtime)
+  rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
+                                  timeout = timeout, spin_pause = 0, spin_backoff = 1 } }, Runtime)
   runtimes[key] = rt
   return rt
 end

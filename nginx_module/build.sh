@@ -8,8 +8,9 @@ header_dir=$(readlink -f "$2")
 lib_dir=$(readlink -f "$3")
 module_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 
-# A configured copy of the nginx sources, reused while the module's config is unchanged.
-stamp=$(cat /usr/share/nginx/src/conf_flags "$module_dir/config" | sha1sum | cut -c1-12)
+# A configured copy of the nginx sources, reused while the module's config and
+# directory are unchanged (the configured Makefile compiles that directory's source).
+stamp=$( (cat /usr/share/nginx/src/conf_flags "$module_dir/config"; echo "$module_dir") | sha1sum | cut -c1-12)
 build="${RESTY_FFI_CACHE:-$HOME/.cache/resty_ffi}/nginx-build-$stamp"
 # Inputs live at fixed paths inside the build dir, so the configured Makefile
 # stays valid whichever tree (cargo's or Bazel's) they come from.

@@ -1,14 +1,17 @@
 /*
  * ngx_http_resty_ffi_module: the nginx host of resty_ffi.
  *
- * Per worker, on first use, it creates a completion queue in the Rust core
- * (libresty_ffi.so), watches the queue's eventfd in the worker's event loop
- * and, when answers arrive, posts the dispatcher semaphore that
- * lua/resty_ffi.lua waits on. One wake-up per batch of answers.
+ * Each Lua VM of a worker (one per worker, or one per request with
+ * `lua_code_cache off`) opens a completion queue of its own in the Rust core
+ * (libresty_ffi.so). C watches the queue's eventfd in the worker's event loop
+ * and, when answers arrive, posts that VM's dispatcher semaphore, which
+ * lua/resty_ffi.lua waits on. One wake-up per batch of answers; answers never
+ * reach another VM.
  *
- * Only the Lua dispatcher ever touches per-call state: C posts a single
- * semaphore that Lua keeps alive for the worker's lifetime, so an aborted
- * request can never leave C with a dangling pointer.
+ * Only the Lua dispatcher ever touches per-call state. C posts one semaphore
+ * per VM, which Lua keeps alive until it closes the queue (the finalizer of
+ * the VM's handle, run at the latest when the VM is closed), so C never posts
+ * a semaphore that may be freed.
  */
 
 #include <ngx_config.h>
@@ -21,22 +24,30 @@
 /* lua-nginx-module's public FFI interface (as declared by lua-resty-core). */
 int ngx_http_lua_ffi_sema_post(void *sem, int n);
 
-resty_ffi_sink *ngx_http_resty_ffi_worker_sink(void *sem, char *err,
-    size_t err_len);
-int ngx_http_resty_ffi_worker_has_posted_events(void);
-
-static void ngx_http_resty_ffi_wake_handler(ngx_event_t *ev);
-static void ngx_http_resty_ffi_exit_process(ngx_cycle_t *cycle);
-
 
 typedef struct {
+    ngx_queue_t        queue;
     resty_ffi_sink    *sink;
     ngx_connection_t  *conn;
     void              *dispatcher_sem;
-} ngx_http_resty_ffi_worker_t;
+} ngx_http_resty_ffi_vm_t;
 
 
-static ngx_http_resty_ffi_worker_t  ngx_http_resty_ffi_worker;
+ngx_http_resty_ffi_vm_t *ngx_http_resty_ffi_open(void *sem, char *err,
+    size_t err_len);
+resty_ffi_sink *ngx_http_resty_ffi_sink(ngx_http_resty_ffi_vm_t *vm);
+void ngx_http_resty_ffi_close(ngx_http_resty_ffi_vm_t *vm);
+int ngx_http_resty_ffi_worker_has_posted_events(void);
+
+static void ngx_http_resty_ffi_wake_handler(ngx_event_t *ev);
+static void ngx_http_resty_ffi_release(ngx_http_resty_ffi_vm_t *vm);
+static void ngx_http_resty_ffi_exit_process(ngx_cycle_t *cycle);
+
+
+/* The queues of the worker's Lua VMs that are still open. */
+static ngx_queue_t  ngx_http_resty_ffi_vms = {
+    &ngx_http_resty_ffi_vms, &ngx_http_resty_ffi_vms
+};
 
 
 static ngx_http_module_t  ngx_http_resty_ffi_module_ctx = {
@@ -77,21 +88,17 @@ ngx_http_resty_ffi_set_error(char *err, size_t err_len, const char *msg)
 
 
 /*
- * Called from Lua (FFI) in a worker. Returns the worker's completion queue,
- * creating it and registering its eventfd on first use; `sem` is the
- * dispatcher semaphore to post when answers arrive.
+ * Called from Lua (FFI) in a worker, once per Lua VM: opens the VM's
+ * completion queue and registers its eventfd; `sem` is the dispatcher
+ * semaphore to post when answers arrive. Close it with
+ * ngx_http_resty_ffi_close().
  */
-resty_ffi_sink *
-ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len)
+ngx_http_resty_ffi_vm_t *
+ngx_http_resty_ffi_open(void *sem, char *err, size_t err_len)
 {
-    int                            fd;
-    ngx_connection_t              *c;
-    ngx_http_resty_ffi_worker_t   *w = &ngx_http_resty_ffi_worker;
-
-    if (w->sink != NULL) {
-        w->dispatcher_sem = sem;
-        return w->sink;
-    }
+    int                       fd;
+    ngx_connection_t         *c;
+    ngx_http_resty_ffi_vm_t  *vm;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -101,15 +108,22 @@ ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len)
         return NULL;
     }
 
-    w->sink = resty_ffi_sink_new();
-    if (w->sink == NULL) {
+    vm = ngx_calloc(sizeof(ngx_http_resty_ffi_vm_t), ngx_cycle->log);
+    if (vm == NULL) {
+        ngx_http_resty_ffi_set_error(err, err_len, "resty_ffi: out of memory");
+        return NULL;
+    }
+
+    vm->sink = resty_ffi_sink_new();
+    if (vm->sink == NULL) {
+        ngx_free(vm);
         ngx_http_resty_ffi_set_error(err, err_len,
                                      "resty_ffi: eventfd() failed");
         return NULL;
     }
 
     /* nginx closes the fd it watches: give it a duplicate of the sink's. */
-    fd = dup(resty_ffi_sink_fd(w->sink));
+    fd = dup(resty_ffi_sink_fd(vm->sink));
     if (fd == -1) {
         goto failed;
     }
@@ -120,6 +134,7 @@ ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len)
         goto failed;
     }
 
+    c->data = vm;
     c->read->handler = ngx_http_resty_ffi_wake_handler;
     c->read->log = ngx_cycle->log;
 
@@ -128,18 +143,40 @@ ngx_http_resty_ffi_worker_sink(void *sem, char *err, size_t err_len)
         goto failed;
     }
 
-    w->conn = c;
-    w->dispatcher_sem = sem;
+    vm->conn = c;
+    vm->dispatcher_sem = sem;
+    ngx_queue_insert_tail(&ngx_http_resty_ffi_vms, &vm->queue);
 
-    return w->sink;
+    return vm;
 
 failed:
 
-    resty_ffi_sink_free(w->sink);
-    w->sink = NULL;
+    resty_ffi_sink_free(vm->sink);
+    ngx_free(vm);
     ngx_http_resty_ffi_set_error(err, err_len,
                          "resty_ffi: cannot watch the completion eventfd");
     return NULL;
+}
+
+
+/* Called from Lua (FFI): the completion queue of an open VM handle. */
+resty_ffi_sink *
+ngx_http_resty_ffi_sink(ngx_http_resty_ffi_vm_t *vm)
+{
+    return vm->sink;
+}
+
+
+/*
+ * Called from Lua (FFI), by the finalizer of the VM's handle: answers still
+ * to come are freed by the core, the semaphore is never posted again.
+ */
+void
+ngx_http_resty_ffi_close(ngx_http_resty_ffi_vm_t *vm)
+{
+    ngx_http_resty_ffi_release(vm);
+    ngx_queue_remove(&vm->queue);
+    ngx_free(vm);
 }
 
 
@@ -159,30 +196,45 @@ ngx_http_resty_ffi_worker_has_posted_events(void)
 static void
 ngx_http_resty_ffi_wake_handler(ngx_event_t *ev)
 {
-    ngx_http_resty_ffi_worker_t  *w = &ngx_http_resty_ffi_worker;
+    ngx_connection_t         *c = ev->data;
+    ngx_http_resty_ffi_vm_t  *vm = c->data;
 
-    resty_ffi_sink_acknowledge(w->sink);
-
-    if (w->dispatcher_sem != NULL) {
-        ngx_http_lua_ffi_sema_post(w->dispatcher_sem, 1);
-    }
+    resty_ffi_sink_acknowledge(vm->sink);
+    ngx_http_lua_ffi_sema_post(vm->dispatcher_sem, 1);
 }
 
 
 static void
-ngx_http_resty_ffi_exit_process(ngx_cycle_t *cycle)
+ngx_http_resty_ffi_release(ngx_http_resty_ffi_vm_t *vm)
 {
-    ngx_http_resty_ffi_worker_t  *w = &ngx_http_resty_ffi_worker;
-
-    if (w->conn != NULL) {
-        ngx_close_connection(w->conn);
-        w->conn = NULL;
+    if (vm->conn != NULL) {
+        ngx_close_connection(vm->conn);
+        vm->conn = NULL;
     }
 
-    w->dispatcher_sem = NULL;
+    vm->dispatcher_sem = NULL;
 
-    if (w->sink != NULL) {
-        resty_ffi_sink_free(w->sink);
-        w->sink = NULL;
+    if (vm->sink != NULL) {
+        resty_ffi_sink_free(vm->sink);
+        vm->sink = NULL;
+    }
+}
+
+
+/*
+ * The worker's connections must be closed before it exits. The handles stay
+ * allocated: Lua's finalizers close them when the VMs are closed, later.
+ */
+static void
+ngx_http_resty_ffi_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_t  *q;
+
+    for (q = ngx_queue_head(&ngx_http_resty_ffi_vms);
+         q != ngx_queue_sentinel(&ngx_http_resty_ffi_vms);
+         q = ngx_queue_next(q))
+    {
+        ngx_http_resty_ffi_release(ngx_queue_data(q, ngx_http_resty_ffi_vm_t,
+                                                  queue));
     }
 }

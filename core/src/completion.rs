@@ -1,11 +1,11 @@
 //! Completion queues: where answered tasks wait for their host, and the hooks
 //! that wake the host's event loop once per batch.
 
-use std::collections::HashSet;
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
@@ -79,6 +79,24 @@ pub struct Completion {
     pub token: u64,
     pub rc: i32,
     pub response: ResponseBuffer,
+    /// Set when the answer broke the ABI: the caller gets this error instead.
+    pub fault: Option<Fault>,
+}
+
+/// An answer that breaks the runtime ABI; its response was freed unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `rsp_len < 0`.
+    NegativeLength,
+}
+
+impl Fault {
+    /// The error the caller gets (a static C string, for C and Lua hosts).
+    pub fn message(self) -> &'static CStr {
+        match self {
+            Fault::NegativeLength => c"resty_ffi: runtime answered with a negative length",
+        }
+    }
 }
 
 /// Answers for one host, drained on the host's thread.
@@ -89,9 +107,23 @@ pub struct CompletionQueue {
     done: SegQueue<Completion>,
     wake_pending: AtomicBool,
     closed: AtomicBool,
-    cancelled_count: AtomicUsize,
-    cancelled: Mutex<HashSet<u64>>,
+    cancelled: OnceLock<Box<[AtomicU64]>>,
     hook: Box<dyn CompletionHook>,
+}
+
+/// The table of cancelled tokens has 2^CANCELLED_BITS slots (allocated on
+/// the first cancel). A token cancelled later may take the slot of an earlier
+/// one, whose answer is then delivered: hosts drop answers to tokens they no
+/// longer wait for.
+const CANCELLED_BITS: u32 = 8;
+const CANCELLED_SLOTS: usize = 1 << CANCELLED_BITS;
+
+/// A token's slot in the table, and what the slot holds for it (0 = empty;
+/// `u64::MAX`, stored as 0, cannot be cancelled).
+fn cancelled_slot(token: u64) -> (usize, u64) {
+    // Fibonacci hashing: spreads sequential and strided tokens.
+    let slot = (token.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CANCELLED_BITS)) as usize;
+    (slot, token.wrapping_add(1))
 }
 
 impl CompletionQueue {
@@ -100,8 +132,7 @@ impl CompletionQueue {
             done: SegQueue::new(),
             wake_pending: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            cancelled_count: AtomicUsize::new(0),
-            cancelled: Mutex::new(HashSet::new()),
+            cancelled: OnceLock::new(),
             hook: Box::new(hook),
         }
     }
@@ -166,25 +197,23 @@ impl CompletionQueue {
         }
     }
 
-    /// Forgets the caller of `token` (it went away): its answer will be freed,
-    /// not delivered. Cancel only tokens that were posted and not yet delivered.
+    /// Forgets the caller of `token` (it went away): its answer will usually
+    /// be freed, not delivered (the queue remembers a bounded number of
+    /// cancelled tokens, see `CANCELLED_SLOTS`). Cancel only tokens that were
+    /// posted and not yet delivered.
     pub fn cancel(&self, token: u64) {
-        let mut cancelled = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
-        if cancelled.insert(token) {
-            self.cancelled_count.fetch_add(1, Ordering::Release);
-        }
+        let slots = self.cancelled.get_or_init(|| (0..CANCELLED_SLOTS).map(|_| AtomicU64::new(0)).collect());
+        let (slot, stored) = cancelled_slot(token);
+        slots[slot].store(stored, Ordering::Release);
     }
 
     fn take_cancelled(&self, token: u64) -> bool {
-        if self.cancelled_count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let mut cancelled = self.cancelled.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = cancelled.remove(&token);
-        if removed {
-            self.cancelled_count.fetch_sub(1, Ordering::Release);
-        }
-        removed
+        let Some(slots) = self.cancelled.get() else { return false };
+        let (slot, stored) = cancelled_slot(token);
+        let slot = &slots[slot];
+        stored != 0
+            && slot.load(Ordering::Acquire) == stored
+            && slot.compare_exchange(stored, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// The host is going away: answers waiting now and arriving later are freed.

@@ -39,12 +39,15 @@ impl resty_ffi_sink {
 }
 
 /// One answer handed to the host. The host owns `rsp` and frees it with `free()`.
+/// `err` is NULL, or a static message: the call failed with it (the runtime
+/// broke the ABI) and `rsp` is NULL.
 #[repr(C)]
 pub struct resty_ffi_completion {
     pub token: u64,
     pub rc: c_int,
     pub rsp: *mut c_char,
     pub rsp_len: usize,
+    pub err: *const c_char,
 }
 
 fn write_error(msg: &str, err: *mut c_char, err_len: usize) {
@@ -101,11 +104,12 @@ pub unsafe extern "C" fn resty_ffi_runtime_load(
     }
 }
 
-/// Posts a request of `len` bytes (`req` may be NULL when `len` is 0); its
+/// Posts a request of `len` bytes; a NULL `req` is a NULL request (Lua's
+/// `nil`, `len` ignored), which the runtime's `get_req` returns as NULL. Its
 /// answer arrives on `sink` under `token`. Never blocks.
 ///
 /// # Safety
-/// `rt` and `sink` are live handles; `req` is readable for `len` bytes.
+/// `rt` and `sink` are live handles; `req` is NULL or readable for `len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn resty_ffi_runtime_post(
     rt: *const resty_ffi_runtime,
@@ -114,7 +118,11 @@ pub unsafe extern "C" fn resty_ffi_runtime_post(
     req: *const c_char,
     len: usize,
 ) -> c_int {
-    let request = if len == 0 { &[][..] } else { std::slice::from_raw_parts(req as *const u8, len) };
+    let request = match (req.is_null(), len) {
+        (true, _) => None,
+        (false, 0) => Some(&[][..]),
+        (false, len) => Some(std::slice::from_raw_parts(req as *const u8, len)),
+    };
     let (rt, sink) = (&*rt, &*sink);
     no_unwind(RESTY_FFI_INTERNAL_ERROR, || match rt.runtime.post(request, token, &sink.queue) {
         Ok(()) => RESTY_FFI_OK,
@@ -201,6 +209,7 @@ pub unsafe extern "C" fn resty_ffi_sink_drain(
                 rc: completion.rc,
                 rsp: rsp as *mut c_char,
                 rsp_len,
+                err: completion.fault.map_or(std::ptr::null(), |fault| fault.message().as_ptr()),
             };
             n += 1;
         })

@@ -14,9 +14,11 @@
 //! * A task is one heap allocation owned by exactly one party at a time: the
 //!   queue, then the runtime (from `task_poll` to `respond`), then the completion
 //!   queue, then the host. Dropping it anywhere frees its request and response.
-//! * Queues handed to runtimes (`tq`) stay allocated until the process exits: a
-//!   runtime may still poll a queue after its host unloaded it, and every later
-//!   poll answers NULL. A retired queue keeps only its empty channel.
+//! * A queue handed to a runtime (`tq`) outlives the host's handle: a runtime
+//!   may still poll it after its host unloaded it, and every later poll
+//!   answers NULL. Once every task was answered, every thread that polled got
+//!   its NULL, and nothing polled for a grace period, the queue is freed (and
+//!   an unpinned library closed): see `reaper`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -38,12 +40,15 @@ mod completion;
 pub mod host_abi;
 mod library;
 mod queue;
+mod reaper;
 mod runtime;
 mod spin;
 mod task;
+mod threads;
 mod wake_timer;
 
-pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, EventFdHook};
+pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, EventFdHook, Fault};
 pub use queue::{PostError, TaskQueue};
+pub use reaper::retired_runtimes;
 pub use runtime::{LoadError, LoadOptions, Runtime};
 pub use task::{ResponseBuffer, Task};

@@ -1,7 +1,8 @@
 //! The per-runtime task queue: hosts post, runtime threads poll.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,25 @@ impl std::error::Error for PostError {}
 pub struct TaskQueue {
     posting: CachePadded<Posting>,
     polling: CachePadded<Polling>,
+    pollers: CachePadded<Pollers>,
+}
+
+/// The threads that poll a queue, so that it is freed (and an unpinned
+/// library closed) only once none can use it any more (see `reaper`).
+struct Pollers {
+    /// Tells queues apart in threads' lists (an address may be reused).
+    id: u64,
+    /// One reference here and one per task posted and not yet answered.
+    unanswered: Arc<()>,
+    /// Threads that polled and did not yet receive the end (NULL).
+    active: AtomicUsize,
+    /// Counts threads starting to poll and receiving the end.
+    events: AtomicU64,
+}
+
+thread_local! {
+    /// The queues this thread polls and has not received the end of.
+    static POLLING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
 struct Posting {
@@ -65,6 +85,7 @@ const MAX_SPIN_US: u32 = 100;
 
 impl TaskQueue {
     pub fn new(max_queue: usize) -> Arc<TaskQueue> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (tx, rx) = crossbeam_channel::unbounded();
         Arc::new(TaskQueue {
             posting: CachePadded::new(Posting {
@@ -78,11 +99,26 @@ impl TaskQueue {
                 spin_us: AtomicU32::new(0),
                 spinning: AtomicBool::new(false),
             }),
+            pollers: CachePadded::new(Pollers {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                unanswered: Arc::new(()),
+                active: AtomicUsize::new(0),
+                events: AtomicU64::new(0),
+            }),
         })
     }
 
     /// Queues a request; its answer goes to `sink` under `token`.
     pub fn post(&self, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+        self.post_request(Some(request), token, sink)
+    }
+
+    /// Queues a request that the runtime sees as NULL (Lua's `nil`).
+    pub fn post_nil(&self, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+        self.post_request(None, token, sink)
+    }
+
+    fn post_request(&self, request: Option<&[u8]>, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
         let posting = &self.posting;
         let mut queued = posting.gate.lock().unwrap_or_else(|e| e.into_inner());
         if posting.finished.load(Ordering::Relaxed) {
@@ -95,7 +131,7 @@ impl TaskQueue {
             }
         }
         // The receiver lives in `self`, so sending cannot fail.
-        let _ = posting.tx.send(Some(Task::new(request, token, sink)));
+        let _ = posting.tx.send(Some(Task::new(request, token, sink, &self.pollers.unanswered)));
         *queued += 1;
         Ok(())
     }
@@ -135,6 +171,15 @@ impl TaskQueue {
     /// runtime with more threads than the machine has cores does not take the
     /// host's core.
     pub fn poll(&self) -> Option<Box<Task>> {
+        self.start_polling();
+        let task = self.next_task();
+        if task.is_none() {
+            self.stop_polling();
+        }
+        task
+    }
+
+    fn next_task(&self) -> Option<Box<Task>> {
         let Polling { rx, spin_us, spinning } = &*self.polling;
         if spinning.load(Ordering::Relaxed) || spinning.swap(true, Ordering::Acquire) {
             return self.task_or_end(rx.recv().ok().flatten());
@@ -164,6 +209,48 @@ impl TaskQueue {
         };
         spin_us.store(next, Ordering::Relaxed);
         self.task_or_end(received)
+    }
+
+    /// Counts the calling thread as a poller, once.
+    fn start_polling(&self) {
+        let Pollers { id, active, events, .. } = &*self.pollers;
+        let first = POLLING.try_with(|ids| {
+            let mut ids = ids.borrow_mut();
+            let first = !ids.contains(id);
+            if first {
+                ids.push(*id);
+            }
+            first
+        });
+        if first == Ok(true) {
+            active.fetch_add(1, Ordering::AcqRel);
+            events.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The calling thread received the end: the last time it touches the queue.
+    fn stop_polling(&self) {
+        let Pollers { id, active, events, .. } = &*self.pollers;
+        let was_polling = POLLING.try_with(|ids| {
+            let mut ids = ids.borrow_mut();
+            let len = ids.len();
+            ids.retain(|other| other != id);
+            ids.len() < len
+        });
+        if was_polling == Ok(true) {
+            events.fetch_add(1, Ordering::AcqRel);
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// How often threads started polling or received the end, if no task
+    /// is unanswered and no thread polls now; `None` otherwise.
+    pub(crate) fn quiet(&self) -> Option<u64> {
+        let Pollers { active, events, unanswered, .. } = &*self.pollers;
+        let before = events.load(Ordering::Acquire);
+        // A task's reference is released when it is answered (`Release`); the
+        // caller's acquire fence orders what the task did before its free.
+        (Arc::strong_count(unanswered) == 1 && active.load(Ordering::Acquire) == 0).then_some(before)
     }
 
     /// Passes a task on; at the end of the queue (`None`), puts the end marker

@@ -2,11 +2,12 @@
 
 use std::ffi::{c_void, CString};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::completion::CompletionQueue;
 use crate::library::{resolve_name, Library};
 use crate::queue::{PostError, TaskQueue};
+use crate::reaper;
 
 /// How to load a runtime (SPEC §1 `opts`).
 #[derive(Debug, Clone)]
@@ -14,9 +15,10 @@ pub struct LoadOptions {
     pub max_queue: usize,
     /// dlopen with `RTLD_GLOBAL` (the Python and Node.js loaders need it).
     pub is_global: bool,
-    /// dlclose the library when the runtime is dropped, so a later load can
-    /// pick up a new build. Only safe for runtimes whose threads stop running
-    /// library code once `task_poll` returned NULL.
+    /// dlclose the library after the runtime is dropped, so a later load can
+    /// pick up a new build: once every task was answered and every poll
+    /// thread received NULL and left `task_poll`, then after a grace period
+    /// (see `reaper`).
     pub unpin: bool,
 }
 
@@ -45,15 +47,14 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Queues handed to runtimes outlive their hosts (see the crate docs); keeping
-/// them here keeps them reachable until the process exits.
-static HANDED_OUT: Mutex<Vec<Arc<TaskQueue>>> = Mutex::new(Vec::new());
-
 /// The host's handle on a runtime. Dropping it unloads the runtime (tasks
-/// already posted are still answered) and, if unpinned, closes the library.
+/// already posted are still answered) and retires its queue and library,
+/// which are freed (the library closed, if unpinned) once no thread can use
+/// them any more (see `reaper`).
 pub struct Runtime {
     queue: Arc<TaskQueue>,
-    _library: Library,
+    /// `None` once retired.
+    library: Option<Library>,
 }
 
 impl Runtime {
@@ -74,21 +75,25 @@ impl Runtime {
             None => None,
         };
         let queue = TaskQueue::new(opts.max_queue);
-        HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&queue));
         let cfg_ptr = cfg.as_ref().map_or(std::ptr::null_mut(), |c| c.as_ptr() as *mut _);
         let tq = Arc::as_ptr(&queue) as *mut c_void;
         // SAFETY: `init` has the SPEC §2 signature; `cfg_ptr` is NULL or a C string
-        // that outlives the call; `tq` points to a queue kept alive by HANDED_OUT.
+        // that outlives the call; `tq` points to a queue that the reaper keeps
+        // alive while the runtime may use it.
         let rc = unsafe { init(cfg_ptr, tq) };
+        let runtime = Runtime { queue, library: Some(library) };
         if rc != 0 {
-            queue.unload();
-            return Err(LoadError::Init(rc));
+            return Err(LoadError::Init(rc)); // the runtime may have started threads: retired
         }
-        Ok(Runtime { queue, _library: library })
+        Ok(runtime)
     }
 
-    pub fn post(&self, request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
-        self.queue.post(request, token, sink)
+    /// Posts `request`; `None` reaches the runtime as a NULL request.
+    pub fn post(&self, request: Option<&[u8]>, token: u64, sink: &Arc<CompletionQueue>) -> Result<(), PostError> {
+        match request {
+            Some(request) => self.queue.post(request, token, sink),
+            None => self.queue.post_nil(token, sink),
+        }
     }
 
     /// Ends the runtime after the tasks already posted; false if already unloaded.
@@ -104,5 +109,8 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.queue.unload();
+        if let Some(library) = self.library.take() {
+            reaper::retire(Arc::clone(&self.queue), library);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::completion::{Completion, CompletionQueue};
+use crate::completion::{Completion, CompletionQueue, Fault};
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -84,22 +84,26 @@ pub struct Task {
     request: RequestBytes,
     token: u64,
     sink: Arc<CompletionQueue>,
+    /// Counts the task among its queue's tasks not yet answered.
+    _unanswered: Arc<()>,
 }
 
 /// Requests up to this size (NUL included) live inside the task: one
 /// allocation per call instead of two.
 const INLINE_REQUEST: usize = 64;
 
-/// The request bytes followed by one NUL byte (runtimes may read it as a C string).
+/// The request bytes followed by one NUL byte (runtimes may read it as a C
+/// string), or no request at all (Lua's `nil`: the runtime sees NULL).
 enum RequestBytes {
+    Null,
     Inline { len: usize, bytes: [u8; INLINE_REQUEST] },
     Heap(Box<[u8]>),
 }
 
-impl Task {
-    pub(crate) fn new(request: &[u8], token: u64, sink: &Arc<CompletionQueue>) -> Box<Task> {
+impl RequestBytes {
+    fn copy(request: &[u8]) -> Self {
         let with_nul = request.len() + 1;
-        let request = if with_nul <= INLINE_REQUEST {
+        if with_nul <= INLINE_REQUEST {
             let mut bytes = [0; INLINE_REQUEST];
             bytes[..request.len()].copy_from_slice(request);
             RequestBytes::Inline { len: with_nul, bytes }
@@ -108,21 +112,37 @@ impl Task {
             buf.extend_from_slice(request);
             buf.push(0);
             RequestBytes::Heap(buf.into_boxed_slice())
+        }
+    }
+}
+
+impl Task {
+    /// A task for `request`; `None` is a NULL request.
+    pub(crate) fn new(
+        request: Option<&[u8]>,
+        token: u64,
+        sink: &Arc<CompletionQueue>,
+        unanswered: &Arc<()>,
+    ) -> Box<Task> {
+        let request = match request {
+            None => RequestBytes::Null,
+            Some(request) => RequestBytes::copy(request),
         };
-        Box::new(Task { request, token, sink: Arc::clone(sink) })
+        Box::new(Task { request, token, sink: Arc::clone(sink), _unanswered: Arc::clone(unanswered) })
     }
 
-    /// The request bytes, without the trailing NUL.
+    /// The request bytes, without the trailing NUL (empty for a NULL request).
     pub fn request(&self) -> &[u8] {
-        let with_nul = self.request_with_nul();
-        &with_nul[..with_nul.len() - 1]
+        self.request_with_nul().map_or(&[], |with_nul| &with_nul[..with_nul.len() - 1])
     }
 
-    /// The request including its trailing NUL (for C runtimes).
-    pub(crate) fn request_with_nul(&self) -> &[u8] {
+    /// The request including its trailing NUL (for C runtimes); `None` for a
+    /// NULL request.
+    pub(crate) fn request_with_nul(&self) -> Option<&[u8]> {
         match &self.request {
-            RequestBytes::Inline { len, bytes } => &bytes[..*len],
-            RequestBytes::Heap(bytes) => bytes,
+            RequestBytes::Null => None,
+            RequestBytes::Inline { len, bytes } => Some(&bytes[..*len]),
+            RequestBytes::Heap(bytes) => Some(bytes),
         }
     }
 
@@ -134,7 +154,16 @@ impl Task {
     /// that posted it. Only the answer is queued, not the task, so a completion
     /// queue never holds a reference to itself.
     pub fn respond(self: Box<Self>, rc: i32, response: ResponseBuffer) {
+        self.complete(rc, response, None);
+    }
+
+    /// Answers the task with an error instead of what the runtime sent.
+    pub(crate) fn reject(self: Box<Self>, rc: i32, fault: Fault) {
+        self.complete(rc, ResponseBuffer::empty(), Some(fault));
+    }
+
+    fn complete(self: Box<Self>, rc: i32, response: ResponseBuffer, fault: Option<Fault>) {
         let Task { token, sink, .. } = *self;
-        sink.complete(Completion { token, rc, response });
+        sink.complete(Completion { token, rc, response, fault });
     }
 }

@@ -44,7 +44,7 @@ pub(crate) fn arm(queue: &Arc<CompletionQueue>, token: u64, delay: Duration) -> 
     static RUNNING: OnceLock<bool> = OnceLock::new();
     let timer = TIMER.get_or_init(WakeTimer::default);
     let running = *RUNNING.get_or_init(|| {
-        std::thread::Builder::new().name("resty_ffi_timer".to_owned()).spawn(|| timer.run()).is_ok()
+        crate::threads::spawn_quiet("resty_ffi_timer", || timer.run())
     });
     if !running {
         return false;
@@ -98,7 +98,6 @@ impl WakeTimer {
     }
 
     fn run(&self) {
-        block_signals();
         let mut armed = self.lock();
         loop {
             let now = Instant::now();
@@ -134,16 +133,5 @@ impl WakeTimer {
                 None => self.changed.wait(armed).unwrap_or_else(|e| e.into_inner()),
             };
         }
-    }
-}
-
-/// Leaves the host's signals (nginx's, Envoy's) to the host's own threads.
-fn block_signals() {
-    // SAFETY: `set` is a local sigset_t initialised by sigfillset before use;
-    // pthread_sigmask only changes this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut set);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use resty_ffi::abi::{ngx_http_lua_ffi_get_req, ngx_http_lua_ffi_respond, ngx_http_lua_ffi_task_poll};
 use resty_ffi::host_abi::{resty_ffi_sink_free, resty_ffi_sink_new, resty_ffi_sink_spin};
-use resty_ffi::{CallbackHook, Completion, CompletionQueue, PostError, TaskQueue};
+use resty_ffi::{CallbackHook, Completion, CompletionQueue, Fault, PostError, TaskQueue};
 
 fn tq(queue: &Arc<TaskQueue>) -> *mut c_void {
     Arc::as_ptr(queue) as *mut c_void
@@ -92,6 +92,20 @@ fn empty_request_is_an_empty_c_string_and_len_may_be_null() {
 }
 
 #[test]
+fn nil_request_is_null_with_length_zero() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.post_nil(4, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    let mut len: c_int = -1;
+    assert!(ngx_http_lua_ffi_get_req(task, &mut len).is_null());
+    assert_eq!(len, 0);
+    assert!(ngx_http_lua_ffi_get_req(task, std::ptr::null_mut()).is_null());
+    ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"seen"), 4);
+    assert_eq!(drain_all(&sink)[0].response.to_vec(), b"seen");
+}
+
+#[test]
 fn zero_rsp_len_means_nul_terminated_string() {
     let (sink, _) = counting_sink();
     let queue = TaskQueue::new(8);
@@ -100,6 +114,30 @@ fn zero_rsp_len_means_nul_terminated_string() {
     ngx_http_lua_ffi_respond(task, 5, malloc_copy(b"bad input"), 0);
     let done = drain_all(&sink);
     assert_eq!((done[0].rc, done[0].response.to_vec()), (5, b"bad input".to_vec()));
+}
+
+#[test]
+fn negative_rsp_len_fails_the_call_and_frees_rsp_unread() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    for (token, rsp_len) in [(1, -1), (2, c_int::MIN)] {
+        queue.post(b"q", token, &sink).unwrap();
+        let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+        // SAFETY: three bytes without a NUL: reading past them is a bug ASan reports.
+        let rsp = unsafe { libc::malloc(3) } as *mut c_char;
+        // SAFETY: `rsp` has room for 3 bytes.
+        unsafe { std::ptr::copy_nonoverlapping(b"abc".as_ptr(), rsp as *mut u8, 3) };
+        ngx_http_lua_ffi_respond(task, 7, rsp, rsp_len);
+    }
+    queue.post(b"q", 3, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), -5);
+    let done = drain_all(&sink);
+    assert_eq!(done.len(), 3);
+    for c in &done {
+        assert_eq!((c.fault, c.response.len()), (Some(Fault::NegativeLength), 0), "token {}", c.token);
+    }
+    assert_eq!(Fault::NegativeLength.message().to_str().unwrap(), "resty_ffi: runtime answered with a negative length");
 }
 
 #[test]
@@ -173,6 +211,30 @@ fn orphaned_tasks_are_freed_not_delivered() {
     }
     let tokens: Vec<u64> = drain_all(&sink).iter().map(|c| c.token).collect();
     assert_eq!(tokens, vec![2]);
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no memory arguments.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+#[test]
+fn cancelled_tokens_never_answered_take_bounded_memory() {
+    let (sink, _) = counting_sink();
+    let before = resident_bytes();
+    for token in 0..1_000_000 {
+        sink.cancel(token);
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(grown < 1 << 20, "{grown} bytes for 1,000,000 cancelled tokens");
+    // The latest cancels still hold.
+    let queue = TaskQueue::new(8);
+    queue.post(b"x", 999_999, &sink).unwrap();
+    let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+    ngx_http_lua_ffi_respond(task, 0, malloc_copy(b"late"), 4);
+    assert!(drain_all(&sink).is_empty());
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Loading runtime libraries: name resolution, missing symbols, init failures.
 
+use std::ffi::CString;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use resty_ffi::{LoadError, LoadOptions, Runtime};
+use resty_ffi::{retired_runtimes, LoadError, LoadOptions, Runtime};
 
 /// Builds a runtime whose `libffi_init` returns `atoi(cfg)` and starts nothing.
 fn init_rc_runtime() -> PathBuf {
@@ -44,3 +46,34 @@ fn init_rc_is_reported_and_cfg_reaches_init() {
     assert!(load(lib, None).is_ok(), "a NULL cfg is allowed");
     assert!(matches!(load(lib, Some(b"a\0b")), Err(LoadError::Library(_))));
 }
+
+fn is_mapped(lib: &str) -> bool {
+    let path = CString::new(lib).unwrap();
+    // SAFETY: RTLD_NOLOAD only looks the library up; a handle it returns is closed at once.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if !handle.is_null() {
+            libc::dlclose(handle);
+        }
+        !handle.is_null()
+    }
+}
+
+#[test]
+fn dropped_runtimes_are_freed_and_unpinned_libraries_closed() {
+    let lib = init_rc_runtime().with_file_name("libinit_rc_unpinned.so");
+    std::fs::copy(init_rc_runtime(), &lib).unwrap();
+    let lib = lib.to_str().unwrap();
+    let unpinned = LoadOptions { unpin: true, ..LoadOptions::default() };
+    for _ in 0..20 {
+        drop(Runtime::load(lib, Some(b"0"), &unpinned).unwrap());
+    }
+    assert!(is_mapped(lib), "closed at once, before the grace period");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (retired_runtimes() > 0 || is_mapped(lib)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(retired_runtimes(), 0);
+    assert!(!is_mapped(lib), "an unpinned library is closed in the end");
+}
+

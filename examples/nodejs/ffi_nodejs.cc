@@ -5,6 +5,7 @@
 // through the native binding `resty_ffi` (process._linkedBinding), wrapped with
 // serve() by lib/resty_ffi.js, which build.sh puts next to this library.
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +29,14 @@ namespace {
 
 constexpr int RC_BAD_CFG = 2;
 constexpr int RC_NO_NODE = 3;
+constexpr int RC_JS_GONE = -1;
+const char JS_GONE[] = "resty_ffi: the JavaScript thread that polls this runtime has ended";
+
+// Answers `task` with rc and a copy of the C string `msg`.
+void respond_error(void *task, int rc, const char *msg)
+{
+    ngx_http_lua_ffi_respond(task, rc, strdup(msg), 0);
+}
 
 struct Load {
     void *tq;
@@ -157,6 +166,16 @@ napi_value respond(napi_env env, napi_callback_info info)
 
     if (type == napi_string) {
         napi_get_value_string_utf8(env, argv[2], nullptr, 0, &len);
+    }
+    if (len > INT_MAX) {
+        // The ABI's rsp_len is an int: answer an error rather than a wrapped length.
+        std::string msg = "resty_ffi: response too large: " + std::to_string(len) + " bytes (at most " +
+                          std::to_string(INT_MAX) + ")";
+        respond_error(task, 1, msg.c_str());
+        return nullptr;
+    }
+
+    if (type == napi_string) {
         rsp = (char *) malloc(len + 1);
         if (rsp != nullptr) {
             napi_get_value_string_utf8(env, argv[2], rsp, len + 1, &len);
@@ -181,19 +200,56 @@ napi_value respond(napi_env env, napi_callback_info info)
     return nullptr;
 }
 
-struct Poller {
-    void *tq;
-    napi_threadsafe_function tsfn;
+// The poll thread's hold on the thread-safe function. Node deletes the
+// function when the JS thread that created it ends (a worker thread, say),
+// even while threads still hold it: its finalizer closes the link first, and
+// the poll thread uses the function only under the link's lock while open.
+struct Link {
+    std::mutex mu;
+    bool open = true;
+    napi_threadsafe_function tsfn = nullptr;
 };
 
+struct Poller {
+    void *tq;
+    std::shared_ptr<Link> link;
+};
+
+// The function's finalizer, on the JS thread; `data` is a shared_ptr<Link>.
+void close_link(napi_env, void *data, void *)
+{
+    auto *link = static_cast<std::shared_ptr<Link> *>(data);
+    {
+        std::lock_guard<std::mutex> lock((*link)->mu);
+        (*link)->open = false;
+    }
+    delete link;
+}
+
+// Hands each task to the JS thread; once that is impossible (the function is
+// closing or gone), answers every task with an error until the runtime is
+// unloaded: every task is answered exactly once.
 void *poll_thread(void *arg)
 {
     Poller *p = (Poller *) arg;
+    Link &link = *p->link;
     void *task;
     while ((task = ngx_http_lua_ffi_task_poll(p->tq)) != nullptr) {
-        napi_call_threadsafe_function(p->tsfn, task, napi_tsfn_blocking);
+        std::lock_guard<std::mutex> lock(link.mu);
+        napi_status status = link.open ? napi_call_threadsafe_function(link.tsfn, task, napi_tsfn_blocking)
+                                       : napi_closing;
+        if (status != napi_ok) {
+            // After napi_closing the function must not be used again, not even released.
+            link.open = link.open && status != napi_closing;
+            respond_error(task, RC_JS_GONE, JS_GONE);
+        }
     }
-    napi_release_threadsafe_function(p->tsfn, napi_tsfn_release);
+    {
+        std::lock_guard<std::mutex> lock(link.mu);
+        if (link.open) {
+            napi_release_threadsafe_function(link.tsfn, napi_tsfn_release);
+        }
+    }
     delete p;
     return nullptr;
 }
@@ -201,8 +257,8 @@ void *poll_thread(void *arg)
 void call_js(napi_env env, napi_value cb, void *, void *task)
 {
     if (env == nullptr) {
-        // Node is going away: answer instead of dropping the task.
-        ngx_http_lua_ffi_respond(task, -1, nullptr, 0);
+        // The JS thread is going away: answer instead of dropping the task.
+        respond_error(task, RC_JS_GONE, JS_GONE);
         return;
     }
     napi_value undefined, argv[1] = {bigint(env, task)};
@@ -216,17 +272,19 @@ napi_value poll_async(napi_env env, napi_callback_info info)
 {
     napi_value argv[2], name;
     args(env, info, 2, argv);
-    Poller *p = new Poller{(void *) (uintptr_t) to_u64(env, argv[0]), nullptr};
+    Poller *p = new Poller{(void *) (uintptr_t) to_u64(env, argv[0]), std::make_shared<Link>()};
+    auto *finalizer_link = new std::shared_ptr<Link>(p->link);
     napi_create_string_utf8(env, "resty_ffi.poll_async", NAPI_AUTO_LENGTH, &name);
-    if (napi_create_threadsafe_function(env, argv[1], nullptr, name, 0, 1, nullptr, nullptr, nullptr, call_js,
-                                        &p->tsfn) != napi_ok) {
+    if (napi_create_threadsafe_function(env, argv[1], nullptr, name, 0, 1, finalizer_link, close_link, nullptr,
+                                        call_js, &p->link->tsfn) != napi_ok) {
+        delete finalizer_link;
         delete p;
         napi_throw_type_error(env, nullptr, "poll_async: callback must be a function");
         return nullptr;
     }
     pthread_t tid;
     if (pthread_create(&tid, nullptr, poll_thread, p) != 0) {
-        napi_release_threadsafe_function(p->tsfn, napi_tsfn_abort);
+        napi_release_threadsafe_function(p->link->tsfn, napi_tsfn_abort);
         delete p;
         napi_throw_error(env, nullptr, "poll_async: cannot start a thread");
         return nullptr;

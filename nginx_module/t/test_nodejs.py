@@ -57,6 +57,45 @@ def test_serve_errors_and_cfg(nginx):
                                 b"false|7|custom failure\ntrue|\ntrue|sleep 10\ntrue|x,y: z\n")
 
 
+WORKER_POLLER = """const { Worker, isMainThread, workerData } = require('node:worker_threads');
+const ffi = require('resty_ffi');
+if (isMainThread) {
+  exports.init = (cfg, tq) => { new Worker(__filename, { workerData: tq }); return 0; };
+} else {
+  ffi.poll_async(workerData, (task) => {
+    const req = ffi.get_req(task).toString();
+    ffi.respond(task, 0, req);
+    if (req === 'exit') {
+      process.exit(0);  // in a worker thread: ends the worker only
+    }
+  });
+}
+"""
+
+
+def test_every_task_is_answered_when_the_polling_js_thread_is_gone(nginx, tmp_path):
+    # poll_async's JS thread (a worker thread here) ends: its poller can no
+    # longer hand tasks to JS and answers them with an error instead.
+    (tmp_path / "worker_poller.js").write_text(WORKER_POLLER)
+    n = nginx(main=MAIN, server=content(f"""
+        local rt = assert(ngx.load_ffi('ffi_nodejs', 'worker_poller,init', {{ is_global = true, timeout = 5 }}))
+        {describe("rt:call('one')")}
+        {describe("rt:call('exit')")}
+        ngx.sleep(0.5)
+        {describe("rt:call('after')")}"""))
+    assert n.get("/t") == (200, b"true|one\ntrue|exit\n"
+                                b"false|-1|resty_ffi: the JavaScript thread that polls this runtime has ended\n")
+
+
+def test_a_response_over_2_gb_is_an_error(nginx):
+    n = nginx(main=MAIN, server=content(f"""
+        local rt = assert(load('demo/serve_echo,init'))
+        {describe("rt:call('huge')")}
+        {describe("rt:call('after')")}"""))
+    assert n.get("/t") == (200, b"false|1|resty_ffi: response too large: 2147483648 bytes (at most 2147483647)\n"
+                                b"true|after\n")
+
+
 def test_init_errors(nginx):
     n = nginx(main=MAIN, server=content("""
         ngx.say(load('demo/serve_echo,rc,5'))

@@ -79,6 +79,19 @@ def test_async_requests_overlap(nginx):
     assert float(took) < 2.0, "100 sleeps of 0.3 s must overlap"
 
 
+def test_every_task_is_answered_whatever_the_handler_does(nginx):
+    n = nginx(main=MAIN, server=content("""
+        local cases = require('runtime_cases')
+        for _, req in ipairs({ 'exit', 'exit', 'exit', 'huge', 'hi' }) do
+            ngx.say(cases.python_sync(req))
+        end
+        ngx.say(cases.python_async('cancel'))
+        ngx.say(cases.python_async('hi'))"""))
+    assert n.get("/t") == (200, b"false|1|SystemExit: bye\n" * 3 +
+                           b"false|1|resty_ffi: response too large: 2147483648 bytes (at most 2147483647)\n"
+                           b"true|sync:hi\nfalse|1|CancelledError: cancelled\ntrue|async:hi\n")
+
+
 def test_init_errors(nginx):
     n = nginx(main=MAIN, server=content("""
         ngx.say(load('pkg_demo,init_rc,5'))

@@ -31,6 +31,8 @@ mod ffi {
         token: u64,
         rc: i32,
         response: Vec<u8>,
+        /// Empty, or why the call failed (the runtime broke the ABI).
+        error: String,
     }
 
     extern "Rust" {
@@ -131,7 +133,12 @@ impl Sink {
     pub fn drain(&self, max: usize) -> Vec<Completion> {
         let mut out = Vec::new();
         self.queue.drain(max, |c| {
-            out.push(Completion { token: c.token, rc: c.rc, response: c.response.to_vec() })
+            out.push(Completion {
+                token: c.token,
+                rc: c.rc,
+                response: c.response.to_vec(),
+                error: c.fault.map_or_else(String::new, |f| f.message().to_string_lossy().into_owned()),
+            })
         });
         out
     }

@@ -26,9 +26,9 @@ def poll(tq):
         task = C.ngx_http_lua_ffi_task_poll(tq)
         if task == ffi.NULL:
             return  # unloaded
-        req = C.ngx_http_lua_ffi_get_req(task, n)
+        req = C.ngx_http_lua_ffi_get_req(task, n)  # NULL for a nil request
         rsp = ffi.NULL
-        if n[0] > 0:
+        if req != ffi.NULL and n[0] > 0:
             rsp = ffi.cast("char *", C.malloc(n[0]))
             C.memcpy(rsp, req, n[0])
         C.ngx_http_lua_ffi_respond(task, 0, rsp, n[0])

@@ -12,9 +12,11 @@ A runtime module for the Python loader (libffi_python3.so)::
 
 Lua loads it with ``ngx.load_ffi("ffi_python3", "mymodule,init", {is_global = true})``.
 
-A handler gets the request as ``bytes`` and returns ``bytes``, ``str`` or
-``None`` (``true, body`` in Lua). An exception answers ``false, rc, text``:
-rc from :class:`Error`, else 1, and the exception's text. Plain functions run
+A handler gets the request as ``bytes`` and returns ``bytes``, ``str``, any
+buffer or ``None`` (``true, body`` in Lua). An exception answers ``false, rc,
+text``: rc from :class:`Error`, else 1, and the exception's text; so does any
+other ``BaseException`` (``SystemExit``, ``CancelledError``): every task is
+answered exactly once. A body over 2 GB - 1 answers an error. Plain functions run
 on ``threads`` poll threads; ``async def`` handlers run on an asyncio loop of
 their own, every request a task, so slow requests overlap.
 """
@@ -25,6 +27,8 @@ import ctypes
 import threading
 
 __all__ = ["Error", "serve", "config"]
+
+MAX_BODY = 2**31 - 1  # the ABI's rsp_len is a C int
 
 _C = ctypes.CDLL(None)  # the host's global symbols (the runtime ABI) and libc
 _C.ngx_http_lua_ffi_task_poll.argtypes = [ctypes.c_void_p]
@@ -62,9 +66,12 @@ def _encode(body):
     if isinstance(body, str):
         return body.encode()
     try:
-        return memoryview(body).tobytes()
+        view = memoryview(body)
     except TypeError:
         raise TypeError(f"handler returned {type(body).__name__}, want bytes, str or None") from None
+    if view.nbytes > MAX_BODY:  # checked before copying
+        raise Error(1, f"resty_ffi: response too large: {view.nbytes} bytes (at most {MAX_BODY})")
+    return body if isinstance(body, bytes) else view.tobytes()
 
 
 def _respond(task, rc, body):
@@ -82,17 +89,24 @@ def _respond(task, rc, body):
 
 def _failure(exc):
     if isinstance(exc, Error):
-        return exc.rc, str(exc).encode()
-    return 1, f"{type(exc).__name__}: {exc}".encode()
+        return exc.rc, _text(exc).encode()
+    return 1, f"{type(exc).__name__}: {_text(exc)}".encode()
 
 
-def _answer(task, handler, req):
+def _text(exc):
     try:
-        body = _encode(handler(req))
-    except Exception as exc:  # every failure goes back to Lua
-        _respond(task, *_failure(exc))
-    else:
-        _respond(task, 0, body)
+        return str(exc)
+    except BaseException:  # a __str__ that raises
+        return "(no text)"
+
+
+def _answer(task, result):
+    """Answers `task` with what `result()` returns or raises, exactly once."""
+    try:
+        rc, body = 0, _encode(result())
+    except BaseException as exc:  # SystemExit and CancelledError too
+        rc, body = _failure(exc)
+    _respond(task, rc, body)
 
 
 def _poll_sync(tq, handler):
@@ -100,17 +114,18 @@ def _poll_sync(tq, handler):
         task = _C.ngx_http_lua_ffi_task_poll(tq)  # blocks without the GIL
         if not task:
             return  # unloaded
-        _answer(task, handler, _request(task))
+        req = _request(task)
+        _answer(task, lambda: handler(req))
 
 
 def _poll_async(tq, handler, loop):
     async def run(task, req):
         try:
-            body = _encode(await handler(req))
-        except Exception as exc:
+            result = await handler(req)
+        except BaseException as exc:  # CancelledError too
             _respond(task, *_failure(exc))
         else:
-            _respond(task, 0, body)
+            _answer(task, lambda: result)
 
     pending = set()
     while True:

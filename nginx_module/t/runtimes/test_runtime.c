@@ -1,10 +1,16 @@
 /*
  * A misbehaving-on-request runtime for the integration tests, written only
- * against the runtime C ABI. cfg: "threads=N" (default 1) or "init_rc=N".
+ * against the runtime C ABI. cfg: "threads=N" (default 1), "init_rc=N" or
+ * "null_tag" (a NULL request is answered "NULL"; by default it echoes as empty).
  * Requests:
  *   "rc:<n>:<msg>"         answers rc n with msg (no response when msg is empty)
  *   "sleep:<ms>:<payload>" sleeps, then echoes payload
  *   "cstr:<text>"          answers text as a NUL-terminated string (rsp_len 0)
+ *   "answer:<rc>:<size>:<rsp_len>:<ms>"
+ *                          after <ms>, answers rc and rsp_len with a malloc()ed
+ *                          rsp of <size> bytes and a NUL (rsp NULL when <size>
+ *                          is 0; the bytes are 'x' when at most 1 MiB, else
+ *                          untouched)
  *   "never"                never answers (the task is leaked on purpose)
  *   anything else          echoed back unchanged
  */
@@ -31,6 +37,40 @@ respond_copy(void *task, int rc, const char *data, size_t len)
 }
 
 
+#define FILLED_MAX  (1 << 20)
+
+
+static int  null_tag;
+
+
+/* "answer:<rc>:<size>:<rsp_len>:<ms>": a response exactly as described. */
+static void
+answer(void *task, char *spec)
+{
+    int     rc, rsp_len, ms;
+    char   *rsp = NULL;
+    size_t  size;
+
+    rc = (int) strtol(spec, &spec, 10);
+    size = strtoul(spec + 1, &spec, 10);
+    rsp_len = (int) strtol(spec + 1, &spec, 10);
+    ms = atoi(spec + 1);
+
+    if (size > 0) {
+        rsp = malloc(size + 1);
+        if (rsp != NULL) {
+            if (size <= FILLED_MAX) {
+                memset(rsp, 'x', size);
+            }
+            rsp[size] = '\0';
+        }
+    }
+
+    usleep(ms * 1000);
+    ngx_http_lua_ffi_respond(task, rc, rsp, rsp_len);
+}
+
+
 static void
 handle(void *task)
 {
@@ -39,6 +79,11 @@ handle(void *task)
     const char  *msg;
 
     req = ngx_http_lua_ffi_get_req(task, &len);
+
+    if (req == NULL && null_tag) {
+        respond_copy(task, 0, "NULL", 4);
+        return;
+    }
 
     if (len > 3 && strncmp(req, "rc:", 3) == 0) {
         sep = strchr(req + 3, ':');
@@ -52,6 +97,11 @@ handle(void *task)
         usleep(atoi(req + 6) * 1000);
         msg = sep ? sep + 1 : "";
         respond_copy(task, 0, msg, len - (msg - req));
+        return;
+    }
+
+    if (len > 7 && strncmp(req, "answer:", 7) == 0) {
+        answer(task, req + 7);
         return;
     }
 
@@ -94,6 +144,8 @@ libffi_init(char *cfg, void *tq)
     if (cfg != NULL && strncmp(cfg, "threads=", 8) == 0) {
         threads = atoi(cfg + 8);
     }
+
+    null_tag = cfg != NULL && strcmp(cfg, "null_tag") == 0;
 
     for (i = 0; i < threads; i++) {
         if (pthread_create(&tid, NULL, serve, tq) != 0) {
