@@ -31,8 +31,8 @@ typedef struct resty_ffi_completion {
 } resty_ffi_completion;
 
 resty_ffi_runtime *resty_ffi_runtime_load(const char *lib, const char *cfg,
-    size_t cfg_len, size_t max_queue, int is_global, int unpin, int *init_rc,
-    char *err, size_t err_len);
+    size_t cfg_len, size_t max_queue, int is_global, int unpin, int shared,
+    int *init_rc, char *err, size_t err_len);
 int resty_ffi_runtime_post(const resty_ffi_runtime *rt,
     const resty_ffi_sink *sink, uint64_t token, const char *req, size_t len);
 int resty_ffi_runtime_unload(const resty_ffi_runtime *rt);
@@ -512,6 +512,7 @@ local function load_ffi(lib, cfg, opts)
   local ptr = C.resty_ffi_runtime_load(lib, cfg, cfg and #cfg or 0, max_queue,
                                        opts.is_global and 1 or 0,
                                        opts.unpin and 1 or 0,
+                                       opts.shared and 1 or 0,
                                        init_rc, errbuf, ERR_LEN)
   if ptr == nil then
     if init_rc[0] ~= 0 then

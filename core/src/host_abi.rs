@@ -3,6 +3,7 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_int, CStr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,11 @@ pub const RESTY_FFI_INTERNAL_ERROR: c_int = 3;
 
 /// A loaded runtime (opaque).
 pub struct resty_ffi_runtime {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
+    /// A shared runtime's holder detached (unloaded) itself; the runtime
+    /// goes on for the others.
+    detached: AtomicBool,
+    shared: bool,
 }
 
 /// A completion queue (opaque), woken through an eventfd ([`resty_ffi_sink_new`])
@@ -65,9 +70,12 @@ fn write_error(msg: &str, err: *mut c_char, err_len: usize) {
 
 /// Loads a runtime library and calls its `libffi_init`.
 ///
-/// `cfg` may be NULL (no config); otherwise it is `cfg_len` bytes. On failure
-/// returns NULL and sets `*init_rc` to `libffi_init`'s non-zero rc, or leaves it
-/// 0 and writes a message to `err` (a buffer of `err_len` bytes).
+/// `cfg` may be NULL (no config); otherwise it is `cfg_len` bytes. With
+/// `shared` ≠ 0 the process has one runtime per `lib` and `cfg`: a load while
+/// another holder keeps it returns that runtime (its first loader's options
+/// apply), and unloading a holder lets only that holder go. On failure
+/// returns NULL and sets `*init_rc` to `libffi_init`'s non-zero rc, or leaves
+/// it 0 and writes a message to `err` (a buffer of `err_len` bytes).
 ///
 /// # Safety
 /// `lib` is a C string; `cfg` is NULL or readable for `cfg_len` bytes; `init_rc`
@@ -80,6 +88,7 @@ pub unsafe extern "C" fn resty_ffi_runtime_load(
     max_queue: usize,
     is_global: c_int,
     unpin: c_int,
+    shared: c_int,
     init_rc: *mut c_int,
     err: *mut c_char,
     err_len: usize,
@@ -88,11 +97,13 @@ pub unsafe extern "C" fn resty_ffi_runtime_load(
     let lib = CStr::from_ptr(lib).to_string_lossy();
     let cfg = (!cfg.is_null()).then(|| std::slice::from_raw_parts(cfg as *const u8, cfg_len));
     let opts = LoadOptions { max_queue, is_global: is_global != 0, unpin: unpin != 0 };
-    let loaded = no_unwind(Err(LoadError::Library("internal error".to_owned())), || {
-        Runtime::load(&lib, cfg, &opts)
+    let shared = shared != 0;
+    let loaded = no_unwind(Err(LoadError::Library("internal error".to_owned())), || match shared {
+        true => Runtime::shared(&lib, cfg, &opts),
+        false => Runtime::load(&lib, cfg, &opts).map(Arc::new),
     });
     match loaded {
-        Ok(runtime) => Box::into_raw(Box::new(resty_ffi_runtime { runtime })),
+        Ok(runtime) => Box::into_raw(Box::new(resty_ffi_runtime { runtime, detached: AtomicBool::new(false), shared })),
         Err(LoadError::Init(rc)) => {
             *init_rc = rc;
             std::ptr::null_mut()
@@ -124,6 +135,9 @@ pub unsafe extern "C" fn resty_ffi_runtime_post(
         (false, len) => Some(std::slice::from_raw_parts(req as *const u8, len)),
     };
     let (rt, sink) = (&*rt, &*sink);
+    if rt.detached.load(Ordering::Relaxed) {
+        return RESTY_FFI_FINISHED;
+    }
     no_unwind(RESTY_FFI_INTERNAL_ERROR, || match rt.runtime.post(request, token, &sink.queue) {
         Ok(()) => RESTY_FFI_OK,
         Err(PostError::QueueFull) => RESTY_FFI_QUEUE_FULL,
@@ -138,7 +152,12 @@ pub unsafe extern "C" fn resty_ffi_runtime_post(
 /// `rt` is a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn resty_ffi_runtime_unload(rt: *const resty_ffi_runtime) -> c_int {
-    if (*rt).runtime.unload() {
+    let rt = &*rt;
+    if rt.shared {
+        // Only this holder lets go; the runtime ends with its last holder.
+        return if rt.detached.swap(true, Ordering::Relaxed) { RESTY_FFI_FINISHED } else { RESTY_FFI_OK };
+    }
+    if rt.runtime.unload() {
         RESTY_FFI_OK
     } else {
         RESTY_FFI_FINISHED

@@ -1,8 +1,9 @@
 //! A loaded runtime library and its task queue, as the host sees them.
 
+use std::collections::HashMap;
 use std::ffi::{c_void, CString};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::completion::CompletionQueue;
 use crate::library::{resolve_name, Library};
@@ -103,6 +104,26 @@ impl Runtime {
 
     pub fn is_unloaded(&self) -> bool {
         self.queue.is_finished()
+    }
+
+    /// The process's one runtime for `lib` and `cfg` (`opts.shared`): loaded
+    /// (and `libffi_init` called) by the first caller, with its options; the
+    /// others get the same runtime while any holder keeps it. Its queue
+    /// serves every host that posts to it; each answer goes to the sink
+    /// its task was posted with.
+    pub fn shared(lib: &str, cfg: Option<&[u8]>, opts: &LoadOptions) -> Result<Arc<Runtime>, LoadError> {
+        static SHARED: Mutex<Option<HashMap<Vec<u8>, Weak<Runtime>>>> = Mutex::new(None);
+        let key = [lib.as_bytes(), b"\0", cfg.unwrap_or(b"\0")].concat();
+        // Held while loading: two hosts asking at once get one runtime.
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = shared.get_or_insert_with(HashMap::new);
+        if let Some(runtime) = shared.get(&key).and_then(Weak::upgrade).filter(|rt| !rt.is_unloaded()) {
+            return Ok(runtime);
+        }
+        shared.retain(|_, runtime| runtime.strong_count() > 0);
+        let runtime = Arc::new(Runtime::load(lib, cfg, opts)?);
+        shared.insert(key, Arc::downgrade(&runtime));
+        Ok(runtime)
     }
 }
 

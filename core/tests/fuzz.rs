@@ -127,7 +127,7 @@ impl Harness {
         let mut init_rc: c_int = 0;
         // SAFETY: valid C strings and out pointers; no cfg.
         let rt = unsafe {
-            resty_ffi_runtime_load(lib.as_ptr(), std::ptr::null(), 0, MAX_QUEUE, 0, 0, &mut init_rc, std::ptr::null_mut(), 0)
+            resty_ffi_runtime_load(lib.as_ptr(), std::ptr::null(), 0, MAX_QUEUE, 0, 0, 0, &mut init_rc, std::ptr::null_mut(), 0)
         };
         assert!(!rt.is_null());
         // SAFETY: `kept_tq` is the library's `void *kept_tq`, just set by libffi_init.

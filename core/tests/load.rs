@@ -77,3 +77,46 @@ fn dropped_runtimes_are_freed_and_unpinned_libraries_closed() {
     assert!(!is_mapped(lib), "an unpinned library is closed in the end");
 }
 
+
+/// Builds a runtime that counts its `libffi_init` calls (`int inits(void)`).
+fn counting_runtime() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let src = dir.join("counting.c");
+    let lib = dir.join("libcounting.so");
+    std::fs::write(&src, "static int n;\nint libffi_init(char *cfg, void *tq) { (void) cfg; (void) tq; return !(++n > 0); }\nint inits(void) { return n; }\n").unwrap();
+    let status = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&src).status().unwrap();
+    assert!(status.success());
+    lib
+}
+
+fn inits(lib: &str) -> i32 {
+    let path = CString::new(lib).unwrap();
+    // SAFETY: the library is loaded (RTLD_NOLOAD returns it); `inits` has the
+    // signature written above; the handle is closed after the call.
+    unsafe {
+        let handle = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        assert!(!handle.is_null());
+        let inits: extern "C" fn() -> i32 = std::mem::transmute(libc::dlsym(handle, c"inits".as_ptr()));
+        let n = inits();
+        libc::dlclose(handle);
+        n
+    }
+}
+
+#[test]
+fn shared_runtimes_are_one_per_process_until_the_last_holder_goes() {
+    let lib = counting_runtime();
+    let lib = lib.to_str().unwrap();
+    let opts = LoadOptions::default();
+    let first = Runtime::shared(lib, Some(b"a"), &opts).unwrap();
+    let second = Runtime::shared(lib, Some(b"a"), &opts).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &second));
+    assert_eq!(inits(lib), 1, "libffi_init runs once for both holders");
+    let other_cfg = Runtime::shared(lib, Some(b"b"), &opts).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &other_cfg));
+    assert_eq!(inits(lib), 2);
+    drop((first, second));
+    let fresh = Runtime::shared(lib, Some(b"a"), &opts).unwrap();
+    assert_eq!(inits(lib), 3, "a runtime whose holders all went is loaded anew");
+    assert!(!fresh.is_unloaded());
+}

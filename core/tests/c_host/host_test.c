@@ -132,7 +132,7 @@ load(const char *lib, const char *cfg, size_t max_queue, int *init_rc,
     char *err, size_t err_len)
 {
     return api.runtime_load(lib, cfg, cfg == NULL ? 0 : strlen(cfg),
-                            max_queue, 0, 0, init_rc, err, err_len);
+                            max_queue, 0, 0, 0, init_rc, err, err_len);
 }
 
 static double
