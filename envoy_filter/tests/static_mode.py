@@ -16,9 +16,9 @@ unchanged in it:
       preloaded module exactly as a linked-in one: dlsym(RTLD_DEFAULT,
       "resty_ffi_envoy_envoy_dynamic_module_on_program_init") succeeds first.
 
-A test that asks for another build of the filter (`Envoy(module_dir=...)`)
-gets that build's archive when it is one of the two flavours (preloaded), and
-is skipped when the binary links the other one or the build has no archive.
+A test that asks for another build of the filter (`Envoy(module_dir=...)`:
+the other flavour, or the test-faults build) gets that build's archive
+preloaded, and is skipped when the binary links the filter itself.
 """
 
 import functools
@@ -32,14 +32,16 @@ LINKED = os.environ.get("RESTY_FFI_ENVOY_LINKED") == "1"
 # Where cargo puts each flavour's cdylib (what tests pass as module_dir); the
 # archive of the same flavour is built under the same target directory.
 FLAVOUR_DIRS = {"default": ROOT / "target" / "release",
-                "vendored": ROOT / "target" / "vendored-luajit" / "release"}
+                "vendored": ROOT / "target" / "vendored-luajit" / "release",
+                # tests only: panics on purpose (harness.build_test_faults)
+                "test-faults": ROOT / "target" / "test-faults" / "release"}
 EMPTY_DIR = ROOT / "target" / "envoy_tests" / "no_modules"
 PRELOAD_NAME = "resty_ffi_envoy_preload.so"
 # What the archive needs besides Envoy's callbacks (docs/envoy.md, linkopts).
 LINK_LIBS = ["-lpthread", "-ldl", "-lm", "-lgcc_s"]
 
-if FLAVOUR not in (None, *FLAVOUR_DIRS):
-    raise SystemExit(f"RESTY_FFI_ENVOY_STATIC={FLAVOUR}: expected one of {', '.join(FLAVOUR_DIRS)}")
+if FLAVOUR not in (None, "default", "vendored"):
+    raise SystemExit(f"RESTY_FFI_ENVOY_STATIC={FLAVOUR}: expected default or vendored")
 
 
 class Skip(Exception):
@@ -50,7 +52,7 @@ class Skip(Exception):
 def preload(flavour):
     """Builds the flavour's archive and the shared object preloaded into the
     stock Envoy; returns the latter's path."""
-    args = [str(ROOT / "envoy_filter" / "static" / "build.sh")] + (["vendored"] if flavour == "vendored" else [])
+    args = [str(ROOT / "envoy_filter" / "static" / "build.sh"), flavour]
     archive = pathlib.Path(subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout.split()[-1])
     out = archive.parent / PRELOAD_NAME
     subprocess.run(["cc", "-shared", "-o", str(out), "-Wl,--whole-archive", str(archive), "-Wl,--no-whole-archive",
