@@ -6,6 +6,8 @@
 #   build.sh vendored   -> target/vendored-luajit/release/static/libresty_ffi_envoy_static.a
 #                          (a private LuaJIT, for a binary without Envoy's Lua
 #                          filter; Lua C modules are refused)
+#   build.sh test-faults -> target/test-faults/release/static/... (tests only:
+#                          the default one, panicking where RESTY_FFI_TEST_PANIC_AT says)
 # Prints the archive's path. Its hooks are named
 # resty_ffi_envoy_envoy_dynamic_module_on_*, the names Envoy resolves for a
 # module linked in under the name `resty_ffi_envoy`. Everything but the hooks
@@ -16,10 +18,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 features=(--features static-module)
 target="$root/target"
-if [[ "${1:-}" == "vendored" ]]; then
-  features=(--no-default-features --features static-module,vendored-luajit)
-  target="$root/target/vendored-luajit"
-fi
+case "${1:-default}" in
+  default) ;;
+  vendored)
+    features=(--no-default-features --features static-module,vendored-luajit)
+    target="$root/target/vendored-luajit" ;;
+  test-faults)
+    features=(--features static-module,test-faults)
+    target="$root/target/test-faults" ;;
+  *) echo "usage: build.sh [default|vendored|test-faults]" >&2; exit 2 ;;
+esac
 out="$target/release/static"
 cargo rustc --quiet --release --manifest-path "$root/Cargo.toml" -p resty_ffi_envoy --lib \
   --target-dir "$target" --crate-type staticlib "${features[@]}"

@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +21,8 @@ import tempfile
 import threading
 import time
 import traceback
+
+import static_mode
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "target" / "release"
@@ -174,10 +177,14 @@ def to_cluster(name, timeout="10s"):
 class Envoy:
     """A real Envoy on 127.0.0.1, started in the constructor, stopped by stop().
     `module_dir` is where Envoy finds libresty_ffi_envoy.so (default: the
-    release build); `env` adds environment variables."""
+    release build); `env` adds environment variables. In static mode
+    (static_mode.py) the same build comes linked in or preloaded instead."""
 
     def __init__(self, listeners, admin_port, concurrency=1, config_text=None, clusters=(), module_dir=None,
                  env=None, extra_args=()):
+        env = {**os.environ, **(env or {})}
+        env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(module_dir or RELEASE)
+        self.preloaded = static_mode.apply(env, module_dir) if static_mode.FLAVOUR else None
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_envoy_"))
         self.admin_port = admin_port
         config = self.config = self.dir / "envoy.yaml"
@@ -187,8 +194,6 @@ class Envoy:
                 "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
             })
         config.write_text(config_text)
-        env = {**os.environ, **(env or {})}
-        env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(module_dir or RELEASE)
         env["LD_LIBRARY_PATH"] = f"{RUNTIMES}:{env.get('LD_LIBRARY_PATH', '')}"
         self.log_path = self.dir / "envoy.log"
         self.log = open(self.log_path, "wb")
@@ -196,7 +201,17 @@ class Envoy:
             [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
              "--disable-hot-restart", "-l", "warning", "--log-format", "[%l] %v", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+            self.check_static()
+        except BaseException:
+            self._shut_down()
+            raise
+
+    def check_static(self):
+        """In static mode: no libresty_ffi_envoy*.so in the running Envoy."""
+        if static_mode.FLAVOUR and self.proc.poll() is None:
+            static_mode.check_maps(self.proc.pid, self.preloaded)
 
     def wait_ready(self):
         deadline = time.time() + 20
@@ -257,6 +272,12 @@ class Envoy:
         return "\n".join(self.log_text().splitlines()[-n:])
 
     def stop(self):
+        try:
+            self.check_static()  # raised after the cleanup below
+        finally:
+            self._shut_down()
+
+    def _shut_down(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -384,17 +405,23 @@ def request(port, path="/", method="GET", body=None, headers=None, timeout=10):
 # ------------------------------------------------------------------ runner --
 
 def run(cases, setup=None, teardown=None):
-    """Runs `cases` (name -> function); prints one line per case and the total."""
+    """Runs `cases` (name -> function); prints one line per case and the total.
+    RESTY_FFI_ENVOY_CASES, a regular expression, runs only the cases it finds."""
     passed = failed = 0
+    only = os.environ.get("RESTY_FFI_ENVOY_CASES")
     ensure_built()
     state = setup() if setup else None
     try:
         for name, case in cases:
+            if only and not re.search(only, name):
+                continue
             start = time.time()
             try:
                 case(state) if setup else case()
                 passed += 1
                 print(f"PASS {name} ({time.time() - start:.2f}s)", flush=True)
+            except static_mode.Skip as skip:
+                print(f"SKIP {name}: {skip}", flush=True)
             except Exception:
                 failed += 1
                 print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
@@ -402,6 +429,10 @@ def run(cases, setup=None, teardown=None):
                     print(state.log_tail(), flush=True)
     finally:
         if teardown:
-            teardown(state)
+            try:
+                teardown(state)
+            except Exception:
+                failed += 1
+                print(f"FAIL teardown\n{traceback.format_exc()}", flush=True)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

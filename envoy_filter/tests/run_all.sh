@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds what the Envoy host tests need and runs them all, each with its own
-# Envoy on 127.0.0.1. Last line: `envoy: N passed, M failed`; exits non-zero
-# on any failure.
+# Builds what the Envoy host tests need and runs them all (or those named as
+# arguments), each with its own Envoy on 127.0.0.1. Last line: `envoy: N
+# passed, M failed`; exits non-zero on any failure.
 set -uo pipefail
 export PATH="$HOME/.cargo/bin:$PATH"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,7 +14,10 @@ if ! cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_f
 fi
 
 # test_ffi.py runs twice: Envoy with one worker thread, then two.
-for test in test_readme.py test_ffi.py:1 test_ffi.py:2 test_fixture.py test_reliability.py test_c_modules.py test_shared.py test_runtimes.py test_java.py test_nodejs.py test_diff.py test_static.sh; do
+tests=(test_readme.py test_ffi.py:1 test_ffi.py:2 test_fixture.py test_reliability.py test_c_modules.py test_shared.py
+       test_runtimes.py test_java.py test_nodejs.py test_diff.py test_lua_neighbours.py)
+[ $# -eq 0 ] || tests=("$@")
+for test in "${tests[@]}"; do
   echo "== $test"
   case "$test" in
     *.py:*) cmd=(env ENVOY_CONCURRENCY="${test##*:}" python3 "$here/${test%%:*}") ;;
