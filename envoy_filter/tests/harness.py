@@ -174,10 +174,11 @@ def to_cluster(name, timeout="10s"):
 class Envoy:
     """A real Envoy on 127.0.0.1, started in the constructor, stopped by stop().
     `module_dir` is where Envoy finds libresty_ffi_envoy.so (default: the
-    release build); `env` adds environment variables."""
+    release build); `env` adds environment variables; `log_format` is
+    Envoy's --log-format."""
 
     def __init__(self, listeners, admin_port, concurrency=1, config_text=None, clusters=(), module_dir=None,
-                 env=None, extra_args=()):
+                 env=None, extra_args=(), log_format="[%l] %v"):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_envoy_"))
         self.admin_port = admin_port
         config = self.config = self.dir / "envoy.yaml"
@@ -194,7 +195,7 @@ class Envoy:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
-             "--disable-hot-restart", "-l", "warning", "--log-format", "[%l] %v", *extra_args],
+             "--disable-hot-restart", "-l", "warning", "--log-format", log_format, *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         self.wait_ready()
 
