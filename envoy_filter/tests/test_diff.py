@@ -90,12 +90,15 @@ def stock_listener(case, port):
                                             "typed_config": hcm}]}]}
 
 
-def converted(stock_listeners, ports, workdir):
+def converted(stock_listeners, ports, workdir, convert=True):
     """Our listeners: the stock ones through convert.py, renamed and moved to `ports`."""
     path = workdir / "stock.yaml"
     path.write_text(yaml.safe_dump({"static_resources": {"listeners": stock_listeners}}, sort_keys=False))
-    out = subprocess.run([sys.executable, str(CONVERT), str(path)], check=True, capture_output=True, text=True)
-    ours = yaml.safe_load(out.stdout)["static_resources"]["listeners"]
+    if convert:
+        out = subprocess.run([sys.executable, str(CONVERT), str(path)], check=True, capture_output=True, text=True)
+        ours = yaml.safe_load(out.stdout)["static_resources"]["listeners"]
+    else:
+        ours = yaml.safe_load(path.read_text())["static_resources"]["listeners"]
     for listener, port in zip(ours, ports):
         name = listener["name"].replace("stock_", "ours_", 1)
         listener["name"] = name
@@ -106,12 +109,15 @@ def converted(stock_listeners, ports, workdir):
     return ours
 
 
+ENV = {"LUA_PATH": f"{LUA_PATH_DIR}/?.lua;;"}
+
+
 def validate(listeners, cluster_list, workdir):
     """None if Envoy (--mode validate, with our module) accepts these
     listeners, else its error."""
     path = workdir / "validate.yaml"
     path.write_text(json.dumps({"static_resources": {"listeners": listeners, "clusters": cluster_list}}))
-    env = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(harness.RELEASE), "PATH": "/usr/bin:/bin"}
+    env = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(harness.RELEASE), "PATH": "/usr/bin:/bin", **ENV}
     out = subprocess.run([harness.envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "critical",
                           "--log-format", "%v"], capture_output=True, text=True, env=env, timeout=60)
     if out.returncode == 0:
@@ -125,11 +131,11 @@ def loadable(cases, stock, ours, cluster_list, workdir):
     config for one bad listener, so those cases are left out of the run."""
     if validate(stock + ours, cluster_list, workdir) is None:
         return {}
+    stock_ok = validate(stock, cluster_list, workdir) is None
     broken = {}
     for case, s, o in zip(cases, stock, ours):
-        why = validate([s], cluster_list, workdir)
-        if why:
-            broken[case.name] = f"the stock config does not load: {why}"
+        if not stock_ok and (why := validate([s], cluster_list, workdir)):
+            broken[case.name] = f"the stock config does not load (a broken case): {why}"
         elif (why := validate([o], cluster_list, workdir)):
             broken[case.name] = f"the converted config does not load: {why}"
     return broken
@@ -193,22 +199,63 @@ def lua_stats(envoy, listener):
     return sorted(line.replace(prefix, "", 1) for line in text.splitlines() if line.startswith(prefix))
 
 
+def describe_received(stock, ours):
+    """How two lists of upstream requests differ, request by request."""
+    if len(stock) != len(ours):
+        return (f"{len(stock)} requests != {len(ours)}: stock {short([r[:2] for r in stock])} "
+                f"ours {short([r[:2] for r in ours])}")
+    for s, o in zip(stock, ours):
+        if s == o:
+            continue
+        parts = [f"{s[0]} {s[1]}"]
+        if s[:2] != o[:2]:
+            parts.append(f"ours {o[0]} {o[1]}")
+        if s[2] != o[2]:
+            parts.append("headers " + describe(list(s[2]), list(o[2])))
+        if s[3] != o[3]:
+            parts.append("body " + describe(s[3], o[3]))
+        if s[4] != o[4]:
+            parts.append("trailers " + describe(list(s[4]), list(o[4])))
+        return ": ".join(parts)
+    return "?"
+
+
+def describe(stock, ours):
+    """A short account of how two values differ."""
+    if isinstance(stock, bytes) and isinstance(ours, bytes):
+        s_lines, o_lines = stock.split(b"\n"), ours.split(b"\n")
+        for i, (a, b) in enumerate(zip(s_lines, o_lines)):
+            if a != b:
+                return f"line {i + 1}: stock {short(a)} != ours {short(b)}"
+        return f"stock {short(stock)} != ours {short(ours)}"
+    if isinstance(stock, list) and isinstance(ours, list):
+        only_stock = [x for x in stock if x not in ours]
+        only_ours = [x for x in ours if x not in stock]
+        if not only_stock and not only_ours:
+            return f"same items, other order: stock {short(stock)} != ours {short(ours)}"
+        return f"only stock {short(only_stock)}, only ours {short(only_ours)}"
+    return f"stock {short(stock)} != ours {short(ours)}"
+
+
+# Differences in the order that explains a failure best (a body that differs
+# also changes content-length).
+ORDER = ("outcome", "status", "body", "logs", "headers", "upstream received", "trailers", "reason")
+
+
 def differences(stock, ours):
-    """[(what, stock value, our value)] for every field that differs."""
-    out = []
+    """[(what, account)] for every part of the results that differs."""
     (s_answer, s_logs, s_upstream), (o_answer, o_logs, o_upstream) = stock, ours
-    for field in dataclasses.fields(wire.Answer):
-        s, o = getattr(s_answer, field.name), getattr(o_answer, field.name)
-        if s != o:
-            out.append((field.name, s, o))
-    if s_upstream != o_upstream:
-        out.append(("upstream received", s_upstream, o_upstream))
-    if s_logs != o_logs:
-        out.append(("logs", s_logs, o_logs))
-    return out
+    pairs = {f.name: (getattr(s_answer, f.name), getattr(o_answer, f.name)) for f in dataclasses.fields(wire.Answer)}
+    pairs["upstream received"] = (s_upstream, o_upstream)
+    pairs["logs"] = (s_logs, o_logs)
+    if pairs["body"][0] != pairs["body"][1]:
+        # content-length follows the body
+        pairs["headers"] = tuple([kv for kv in h if kv[0] != "content-length"] for h in pairs["headers"])
+    return [(what, (describe_received if what == "upstream received" else describe)(*pairs[what]))
+            for what in ORDER if pairs[what][0] != pairs[what][1]]
 
 
-def short(value, limit=160):
+def short(value, limit=200):
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -224,12 +271,12 @@ def run_case(case, envoy, window, ports, verbose):
                 answer = answer_view(wire.CLIENTS[proto](port, req))
                 logs, upstream = window.end(case.settle)
                 sides.append((answer, logs, upstream))
-            for what, s, o in differences(*sides):
-                found.append(f"{proto} {req.method} {req.path} #{i}: {what}: stock {short(s)} != ours {short(o)}")
+            for what, account in differences(*sides):
+                found.append(f"{proto} {req.method} {req.path} #{i}: {what}: {account}")
     if case.stats:
         s, o = lua_stats(envoy, f"stock_{case.name}"), lua_stats(envoy, f"ours_{case.name}")
         if s != o:
-            found.append(f"lua stats: stock {short(s)} != ours {short(o)}")
+            found.append(f"lua stats: {describe(s, o)}")
     if not envoy.alive():
         found.append("Envoy died")
     if found:
@@ -246,6 +293,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("cases", nargs="*", help="only these cases")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--stock-twice", action="store_true",
+                        help="run the stock config on both sides (checks that the cases are deterministic)")
     args = parser.parse_args()
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
     names = [c.name for c in CASES]
@@ -257,12 +306,12 @@ def main():
     stock_ports, our_ports = ports[:len(cases)], ports[len(cases):]
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_diff_"))
     stock = [stock_listener(c, p) for c, p in zip(cases, stock_ports)]
-    ours = converted(stock, our_ports, workdir)
+    ours = converted(stock, our_ports, workdir, convert=not args.stock_twice)
     cluster_list = clusters(upstream.port, closed)
     broken = loadable(cases, stock, ours, cluster_list, workdir)
     keep = [i for i, c in enumerate(cases) if c.name not in broken]
     envoy = harness.Envoy([stock[i] for i in keep] + [ours[i] for i in keep], admin, clusters=cluster_list,
-                          env={"LUA_PATH": f"{LUA_PATH_DIR}/?.lua;;"}, log_format="[%l][%n] %v",
+                          env=ENV, log_format="[%l][%n] %v",
                           extra_args=["--component-log-level", "lua:trace,dynamic_modules:trace"])
     passed = failed = 0
     start = time.monotonic()

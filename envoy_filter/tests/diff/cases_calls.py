@@ -104,10 +104,10 @@ end
 
     Case("httpcall_in_response", r"""
 function envoy_on_response(handle)
+  local b = handle:body()
   local headers, body = handle:httpCall("lua_cluster",
     { [":method"] = "GET", [":path"] = "/from-response", [":authority"] = "r" }, "", 2000)
-  handle:headers():add("x-call-body", body)
-  local b = handle:body()
+  handle:headers():add("x-call-body", (body:gsub("\n", "")))
   b:setBytes(b:getBytes(0, b:length()) .. "+" .. headers[":status"])
 end
 """, [get("/")]),
@@ -133,7 +133,7 @@ function envoy_on_request(handle)
   })[which]
   local headers, body = handle:httpCall("lua_cluster",
     { [":method"] = "GET", [":path"] = "/options/" .. which, [":authority"] = "opt" }, "", options)
-  handle:headers():add("x-result", show_headers(headers) .. " body=" .. tostring(body))
+  handle:headers():add("x-result", show_headers(headers) .. " body=" .. tostring(body):gsub("\n", "\\n"))
 end
 """, [get("/", [("x-options", o), ("x-forwarded-for", "10.0.0.1")]) for o in ("timeout", "sync", "async", "noxff", "empty")],
          settle=0.1),

@@ -288,7 +288,7 @@ function envoy_on_request(handle)
   end
   handle:logInfo("chunks done: " .. n .. " " .. total)
 end
-""", [post("/", [b"one", b"two", b"three"]), get("/"), post("/", b"single")]),
+""", [post("/", [b"one", b"two", b"three"]), get("/")]),
 
     Case("response_body_chunks", r"""
 function envoy_on_response(handle)
@@ -305,7 +305,7 @@ end
 function envoy_on_request(handle)
   local out = {}
   handle:body()
-  try(out, "bodyChunks after body", handle.bodyChunks, handle)
+  try(out, "bodyChunks after body", function() return type(handle:bodyChunks()) end)
   handle:respond({ [":status"] = "200" }, table.concat(out, "\n"))
 end
 """, [post("/", b"x"), get("/")]),
@@ -337,7 +337,7 @@ end
     Case("trailers_before_body", TRY + r"""
 function envoy_on_request(handle)
   local t = handle:trailers()
-  handle:logInfo("trailers first: " .. tostring(t))
+  handle:logInfo("trailers first: " .. type(t))
 end
 """, [post("/", [b"x"], trailers=[("x-t", "1")])]),
 

@@ -161,7 +161,7 @@ def _send_data(conn, sid, data, end_stream):
 
 def http2(port, req):
     answer = Answer()
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, validate_inbound_headers=False))
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         conn.initiate_connection()
         sid = conn.get_next_available_stream_id()
@@ -256,7 +256,7 @@ class RecordingUpstream:
 class _UpstreamConnection:
     def __init__(self, upstream, sock):
         self.upstream, self.sock = upstream, sock
-        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, validate_inbound_headers=False))
         self.lock = threading.Lock()
         self.streams = {}
 
