@@ -55,10 +55,11 @@ def warn(msg):
 # everything the converter does not touch is printed exactly as it was read.
 
 def get(node, key):
-    """The value node of `key` in mapping `node` (None if absent)."""
+    """The value node of field `key` in mapping `node`, by its proto name or
+    its JSON name (`typed_config`, `typedConfig`); None if absent."""
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
+            if isinstance(k, yaml.ScalarNode) and snake(k.value) == key:
                 return v
     return None
 
@@ -201,7 +202,7 @@ class Converter:
                 if isinstance(urls, yaml.SequenceNode):
                     urls.value.append(key_node(DYNAMIC_MODULE))
             if urls is not None and LUA in [text(u) for u in urls.value]:
-                warn(f"{where} ({name}): its config comes from ECDS; the discovery server must send "
+                warn(f"{where}: its config comes from ECDS; the discovery server must send "
                      f"the converted config (only default_config was converted)")
         return False
 
@@ -220,10 +221,10 @@ class Converter:
             if self.http_filter(node, name, f"{where}({name})"):
                 return
         for k, v in node.value:
-            here = f"{where}.{k.value}"
-            if k.value == "typed_per_filter_config":
+            here = f"{where}.{k.value}" if where else k.value
+            if snake(k.value) == "typed_per_filter_config":
                 self.typed_per_filter_config(v, here)
-            elif k.value in ("rds", "scoped_routes") and self.lua_in_chain(node):
+            elif snake(k.value) in ("rds", "scoped_routes") and self.lua_in_chain(node):
                 warn(f"{here}: routes come from a discovery service; convert the LuaPerRoute configs it sends")
             self.walk(v, here, seen)
 
@@ -245,7 +246,7 @@ def convert_text(source, lua_package_path=None, is_json=None):
         documents = list(yaml.compose_all(source, Loader=yaml.SafeLoader))
     converter = Converter(lua_package_path)
     for i, doc in enumerate(documents):
-        converter.walk(doc, f"doc{i}" if len(documents) > 1 else "", set())
+        converter.walk(doc, f"document {i + 1}: " if len(documents) > 1 else "", set())
     if converter.filters + converter.per_route == 0:
         warn("no envoy.filters.http.lua filter or LuaPerRoute config found; nothing converted")
     if is_json:
@@ -260,17 +261,17 @@ def main(argv=None):
     parser.add_argument("--lua-package-path", metavar="P",
                         help="package.path of the converted filters (default: LuaJIT's, which honours LUA_PATH)")
     args = parser.parse_args(argv)
-    if args.input == "-":
-        source = sys.stdin.read()
-    else:
-        with open(args.input, encoding="utf-8") as f:
-            source = f.read()
-    is_json = args.input.endswith(".json") or None
     try:
-        sys.stdout.write(convert_text(source, args.lua_package_path, is_json))
-    except (yaml.YAMLError, ValueError) as e:
+        if args.input == "-":
+            source = sys.stdin.read()
+        else:
+            with open(args.input, encoding="utf-8") as f:
+                source = f.read()
+        out = convert_text(source, args.lua_package_path, args.input.endswith(".json") or None)
+    except (OSError, yaml.YAMLError, ValueError) as e:
         print(f"convert.py: {args.input}: {e}", file=sys.stderr)
         return 1
+    sys.stdout.write(out)
     return 0
 
 

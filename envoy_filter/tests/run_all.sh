@@ -14,7 +14,7 @@ if ! cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_f
 fi
 
 # test_ffi.py runs twice: Envoy with one worker thread, then two.
-for test in test_readme.py test_ffi.py:1 test_ffi.py:2 test_fixture.py test_reliability.py test_c_modules.py test_runtimes.py test_java.py test_nodejs.py test_diff.py test_static.sh; do
+for test in test_readme.py test_ffi.py:1 test_ffi.py:2 test_fixture.py test_reliability.py test_c_modules.py test_runtimes.py test_java.py test_nodejs.py test_convert.py test_diff.py test_static.sh; do
   echo "== $test"
   case "$test" in
     *.py:*) cmd=(env ENVOY_CONCURRENCY="${test##*:}" python3 "$here/${test%%:*}") ;;
