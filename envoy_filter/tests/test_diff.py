@@ -119,7 +119,8 @@ def validate(listeners, cluster_list, workdir):
     path.write_text(json.dumps({"static_resources": {"listeners": listeners, "clusters": cluster_list}}))
     env = {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(harness.RELEASE), "PATH": "/usr/bin:/bin", **ENV}
     out = subprocess.run([harness.envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "critical",
-                          "--log-format", "%v"], capture_output=True, text=True, env=env, timeout=60)
+                          "--log-format", "%v"], capture_output=True, text=True, env=env, timeout=60,
+                         cwd=harness.ROOT)
     if out.returncode == 0:
         return None
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
@@ -127,18 +128,28 @@ def validate(listeners, cluster_list, workdir):
 
 
 def loadable(cases, stock, ours, cluster_list, workdir):
-    """{case name: why its listeners cannot load}; Envoy refuses a whole
-    config for one bad listener, so those cases are left out of the run."""
-    if validate(stock + ours, cluster_list, workdir) is None:
-        return {}
-    stock_ok = validate(stock, cluster_list, workdir) is None
-    broken = {}
+    """{case name: None (passed) or why it failed} for the cases that cannot
+    run: those whose configs Envoy must refuse (checked here, for both
+    filters), and those whose configs it refuses unexpectedly (Envoy refuses a
+    whole config for one bad listener, so they are left out of the run)."""
+    settled = {}
     for case, s, o in zip(cases, stock, ours):
+        if case.refused:
+            stock_why, our_why = validate([s], cluster_list, workdir), validate([o], cluster_list, workdir)
+            if stock_why is None:
+                settled[case.name] = "the stock config loads (a broken case)"
+            else:
+                settled[case.name] = None if our_why else f"stock refuses the config ({stock_why}), ours loads it"
+    run = [(c, s, o) for c, s, o in zip(cases, stock, ours) if not c.refused]
+    if validate([s for _, s, _ in run] + [o for _, _, o in run], cluster_list, workdir) is None:
+        return settled
+    stock_ok = validate([s for _, s, _ in run], cluster_list, workdir) is None
+    for case, s, o in run:
         if not stock_ok and (why := validate([s], cluster_list, workdir)):
-            broken[case.name] = f"the stock config does not load (a broken case): {why}"
+            settled[case.name] = f"the stock config does not load (a broken case): {why}"
         elif (why := validate([o], cluster_list, workdir)):
-            broken[case.name] = f"the converted config does not load: {why}"
-    return broken
+            settled[case.name] = f"the converted config does not load: {why}"
+    return settled
 
 
 # ----------------------------------------------------------------- running --
@@ -308,8 +319,8 @@ def main():
     stock = [stock_listener(c, p) for c, p in zip(cases, stock_ports)]
     ours = converted(stock, our_ports, workdir, convert=not args.stock_twice)
     cluster_list = clusters(upstream.port, closed)
-    broken = loadable(cases, stock, ours, cluster_list, workdir)
-    keep = [i for i, c in enumerate(cases) if c.name not in broken]
+    settled = loadable(cases, stock, ours, cluster_list, workdir)
+    keep = [i for i, c in enumerate(cases) if c.name not in settled]
     envoy = harness.Envoy([stock[i] for i in keep] + [ours[i] for i in keep], admin, clusters=cluster_list,
                           env=ENV, log_format="[%l][%n] %v",
                           extra_args=["--component-log-level", "lua:trace,dynamic_modules:trace"])
@@ -318,9 +329,10 @@ def main():
     try:
         window = Window(envoy, upstream)
         for case, ports in zip(cases, zip(stock_ports, our_ports)):
-            if case.name in broken:
-                print(f"FAIL {case.name}: {broken[case.name]}", flush=True)
-                failed += 1
+            if case.name in settled:
+                why = settled[case.name]
+                print(f"FAIL {case.name}: {why}" if why else f"PASS {case.name} (both refuse the config)", flush=True)
+                passed, failed = passed + (why is None), failed + (why is not None)
                 continue
             try:
                 ok = run_case(case, envoy, window, ports, args.verbose)

@@ -468,6 +468,17 @@ end
 """, [get("/", [("x-kind", k)]) for k in ("table", "nil", "number", "level0", "runtime")]
         + [post("/", b"x", [("x-kind", "after-yield")])]),
 
+    Case("lua_error_during_response_chunks", r"""
+function envoy_on_response(handle)
+  local n = 0
+  for chunk in handle:bodyChunks() do
+    n = n + 1
+    chunk:setBytes("<" .. n .. ">")
+    if n == 2 then error("failed at chunk 2") end
+  end
+end
+""", [get("/", [("x-up-chunks", "3"), ("x-up-body", "aaaabbbbcccc")])]),
+
     Case("error_position", r"""
 function envoy_on_request(handle)
   local ok, err = pcall(error, "plain")

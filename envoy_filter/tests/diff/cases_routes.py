@@ -270,4 +270,20 @@ function envoy_on_request(request_handle)
   request_handle:setUpstreamOverrideHost("127.0.0.1", false)
 end
 """),
+
+    # Configs: what loads, what Envoy refuses.
+    Case("config_script_from_file", None, [get("/")],
+         lua_config={"default_source_code": {"filename": "envoy_filter/tests/diff/lua/main.lua"}}),
+    Case("config_empty_lua_filter", None, [get("/"), post("/", b"x")]),
+    Case("config_top_level_error", 'error("top level boom")\nfunction envoy_on_request(h) end\n', refused=True),
+    Case("config_top_level_runtime_error", "local x = nil .. 1\n", refused=True),
+    Case("config_syntax_error", "function envoy_on_request(h)\n", refused=True),
+    Case("config_missing_file", None, lua_config={"default_source_code": {"filename": "/no/such/script.lua"}},
+         refused=True),
+    Case("config_source_codes_syntax_error", DEFAULT, lua_config={"source_codes": {"bad.lua": {"inline_string": "end"}}},
+         refused=True),
+    Case("per_route_unknown_name", DEFAULT, [get("/x"), get("/")], lua_config=SOURCE_CODES,
+         routes=[prefixed("/x", name="no_such.lua"), route("/")]),
+    Case("config_per_route_syntax_error", DEFAULT, refused=True,
+         routes=[prefixed("/x", source_code={"inline_string": "function ("}), route("/")]),
 ]

@@ -22,6 +22,7 @@ class Case:
     vhost: dict = None         # further fields of the virtual host
     route_config: dict = None  # further fields of the route configuration
     stats: bool = False        # also compare the listener's lua stats
+    refused: bool = False      # Envoy must refuse the config (both filters); no requests
     settle: float = 0.02       # quiet time that ends a request's window (logs, upstream requests)
 
     def stock_filters(self):
