@@ -28,6 +28,7 @@ import dataclasses
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -313,36 +314,39 @@ def main():
 
     harness.ensure_built()
     upstream = wire.RecordingUpstream()
-    admin, closed, *ports = harness.free_ports(2 + 2 * len(cases))
-    stock_ports, our_ports = ports[:len(cases)], ports[len(cases):]
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_diff_"))
-    stock = [stock_listener(c, p) for c, p in zip(cases, stock_ports)]
-    ours = converted(stock, our_ports, workdir, convert=not args.stock_twice)
-    cluster_list = clusters(upstream.port, closed)
-    settled = loadable(cases, stock, ours, cluster_list, workdir)
-    keep = [i for i, c in enumerate(cases) if c.name not in settled]
-    envoy = harness.Envoy([stock[i] for i in keep] + [ours[i] for i in keep], admin, clusters=cluster_list,
-                          env=ENV, log_format="[%l][%n] %v",
-                          extra_args=["--component-log-level", "lua:trace,dynamic_modules:trace"])
+    envoy = None
     passed = failed = 0
     start = time.monotonic()
     try:
+        admin, closed, *ports = harness.free_ports(2 + 2 * len(cases))
+        stock_ports, our_ports = ports[:len(cases)], ports[len(cases):]
+        stock = [stock_listener(c, p) for c, p in zip(cases, stock_ports)]
+        ours = converted(stock, our_ports, workdir, convert=not args.stock_twice)
+        cluster_list = clusters(upstream.port, closed)
+        settled = loadable(cases, stock, ours, cluster_list, workdir)
+        keep = [i for i, c in enumerate(cases) if c.name not in settled]
+        envoy = harness.Envoy([stock[i] for i in keep] + [ours[i] for i in keep], admin, clusters=cluster_list,
+                              env=ENV, log_format="[%l][%n] %v",
+                              extra_args=["--component-log-level", "lua:trace,dynamic_modules:trace"])
         window = Window(envoy, upstream)
         for case, ports in zip(cases, zip(stock_ports, our_ports)):
             if case.name in settled:
                 why = settled[case.name]
                 print(f"FAIL {case.name}: {why}" if why else f"PASS {case.name} (both refuse the config)", flush=True)
-                passed, failed = passed + (why is None), failed + (why is not None)
-                continue
-            try:
-                ok = run_case(case, envoy, window, ports, args.verbose)
-            except Exception as e:  # a broken case must not stop the others
-                print(f"FAIL {case.name}: {type(e).__name__}: {e}", flush=True)
-                ok = False
+                ok = why is None
+            else:
+                try:
+                    ok = run_case(case, envoy, window, ports, args.verbose)
+                except Exception as e:  # a broken case must not stop the others
+                    print(f"FAIL {case.name}: {type(e).__name__}: {e}", flush=True)
+                    ok = False
             passed, failed = passed + ok, failed + (not ok)
     finally:
-        envoy.stop()
+        if envoy:
+            envoy.stop()
         upstream.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(f"({len(cases)} cases, {len(PROTOCOLS)} protocols, {time.monotonic() - start:.1f}s)")
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

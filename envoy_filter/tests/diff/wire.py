@@ -28,7 +28,7 @@ import h2.events
 import h2.exceptions
 
 CHUNK_GAP = 0.05  # between body chunks, so that Envoy hands each one over alone
-TIMEOUT = 10
+TIMEOUT = 5
 
 
 @dataclasses.dataclass
@@ -179,39 +179,54 @@ def http2(port, req):
             conn.send_headers(sid, req.trailers, end_stream=True)
             sock.sendall(conn.data_to_send())
         deadline = time.monotonic() + TIMEOUT
-        done = False
+        pending, ended, goaway = b"", False, False
         try:
-            while not done:
+            while answer.outcome == "complete" and not ended:
                 if time.monotonic() > deadline:
                     raise socket.timeout
                 data = sock.recv(65536)
                 if not data:
                     answer.outcome = "closed"
                     break
-                for event in conn.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived):
-                        fields = _fields(event.headers)
-                        answer.status = int(dict(fields)[":status"])
-                        answer.headers = [kv for kv in fields if kv[0] != ":status"]
-                    elif isinstance(event, h2.events.DataReceived):
-                        answer.body += event.data
-                        conn.acknowledge_received_data(event.flow_controlled_length, sid)
-                    elif isinstance(event, h2.events.TrailersReceived):
-                        answer.trailers = _fields(event.headers)
-                    elif isinstance(event, h2.events.StreamReset):
-                        answer.outcome = f"reset {int(event.error_code)}"
-                        done = True
-                    elif isinstance(event, h2.events.StreamEnded):
-                        done = True
-                    elif isinstance(event, h2.events.ConnectionTerminated):
-                        answer.outcome = "closed"
-                        done = True
+                pending += data
+                # One frame at a time: an error in a frame (a body longer than
+                # its content-length, say) must not hide the events before it.
+                while len(pending) >= 9 and len(pending) >= 9 + int.from_bytes(pending[:3], "big"):
+                    size = 9 + int.from_bytes(pending[:3], "big")
+                    frame, pending = pending[:size], pending[size:]
+                    if frame[3] == 7:
+                        # GOAWAY: h2 would close the whole connection, but the
+                        # streams below its last stream id still get answered.
+                        goaway = True
+                        continue
+                    for event in conn.receive_data(frame):
+                        ended = _on_client_event(conn, sid, answer, event) or ended
                 sock.sendall(conn.data_to_send())
         except socket.timeout:
             answer.outcome = "timeout"
         except h2.exceptions.ProtocolError as e:
-            answer.outcome = f"protocol error {e}"
+            answer.outcome = f"protocol error {type(e).__name__}"
+        if goaway:
+            answer.outcome += " after goaway"
     return answer
+
+
+def _on_client_event(conn, sid, answer, event):
+    """Adds `event` to `answer`; True when the stream ended."""
+    if isinstance(event, h2.events.ResponseReceived):
+        fields = _fields(event.headers)
+        answer.status = int(dict(fields)[":status"])
+        answer.headers = [kv for kv in fields if kv[0] != ":status"]
+    elif isinstance(event, h2.events.DataReceived):
+        answer.body += event.data
+        conn.acknowledge_received_data(event.flow_controlled_length, sid)
+    elif isinstance(event, h2.events.TrailersReceived):
+        answer.trailers = _fields(event.headers)
+    elif isinstance(event, h2.events.StreamReset):
+        answer.outcome = f"reset {int(event.error_code)}"
+    elif isinstance(event, h2.events.StreamEnded):
+        return True
+    return False
 
 
 CLIENTS = {"h1": http1, "h2": http2}
