@@ -26,7 +26,6 @@ import yaml
 
 LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
 LUA_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
-LUA_FILTER_NAME = "envoy.filters.http.lua"
 DYNAMIC_MODULE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 DYNAMIC_MODULE_PER_ROUTE = (
     "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute")
@@ -114,7 +113,7 @@ def lua_fields(node, where):
     `@type`, with proto field names (a Struct is read by name)."""
     pairs = []
     for k, v in node.value if isinstance(node, yaml.MappingNode) else []:
-        name = snake(k.value)
+        name = snake(text(k) or "")
         if name == "@type":
             continue
         if name in SOURCE_FIELDS:
@@ -185,8 +184,9 @@ class Converter:
         http filter's name (the outer one for wrapped filters)."""
         typed_config = get(node, "typed_config")
         url = type_url(typed_config)
-        if url == LUA or (url is None and text(get(node, "name")) == LUA_FILTER_NAME
-                          and isinstance(typed_config, yaml.MappingNode)):
+        # By type only: Envoy 1.40 refuses a Lua filter without one
+        # ("Didn't find a registered implementation ... with type URL: ''").
+        if url == LUA:
             self.filter_config(typed_config, name, f"{where}.typed_config")
             return True
         if url == EXTENSION_WITH_MATCHER:
@@ -221,18 +221,21 @@ class Converter:
             if self.http_filter(node, name, f"{where}({name})"):
                 return
         for k, v in node.value:
-            here = f"{where}.{k.value}" if where else k.value
-            if snake(k.value) == "typed_per_filter_config":
+            key = snake(text(k) or "")
+            here = f"{where}.{text(k)}" if where else text(k)
+            if key == "typed_per_filter_config":
                 self.typed_per_filter_config(v, here)
-            elif snake(k.value) in ("rds", "scoped_routes") and self.lua_in_chain(node):
+            elif key in ("rds", "scoped_routes") and self.lua_in_chain(node):
                 warn(f"{here}: routes come from a discovery service; convert the LuaPerRoute configs it sends")
             self.walk(v, here, seen)
 
     @staticmethod
     def lua_in_chain(hcm):
+        """Whether an HCM runs a Lua filter (or one this run converted)."""
         filters = get(hcm, "http_filters")
         return isinstance(filters, yaml.SequenceNode) and any(
-            type_url(get(f, "typed_config")) in (LUA, DYNAMIC_MODULE) for f in filters.value)
+            type_url(get(f, "typed_config")) == LUA or text(get(get(f, "typed_config"), "filter_name")) == FILTER_NAME
+            for f in filters.value)
 
 
 def convert_text(source, lua_package_path=None, is_json=None):

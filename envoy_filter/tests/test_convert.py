@@ -40,7 +40,7 @@ NAMESPACES = {
     "docs_lua_filter_override.yaml": ["envoy.filters.http.lua"],
     "examples_two_filters.yaml": ["lua_filter_with_custom_name_0", "lua_filter_with_custom_name_1"],
     "multi_document.yaml": ["envoy.filters.http.lua"],
-    "wrappers.yaml": ["matched.lua", "discovered.lua", "envoy.filters.http.lua"],
+    "wrappers.yaml": ["matched.lua", "discovered.lua", "envoy.filters.http.lua", "upstream.lua"],
 }
 
 
@@ -177,6 +177,12 @@ def case_our_own_config_is_left_alone():
     code, out, err = convert(path)
     assert code == 0 and "nothing converted" in err, err
     assert documents(out) == documents(path.read_text())
+
+
+def case_converting_twice_changes_nothing():
+    once = converted(EXAMPLE)
+    code, twice, err = convert("-", stdin=once)
+    assert code == 0 and twice == once and "nothing converted" in err, err
 
 
 def case_stdin_and_errors():
