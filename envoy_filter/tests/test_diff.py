@@ -99,7 +99,9 @@ def converted(stock_listeners, ports, workdir, convert=True):
         out = subprocess.run([sys.executable, str(CONVERT), str(path)], check=True, capture_output=True, text=True)
         ours = yaml.safe_load(out.stdout)["static_resources"]["listeners"]
     else:
-        ours = yaml.safe_load(path.read_text())["static_resources"]["listeners"]
+        # The stock filter on both sides: their shared VMs must stay apart.
+        text = path.read_text().replace("shared_vm_id: ", "shared_vm_id: twice-")
+        ours = yaml.safe_load(text)["static_resources"]["listeners"]
     for listener, port in zip(ours, ports):
         name = listener["name"].replace("stock_", "ours_", 1)
         listener["name"] = name

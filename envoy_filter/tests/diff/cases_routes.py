@@ -53,13 +53,30 @@ function envoy_on_request(handle)
   try(out, "nested", function() return show(handle:filterContext().nested) end)
   try(out, "list", function() return show(handle:filterContext().list) end)
   try(out, "missing", function() return show(handle:filterContext().missing) end)
+  for _, key in ipairs({ "key", "n", "nested", "list", "missing" }) do
+    try(out, "get " .. key, function() return show(handle:filterContext():get(key)) end)
+  end
   try(out, "pairs", function()
     local t = {}
-    for k, v in pairs(handle:filterContext()) do t[#t + 1] = k end
-    table.sort(t)
-    return table.concat(t, ",")
+    for k, v in pairs(handle:filterContext()) do t[k] = v end
+    return show(t)
   end)
   handle:respond({ [":status"] = "200" }, table.concat(out, "\n"))
+end
+"""
+
+PATHS = r"""
+function envoy_on_request(handle)
+  handle:respond({ [":status"] = "200" }, package.path .. "\n" .. package.cpath)
+end
+"""
+
+# Each filter counts the requests it saw, in a global of its Lua state.
+SHARED = r"""
+seen = seen or {}
+function envoy_on_request(handle)
+  seen[#seen + 1] = handle:headers():get(":path")
+  handle:headers():add("x-seen", tostring(#seen))
 end
 """
 
@@ -286,4 +303,14 @@ end
          routes=[prefixed("/x", name="no_such.lua"), route("/")]),
     Case("config_per_route_syntax_error", DEFAULT, refused=True,
          routes=[prefixed("/x", source_code={"inline_string": "function ("}), route("/")]),
+
+    # Envoy 1.40's package path fields and shared VMs.
+    Case("config_package_paths", PATHS, lua_config={"package_paths": ["/opt/lua/a/?.lua", "/opt/lua/b/?.lua"],
+                                                   "package_cpaths": ["/opt/lua/c/?.so"]}),
+    Case("per_route_package_paths", PATHS, [get("/"), get("/route")],
+         routes=[prefixed("/route", source_code={"inline_string": PATHS}, package_paths=["/opt/route/?.lua"]),
+                 route("/")]),
+    Case("config_shared_vm_id", None, [get("/"), get("/")], filters=[
+        lua_filter("vm.first", SHARED, shared_vm_id="shared-vm"),
+        lua_filter("vm.second", SHARED, shared_vm_id="shared-vm")]),
 ]
