@@ -70,7 +70,7 @@ def clusters(upstream_port, closed_port):
             h2_cluster("refused", closed_port)]
 
 
-def stock_listener(case, port):
+def stock_listener(case, port=0):
     name = f"stock_{case.name}"
     vhost = {"name": "vh", "domains": ["*"],
              "routes": case.routes or [{"name": "default", "match": {"prefix": "/"},
@@ -91,8 +91,8 @@ def stock_listener(case, port):
                                             "typed_config": hcm}]}]}
 
 
-def converted(stock_listeners, ports, workdir, convert=True):
-    """Our listeners: the stock ones through convert.py, renamed and moved to `ports`."""
+def converted(stock_listeners, workdir, convert=True):
+    """Our listeners: the stock ones through convert.py, renamed."""
     path = workdir / "stock.yaml"
     path.write_text(yaml.safe_dump({"static_resources": {"listeners": stock_listeners}}, sort_keys=False))
     if convert:
@@ -102,10 +102,9 @@ def converted(stock_listeners, ports, workdir, convert=True):
         # The stock filter on both sides: their shared VMs must stay apart.
         text = path.read_text().replace("shared_vm_id: ", "shared_vm_id: twice-")
         ours = yaml.safe_load(text)["static_resources"]["listeners"]
-    for listener, port in zip(ours, ports):
+    for listener in ours:
         name = listener["name"].replace("stock_", "ours_", 1)
         listener["name"] = name
-        listener["address"]["socket_address"]["port_value"] = port
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["stat_prefix"] = name
         hcm["route_config"]["name"] = f"{name}_routes"
@@ -303,6 +302,23 @@ def run_case(case, envoy, window, ports, verbose):
     return True
 
 
+def start_envoy(stock, ours, cluster_list):
+    """Envoy with these listener pairs on ports picked now (again if another
+    process took one meanwhile); returns (envoy, [(stock port, our port)])."""
+    for attempt in range(3):
+        admin, *ports = harness.free_ports(1 + len(stock) + len(ours))
+        for listener, port in zip(stock + ours, ports):
+            listener["address"]["socket_address"]["port_value"] = port
+        try:
+            envoy = harness.Envoy(stock + ours, admin, clusters=cluster_list, env=ENV, log_format="[%l][%n] %v",
+                                  extra_args=["--component-log-level", "lua:trace,dynamic_modules:trace"])
+        except RuntimeError as e:
+            if "Address already in use" in str(e) and attempt < 2:
+                continue
+            raise
+        return envoy, list(zip(ports[:len(stock)], ports[len(stock):]))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("cases", nargs="*", help="only these cases")
@@ -321,25 +337,23 @@ def main():
     passed = failed = 0
     start = time.monotonic()
     try:
-        admin, closed, *ports = harness.free_ports(2 + 2 * len(cases))
-        stock_ports, our_ports = ports[:len(cases)], ports[len(cases):]
-        stock = [stock_listener(c, p) for c, p in zip(cases, stock_ports)]
-        ours = converted(stock, our_ports, workdir, convert=not args.stock_twice)
+        closed = harness.free_ports(1)[0]
+        stock = [stock_listener(c) for c in cases]
+        ours = converted(stock, workdir, convert=not args.stock_twice)
         cluster_list = clusters(upstream.port, closed)
         settled = loadable(cases, stock, ours, cluster_list, workdir)
         keep = [i for i, c in enumerate(cases) if c.name not in settled]
-        envoy = harness.Envoy([stock[i] for i in keep] + [ours[i] for i in keep], admin, clusters=cluster_list,
-                              env=ENV, log_format="[%l][%n] %v",
-                              extra_args=["--component-log-level", "lua:trace,dynamic_modules:trace"])
+        envoy, ports = start_envoy([stock[i] for i in keep], [ours[i] for i in keep], cluster_list)
+        case_ports = dict(zip([cases[i].name for i in keep], ports))
         window = Window(envoy, upstream)
-        for case, ports in zip(cases, zip(stock_ports, our_ports)):
+        for case in cases:
             if case.name in settled:
                 why = settled[case.name]
                 print(f"FAIL {case.name}: {why}" if why else f"PASS {case.name} (both refuse the config)", flush=True)
                 ok = why is None
             else:
                 try:
-                    ok = run_case(case, envoy, window, ports, args.verbose)
+                    ok = run_case(case, envoy, window, case_ports[case.name], args.verbose)
                 except Exception as e:  # a broken case must not stop the others
                     print(f"FAIL {case.name}: {type(e).__name__}: {e}", flush=True)
                     ok = False
