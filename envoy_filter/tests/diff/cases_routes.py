@@ -4,33 +4,24 @@ docs and examples."""
 
 from diff.model import TRY, Case, LUA_FILTER, get, post, route, lua_filter, lua_per_route
 
-HELLO = r"""
-function envoy_on_request(request_handle)
-  request_handle:logInfo("Hello World.")
-  request_handle:headers():add("x-script", "hello.lua")
+def marking(hook, name, log=None):
+    """A script whose `hook` logs `log` and adds x-script: `name`."""
+    handle = f"{hook}_handle"
+    logs = f'  {handle}:logInfo("{log}")\n' if log else ""
+    return f"""
+function envoy_on_{hook}({handle})
+{logs}  {handle}:headers():add("x-script", "{name}")
 end
 """
 
-BYE = r"""
-function envoy_on_response(response_handle)
-  response_handle:logInfo("Bye Bye.")
-  response_handle:headers():add("x-script", "bye.lua")
-end
-"""
 
-DEFAULT = r"""
-function envoy_on_request(request_handle)
-  request_handle:headers():add("x-script", "default")
-end
+# The scripts of Envoy's docs example lua-filter-override.yaml, marked.
+HELLO = marking("request", "hello.lua", "Hello World.")
+BYE = marking("response", "bye.lua", "Bye Bye.")
+INLINE = marking("response", "inline", "Goodbye.")
+DEFAULT = marking("request", "default") + r"""
 function envoy_on_response(response_handle)
   response_handle:headers():add("x-default-response", "1")
-end
-"""
-
-INLINE = r"""
-function envoy_on_response(response_handle)
-  response_handle:logInfo("Goodbye.")
-  response_handle:headers():add("x-script", "inline")
 end
 """
 
@@ -81,6 +72,13 @@ end
 """
 
 CONTEXT = {"key": "xxxxxx", "n": 3, "nested": {"a": {"b": True}}, "list": ["x", 2]}
+
+
+# x-target: b selects upstream_b; the route tells the upstream which one it was.
+BY_TARGET_HEADER = [
+    route("/", cluster="upstream_b", headers=[{"name": "x-target", "string_match": {"exact": "b"}}],
+          request_headers_to_add=[{"header": {"key": "x-route", "value": "b"}}]),
+    route("/", request_headers_to_add=[{"header": {"key": "x-route", "value": "a"}}])]
 
 
 def prefixed(prefix, **per_route):
@@ -140,10 +138,7 @@ function envoy_on_request(handle)
     handle:headers():replace("x-target", "b")
   end
 end
-""", [get("/"), get("/", [("x-go-b", "1")])], routes=[
-        route("/", cluster="upstream_b", headers=[{"name": "x-target", "string_match": {"exact": "b"}}],
-              request_headers_to_add=[{"header": {"key": "x-route", "value": "b"}}]),
-        route("/", request_headers_to_add=[{"header": {"key": "x-route", "value": "a"}}])]),
+""", [get("/"), get("/", [("x-go-b", "1")])], routes=BY_TARGET_HEADER),
 
     Case("clear_route_cache_false", r"""
 function envoy_on_request(handle)
@@ -152,10 +147,7 @@ function envoy_on_request(handle)
     handle:clearRouteCache()
   end
 end
-""", [get("/"), get("/", [("x-clear", "1")])], lua_config={"clear_route_cache": False}, routes=[
-        route("/", cluster="upstream_b", headers=[{"name": "x-target", "string_match": {"exact": "b"}}],
-              request_headers_to_add=[{"header": {"key": "x-route", "value": "b"}}]),
-        route("/", request_headers_to_add=[{"header": {"key": "x-route", "value": "a"}}])]),
+""", [get("/"), get("/", [("x-clear", "1")])], lua_config={"clear_route_cache": False}, routes=BY_TARGET_HEADER),
 
     Case("clear_route_cache_path_rewrite", r"""
 function envoy_on_request(handle)
