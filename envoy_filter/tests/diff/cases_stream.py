@@ -302,17 +302,19 @@ local KEY = unhex("30819f300d06092a864886f70d010101050003818d0030818902818100c59
 local SIG = unhex("280ebafe445e0208e49d455e39eee464b4b916f0c44a13b3d693804ba24d8452073f83da5c2923df0efdcfc61459967185deaa3d5056842af57cf6f8418683eba570054a40a5c2eb45807d0c35e14bce40e4c16ef729910b3892c5f456c5cddefd52f427635c7c8dee46245785a9a2dbcb678ad46b5a2e0dd612bbd776f26391")
 function envoy_on_request(handle)
   local out = {}
-  local key = handle:importPublicKey(KEY, #KEY)
-  try(out, "key type", type, key)
+  local wrapper = handle:importPublicKey(KEY, #KEY)
+  try(out, "key type", type, wrapper)
+  -- As the docs write it; Envoy 1.40 wants the key's bytes (wrapper:get()).
+  try(out, "wrapper as key", handle.verifySignature, handle, "sha256", wrapper, SIG, #SIG, "hello", 5)
+  local key = wrapper:get()
+  try(out, "key", type, key)
   try(out, "valid", handle.verifySignature, handle, "sha256", key, SIG, #SIG, "hello", 5)
   try(out, "wrong data", handle.verifySignature, handle, "sha256", key, SIG, #SIG, "hellO", 5)
   try(out, "wrong hash", handle.verifySignature, handle, "sha1", key, SIG, #SIG, "hello", 5)
   try(out, "unknown hash", handle.verifySignature, handle, "md4", key, SIG, #SIG, "hello", 5)
   try(out, "SHA256 upper", handle.verifySignature, handle, "SHA256", key, SIG, #SIG, "hello", 5)
-  try(out, "bad key", function()
-    local k = handle:importPublicKey("garbage", 7)
-    return handle:verifySignature("sha256", k, SIG, #SIG, "hello", 5)
-  end)
+  try(out, "short lengths", handle.verifySignature, handle, "sha256", key, SIG, 10, "hello", 3)
+  try(out, "empty key", handle.verifySignature, handle, "sha256", "", SIG, #SIG, "hello", 5)
   handle:respond({ [":status"] = "200" }, table.concat(out, "\n"))
 end
 """),
