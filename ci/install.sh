@@ -34,11 +34,14 @@ if ! python3 -c "import pytest" 2>/dev/null; then
 fi
 
 # The Python loader's tests run modules in the original's style, which use cffi;
-# the Envoy reliability tests speak HTTP/2 with h2.
-for module in cffi h2; do
+# the Envoy reliability tests speak HTTP/2 with h2; envoy_filter/convert.py reads
+# YAML with PyYAML (module yaml).
+for module in cffi h2 yaml; do
   if ! python3 -c "import $module" 2>/dev/null; then
-    echo "ci/install.sh: installing $module"
-    python3 -m pip install -q "$module" 2>&1 | grep -v "Running pip as the 'root' user" || true
+    package=$module
+    [ "$module" = yaml ] && package=pyyaml
+    echo "ci/install.sh: installing $package"
+    python3 -m pip install -q "$package" 2>&1 | grep -v "Running pip as the 'root' user" || true
   fi
 done
 

@@ -177,11 +177,12 @@ def to_cluster(name, timeout="10s"):
 class Envoy:
     """A real Envoy on 127.0.0.1, started in the constructor, stopped by stop().
     `module_dir` is where Envoy finds libresty_ffi_envoy.so (default: the
-    release build); `env` adds environment variables. In static mode
-    (static_mode.py) the same build comes linked in or preloaded instead."""
+    release build); `env` adds environment variables; `log_format` is
+    Envoy's --log-format. In static mode (static_mode.py) the same build
+    comes linked in or preloaded instead."""
 
     def __init__(self, listeners, admin_port, concurrency=1, config_text=None, clusters=(), module_dir=None,
-                 env=None, extra_args=()):
+                 env=None, extra_args=(), log_format="[%l] %v"):
         env = {**os.environ, **(env or {})}
         env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(module_dir or RELEASE)
         self.preloaded = static_mode.apply(env, module_dir) if static_mode.FLAVOUR else None
@@ -199,7 +200,7 @@ class Envoy:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
-             "--disable-hot-restart", "-l", "warning", "--log-format", "[%l] %v", *extra_args],
+             "--disable-hot-restart", "-l", "warning", "--log-format", log_format, *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
             self.wait_ready()
