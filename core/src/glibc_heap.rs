@@ -44,8 +44,9 @@ pub(crate) fn prepare() {
         let heaps = detect();
         if let Heaps::Unknown = heaps {
             eprintln!(
-                "resty_ffi: the process's malloc is not glibc's and glibc's heap is already in use: \
-                 answers allocated by glibc's own malloc (e.g. jnr-ffi's load(\"c\")) would crash it"
+                "resty_ffi: the process's malloc is not glibc's, and glibc's heap or the program break \
+                 is already in use: answers allocated by glibc's own malloc (e.g. jnr-ffi's load(\"c\")) \
+                 cannot be told apart and would crash the process"
             );
         }
         heaps
