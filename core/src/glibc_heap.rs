@@ -78,7 +78,8 @@ unsafe fn adopt_from(ptr: *mut u8, len: usize, glibc: Range<usize>, glibc_free: 
     if ptr.is_null() || !glibc.contains(&(ptr as usize)) {
         return ptr; // the process allocator's
     }
-    let size = len + 1; // `len` bytes are readable memory: no overflow
+    // `len` bytes are readable memory: `len + 1` cannot overflow.
+    let size = len + 1;
     // SAFETY: malloc of a non-zero size; the result is checked before use.
     let copy = unsafe { libc::malloc(size) } as *mut u8;
     if copy.is_null() {
