@@ -37,6 +37,7 @@
 
 pub mod abi;
 mod completion;
+mod glibc_heap;
 pub mod host_abi;
 mod library;
 mod queue;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::completion::CompletionQueue;
+use crate::glibc_heap;
 use crate::library::{resolve_name, Library};
 use crate::queue::{PostError, TaskQueue};
 use crate::reaper;
@@ -63,6 +64,7 @@ impl Runtime {
     /// its `libffi_init(cfg, tq)` with a NUL-terminated copy of `cfg` (NULL if none).
     pub fn load(lib: &str, cfg: Option<&[u8]>, opts: &LoadOptions) -> Result<Runtime, LoadError> {
         let name = resolve_name(lib);
+        glibc_heap::prepare(); // before any runtime can call glibc's malloc
         let library = Library::open(&name, opts.is_global, !opts.unpin)
             .map_err(|e| LoadError::Library(format!("load \"{lib}\": {e}")))?;
         let init = library

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::completion::{Completion, CompletionQueue, Fault};
+use crate::glibc_heap;
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -20,12 +21,16 @@ impl ResponseBuffer {
         ResponseBuffer { ptr: std::ptr::null_mut(), len: 0 }
     }
 
-    /// Takes ownership of a `malloc()`ed buffer of `len` bytes.
+    /// Takes ownership of a `malloc()`ed buffer of `len` bytes (one from
+    /// glibc's own malloc in a process whose malloc is another is swapped
+    /// for a copy: see `glibc_heap`).
     ///
     /// # Safety
     /// `ptr` is NULL or was returned by `malloc()` with at least `len` readable
     /// bytes, and nobody else frees or writes it afterwards.
     pub(crate) unsafe fn from_raw(ptr: *mut u8, len: usize) -> Self {
+        // SAFETY: our own contract.
+        let ptr = unsafe { glibc_heap::adopt(ptr, len) };
         ResponseBuffer { ptr, len: if ptr.is_null() { 0 } else { len } }
     }
 

@@ -71,7 +71,7 @@ def call(case, req=b"", port=PORT):
 
 
 def case_echo_both_styles(_):
-    harness.assert_echoes(call, ["java_jnr_echo", "java_echo"])
+    harness.assert_echoes(call, ["java_jnr_echo", "java_jnr_libc_echo", "java_echo"])
 
 
 def case_exceptions(_):
@@ -80,7 +80,7 @@ def case_exceptions(_):
 
 
 def case_two_hundred_clients(_):
-    harness.assert_two_hundred_clients(call, ["java_jnr_echo", "java_echo"])
+    harness.assert_two_hundred_clients(call, ["java_jnr_echo", "java_jnr_libc_echo", "java_echo"])
 
 
 def case_http_client_fetches_concurrently(state):

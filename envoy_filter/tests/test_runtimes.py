@@ -1,7 +1,8 @@
 """The runtimes of examples/ on Envoy through the shared fixture
 tests/fixtures/runtime_cases.lua (the nginx tests run the same file): Go,
 the Rust SDK (echo, async HTTP client), the Python loader (original-style
-module, resty_ffi package, exceptions, hot reload), 200 concurrent clients,
+module, resty_ffi package, exceptions, hot reload), the Go echo and the Python
+loader under the names the original's README uses, 200 concurrent clients,
 and a clean SIGTERM shutdown with the Go runtime loaded."""
 
 import concurrent.futures
@@ -13,7 +14,7 @@ import time
 
 import harness
 
-PORT, ADMIN, PORT_SIGTERM, ADMIN_SIGTERM = harness.free_ports(4)
+PORT, ADMIN, PORT_SIGTERM, ADMIN_SIGTERM, PORT_README = harness.free_ports(5)
 
 SCRIPT = r"""
 local cases = require("runtime_cases")
@@ -24,6 +25,20 @@ function envoy_on_request(handle)
     local req = body and body:getBytes(0, body:length()) or ""
     handle:respond({ [":status"] = "200" }, case(req, handle))
   end
+end
+"""
+
+# What the original README's Envoy snippet does, on our filter: the Go echo
+# and the Python loader by the original's names; the request then goes on.
+README_SNIPPET = r"""
+function envoy_on_request(request_handle)
+  require("resty_ffi")
+  local go = ngx.load_ffi("ffi_go_echo")
+  local ok, res = go:foobar("foobar", request_handle)
+  assert(ok and res == "foobar", res)
+  local py = ngx.load_ffi("resty_ffi_python", "ffi.echo?,init", { is_global = true })
+  ok, res = py:echo("hello", request_handle)
+  assert(ok and res == "hello", res)
 end
 """
 
@@ -53,7 +68,8 @@ class State:
         os.environ["PYTHONPATH"] = f"{harness.ROOT / 'examples' / 'python'}:{harness.FIXTURES / 'python'}"
         self.upstream, self.base = harness.slow_upstream()
         self.mods = tempfile.mkdtemp(prefix="resty_ffi_hot_")
-        self.envoy = harness.Envoy([listener(PORT)], ADMIN, concurrency=2)
+        self.envoy = harness.Envoy([listener(PORT), harness.listener("readme", PORT_README, harness.ours(README_SNIPPET))],
+                                   ADMIN, concurrency=2)
 
     def stop(self):
         self.envoy.stop()
@@ -73,6 +89,44 @@ def case_go_echo(_):
     for req in [b"hello", b"a\0b\0", os.urandom(1 << 20)]:
         assert call("go_echo", req) == b"true|" + req
     assert call("go_echo") == b"true|"
+
+
+def loader_mappings(state, name):
+    """How many mappings of `name` Envoy has (one loaded object maps its file
+    several times; a second object would double them)."""
+    return open(f"/proc/{state.envoy.proc.pid}/maps").read().count(f"/{name}\n")
+
+
+def case_original_names_are_the_same_objects(state):
+    """ffi_go_echo and resty_ffi_python (the original's names) are symlinks:
+    on both worker threads they give the objects loaded as go_echo and
+    ffi_python3, and one interpreter."""
+    for _ in range(4):  # both workers
+        assert call("go_echo", b"a") == b"true|a"
+        assert call("python_interpreters", b"ffi_python3").isdigit()
+    go, python = loader_mappings(state, "libgo_echo.so"), loader_mappings(state, "libffi_python3.so")
+    assert go > 0 and python > 0
+    ids = set()
+    for i in range(4):
+        assert call("go_echo_original_name", b"b%d" % i) == b"true|b%d" % i
+        assert call("python_echo_original_name", b"c%d" % i) == b"true|c%d" % i
+        ids.update(call("python_interpreters", b"resty_ffi_python ffi_python3").split())
+    assert len(ids) == 1, ids
+    assert (loader_mappings(state, "libgo_echo.so"), loader_mappings(state, "libffi_python3.so")) == (go, python)
+
+
+def case_a_copy_of_the_python_loader_shares_the_interpreter(state):
+    copy = os.path.join(state.mods, "libffi_python3_copy.so")
+    shutil.copy(harness.RUNTIMES / "libffi_python3.so", copy)
+    for _ in range(4):  # both workers
+        first, second = call("python_interpreters", f"{copy} resty_ffi_python".encode()).split()
+        assert first == second
+    state.envoy.assert_no_crash()
+
+
+def case_original_readme_snippet(_):
+    for _ in range(4):  # both workers
+        assert harness.request(PORT_README)[0::2] == (200, harness.UPSTREAM_BODY.encode())
 
 
 def case_two_hundred_clients_go_rust_python(_):

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Builds libgo_echo.so with the system Go (Debian's golang-go), offline.
+# Builds libgo_echo.so with the system Go (Debian's golang-go), offline, and
+# next to it libffi_go_echo.so, the name the original's README and Go example
+# load it by: a symlink, so that dlopen finds the object already loaded under
+# either name (two Go runtimes cannot live in one process).
 # build.sh <output .so>
 set -euo pipefail
 mkdir -p "$(dirname "$1")"
@@ -12,3 +15,7 @@ export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
 cd "$src"
 go build -buildmode=c-shared -trimpath -o "$out" .
 rm -f "${out%.so}.h"
+alias=$(dirname "$out")/libffi_go_echo.so
+if [[ "$alias" != "$out" ]]; then
+  ln -sfn "$(basename "$out")" "$alias"
+fi

@@ -13,11 +13,22 @@
  * libffi_init's rc.
  *
  * One interpreter per process, started by the first libffi_init; the GIL is
- * held only while a runtime is being initialized or runs Python code.
+ * held only while a runtime is being initialized or runs Python code. The
+ * loader is linked with -z nodelete: the interpreter cannot be finalized and
+ * started again, so an unpinned load never unmaps the loader (hot reload of
+ * Python code is the module's '?', not dlclose).
+ *
+ * The loader is shipped under two names, libffi_python3.so and
+ * libresty_ffi_python.so (the original's examples use both): the second is a
+ * symlink, so dlopen finds the object already loaded. Should two distinct
+ * copies of this file be loaded, they still share one interpreter: each starts
+ * Python through the first ffi_python3_start in the global scope (the loader
+ * is loaded with is_global), and Python already running is not started again.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +49,12 @@ python_start(void)
 {
     PyConfig     config;
     PyStatus     status;
+
+    if (Py_IsInitialized()) {
+        /* Started by another copy of this loader (or by the host). */
+        python_ok = 1;
+        return;
+    }
 
     PyConfig_InitPythonConfig(&config);
 
@@ -73,6 +90,30 @@ failed:
     fprintf(stderr, "ffi_python3: cannot start Python: %s\n",
             status.err_msg ? status.err_msg : "unknown error");
     PyConfig_Clear(&config);
+}
+
+
+/*
+ * Starts Python once per process; returns whether it runs. Exported, and
+ * called through the global scope (see the top of this file).
+ */
+int
+ffi_python3_start(void)
+{
+    pthread_once(&python_once, python_start);
+    return python_ok;
+}
+
+
+static int
+python_running(void)
+{
+    int  (*start)(void);
+
+    /* This very function, or the same one in a copy loaded earlier. */
+    *(void **) &start = dlsym(RTLD_DEFAULT, "ffi_python3_start");
+
+    return (start != NULL ? start : ffi_python3_start)();
 }
 
 
@@ -220,8 +261,7 @@ libffi_init(char *cfg, void *tq)
         return RC_BAD_CFG;
     }
 
-    pthread_once(&python_once, python_start);
-    if (!python_ok) {
+    if (!python_running()) {
         free(copy);
         return RC_NO_PYTHON;
     }

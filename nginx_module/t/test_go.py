@@ -51,6 +51,29 @@ def test_shared_fixture(nginx):
     assert n.get("/t?req=hello") == (200, b"true|hello\n")
 
 
+def test_original_name_is_the_same_object(nginx):
+    """The original's README and Go example load the Go echo as "ffi_go_echo":
+    a symlink to libgo_echo.so, so both names give the one Go runtime a
+    process can hold (a second copy would start a second Go runtime). Failed
+    before: no such library."""
+    n = nginx(server=content("""
+        require('resty_ffi')
+        local rt, err = ngx.load_ffi(ngx.var.arg_lib)
+        if not rt then return ngx.say('load failed: ', err) end
+        local ok, res = rt:echo('foobar')
+        rt:__unload()
+        local after = { rt:echo('foobar') }
+        ngx.say(ok, ' ', res, ' ', tostring(after[1]), ' ', after[2], ' ', ngx.worker.pid())"""))
+    expected = "true foobar false resty_ffi: runtime unloaded"
+    body = n.get("/t?lib=go_echo")[1].decode()
+    assert body.startswith(expected), body
+    pid = int(body.split()[-1])
+    mapped = open(f"/proc/{pid}/maps").read().count("/libgo_echo.so\n")
+    for lib in ["ffi_go_echo", "go_echo", "libffi_go_echo.so"]:
+        assert n.get(f"/t?lib={lib}")[1].decode() == f"{expected} {pid}\n", lib
+    assert open(f"/proc/{pid}/maps").read().count("/libgo_echo.so\n") == mapped
+
+
 def test_two_hundred_concurrent_clients(nginx):
     n = nginx(workers=2, server=content(ECHO_ARG))
     with concurrent.futures.ThreadPoolExecutor(200) as pool:

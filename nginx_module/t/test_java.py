@@ -204,6 +204,7 @@ def test_shared_fixture(nginx):
     n = nginx(main=MAIN, server=content("""
         local cases = require('runtime_cases')
         ngx.say(cases.java_jnr_echo('a\\0b'))
+        ngx.say(cases.java_jnr_libc_echo('c\\0d'))
         ngx.say(cases.java_echo('hi'))
         ngx.say(cases.java_echo('boom'))"""))
-    assert n.get("/t") == (200, b"true|a\0b\ntrue|hi\nfalse|1|IllegalArgumentException: bad input\n")
+    assert n.get("/t") == (200, b"true|a\0b\ntrue|c\0d\ntrue|hi\nfalse|1|IllegalArgumentException: bad input\n")

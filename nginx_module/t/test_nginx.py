@@ -192,6 +192,15 @@ def test_load_errors(nginx):
     assert init_rc == "7"
 
 
+def test_answers_from_glibcs_own_malloc(nginx):
+    """The cross-host case whose answers come from glibc's own malloc: here
+    the process's malloc is glibc's, so nothing is copied (Envoy's is not)."""
+    n = nginx(server=content("ngx.say(require('ffi_cases').libc_answers())"))
+    for _ in range(8):  # answers made on all 4 threads
+        assert n.get("/t") == (200, b"true|16 y|nil;true|300000 y|nil;true|5 y|nil;"
+                                    b"false|resty_ffi: runtime answered with a negative length|nil\n")
+
+
 def test_thousand_concurrent_calls_in_one_request(nginx):
     n = nginx(server=content(ECHO + fan_out_lua(1000)))
     assert n.get("/t") == (200, b"1000\n")

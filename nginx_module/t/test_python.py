@@ -1,13 +1,15 @@
-"""The Python loader (examples/python: libffi_python3.so) on a real nginx:
-modules in the original's style (cffi + the C ABI), modules on the resty_ffi
-Python package, errors, and hot reload."""
+"""The Python loader (examples/python: libffi_python3.so, also named
+libresty_ffi_python.so) on a real nginx: modules in the original's style (cffi
++ the C ABI), modules on the resty_ffi Python package, errors, hot reload, and
+the loader under both names in one worker."""
 
 import concurrent.futures
+import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, RUNTIMES, wait_until
 
 PYTHONPATH = f"{Path(__file__).parent.parent.parent / 'examples' / 'python'}:{FIXTURES / 'python'}"
 MAIN = "env PYTHONPATH;"
@@ -128,3 +130,67 @@ def test_hot_reload(nginx, tmp_path):
     assert n.get("/t")[1] == b"true|version two x " + pid + b"\n", "new code, same worker"
     (mods / "hot.py").write_text(HOT_V1)
     assert n.get("/t")[1] == b"true|v1 x " + pid + b"\n"
+
+
+def loader_mappings(pid):
+    """How many mappings of libffi_python3.so worker `pid` has (one loaded
+    object maps the file several times; a second object would double them)."""
+    return open(f"/proc/{pid}/maps").read().count("/libffi_python3.so\n")
+
+
+def test_original_name_and_options_survive_the_grace_period(nginx):
+    """The original's examples load the loader as "resty_ffi_python" with
+    unpin = true. The core closes an unpinned library a grace period after its
+    runtime was collected; the loader stays (a second Python cannot start in
+    the process), so the next load works. Failed before: the name did not
+    exist; then, with the name, every load after the grace period returned
+    nil (rc 3, "cannot start Python: failed to read thread state")."""
+    n = nginx(main=MAIN, server="""
+        location /t { content_by_lua_block {
+            require('resty_ffi')
+            local rt, err = ngx.load_ffi('resty_ffi_python', 'ffi.echo?,init', { is_global = true, unpin = true })
+            if not rt then return ngx.say('load failed: ', err) end
+            local ok, res = rt:echo('hello')
+            rt:__unload()
+            local again = { rt:echo('again') }
+            rt = nil
+            collectgarbage()
+            collectgarbage()
+            ngx.say(ok, ' ', res, ' ', tostring(again[1]), ' ', again[2], ' ', ngx.worker.pid())
+        } }""")
+    expected = b"true hello false resty_ffi: runtime unloaded "
+    status, body = n.get("/t")
+    assert status == 200 and body.startswith(expected), body
+    pid = int(body.split()[-1])
+    # The old loader was unmapped here, some 1.1 s after the call.
+    closed = wait_until(lambda: loader_mappings(pid) == 0, 3)
+    status, body = n.get("/t")
+    assert status == 200 and body == expected + b"%d\n" % pid, body
+    assert not closed
+
+
+def test_both_names_and_a_copy_share_one_interpreter(nginx, tmp_path):
+    """libresty_ffi_python.so is a symlink: dlopen finds the object loaded as
+    libffi_python3.so. A real copy of the file is a second object, which
+    still runs in the one interpreter of the process."""
+    original = next(Path(d) / "libffi_python3.so" for d in RUNTIMES.split(":")
+                    if (Path(d) / "libffi_python3.so").exists())
+    copy = tmp_path / "libffi_python3_copy.so"
+    shutil.copy(original, copy)
+    n = nginx(main=MAIN, server=content(f"""
+        local cases = require('runtime_cases')
+        ngx.say(ngx.worker.pid())
+        ngx.say(cases.python_interpreters(ngx.unescape_uri(ngx.var.arg_libs)))"""))
+
+    def interpreters(libs):
+        status, body = n.get("/t?libs=" + libs.replace(" ", "%20"))
+        assert status == 200, body
+        pid, ids = body.decode().splitlines()
+        return int(pid), ids.split()
+
+    pid, (first,) = interpreters("ffi_python3")
+    mapped = loader_mappings(pid)
+    assert mapped > 0
+    assert interpreters("resty_ffi_python ffi_python3") == (pid, [first, first])
+    assert loader_mappings(pid) == mapped, "the second name loaded a second object"
+    assert interpreters(f"{copy} resty_ffi_python") == (pid, [first, first])

@@ -11,10 +11,17 @@
  *                          rsp of <size> bytes and a NUL (rsp NULL when <size>
  *                          is 0; the bytes are 'x' when at most 1 MiB, else
  *                          untouched)
+ *   "libc:<size>:<rsp_len>"
+ *                          answers rc 0 and rsp_len with <size> bytes 'y' and a
+ *                          NUL, allocated by glibc's own malloc, looked up in a
+ *                          handle on libc.so.6 (as jnr-ffi's load("c") and
+ *                          Python's ctypes.CDLL("libc.so.6") do; on Envoy the
+ *                          process's malloc is tcmalloc's)
  *   "never"                never answers (the task is leaked on purpose)
  *   anything else          echoed back unchanged
  */
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +78,46 @@ answer(void *task, char *spec)
 }
 
 
+static void *(*libc_malloc)(size_t);
+static pthread_once_t  libc_once = PTHREAD_ONCE_INIT;
+
+
+static void
+find_libc_malloc(void)
+{
+    void  *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+
+    *(void **) &libc_malloc = libc ? dlsym(libc, "malloc") : NULL;
+}
+
+
+/* "libc:<size>:<rsp_len>" */
+static void
+answer_libc(void *task, char *spec)
+{
+    int     rsp_len;
+    char   *rsp;
+    size_t  size;
+
+    pthread_once(&libc_once, find_libc_malloc);
+    if (libc_malloc == NULL) {
+        respond_copy(task, 1, "no libc.so.6", 12);
+        return;
+    }
+
+    size = strtoul(spec, &spec, 10);
+    rsp_len = (int) strtol(spec + 1, NULL, 10);
+
+    rsp = libc_malloc(size + 1);
+    if (rsp != NULL) {
+        memset(rsp, 'y', size);
+        rsp[size] = '\0';
+    }
+
+    ngx_http_lua_ffi_respond(task, 0, rsp, rsp_len);
+}
+
+
 static void
 handle(void *task)
 {
@@ -102,6 +149,11 @@ handle(void *task)
 
     if (len > 7 && strncmp(req, "answer:", 7) == 0) {
         answer(task, req + 7);
+        return;
+    }
+
+    if (len > 5 && strncmp(req, "libc:", 5) == 0) {
+        answer_libc(task, req + 5);
         return;
     }
 

@@ -9,6 +9,7 @@ import jnr.ffi.byref.IntByReference;
  * C ABI itself through jnr-ffi (Debian's libjnr-ffi-java on CLASSPATH).
  *
  *   ngx.load_ffi("ffi_java", "demo.jnr.Echo,init")
+ *   ngx.load_ffi("ffi_java", "demo.jnr.Echo,init,c")   -- malloc from load("c")
  */
 public class Echo {
     public interface Abi {
@@ -22,10 +23,11 @@ public class Echo {
         Pointer memcpy(Pointer dest, Pointer src, long n);
     }
 
-    static void poll(long queue) {
+    static void poll(long queue, String library) {
         // The process's malloc, which the host's free() matches (Envoy's is
-        // tcmalloc): the original's load("c") would pick glibc's.
-        Libc libc = LibraryLoader.create(Libc.class).load(LibraryLoader.DEFAULT_LIBRARY);
+        // tcmalloc's). load("c"), as the original's example did, gives glibc's:
+        // the host then copies each answer on Envoy and gives it back to glibc.
+        Libc libc = LibraryLoader.create(Libc.class).load(library);
         Abi abi = LibraryLoader.create(Abi.class).load(LibraryLoader.DEFAULT_LIBRARY);
         Pointer tq = Pointer.wrap(jnr.ffi.Runtime.getSystemRuntime(), queue);
         IntByReference len = new IntByReference();
@@ -46,7 +48,8 @@ public class Echo {
     }
 
     public static int init(String cfg, long tq) {
-        Thread thread = new Thread(() -> poll(tq), "jnr-echo");
+        String library = "c".equals(cfg) ? "c" : LibraryLoader.DEFAULT_LIBRARY;
+        Thread thread = new Thread(() -> poll(tq, library), "jnr-echo");
         thread.setDaemon(true);
         thread.start();
         return 0;
