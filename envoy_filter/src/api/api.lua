@@ -3,7 +3,8 @@
 local ffi = require("ffi")
 
 local api_ptr, cdef = ...
-local error, pairs, tostring, type = error, pairs, tostring, type
+local error, pairs, tostring, type, setmetatable = error, pairs, tostring, type, setmetatable
+local scope = require("resty_ffi.envoy.vm").scope
 
 ffi.cdef(cdef)
 
@@ -11,6 +12,9 @@ local api = ffi.cast("const resty_ffi_envoy_api *", api_ptr)
 
 -- Status codes of the table's functions besides their results.
 local GONE, PANICKED = -1, -2
+
+-- The stock filter's error for an object used after its scope ended.
+local OUT_OF_SCOPE = "object used outside of proper scope"
 
 local M = {
   api = api,
@@ -23,7 +27,7 @@ local M = {
 -- `level` is the error level of the caller's caller (the script's line).
 function M.check(rc, level)
   if rc == GONE then
-    error("resty_ffi: the stream is gone", level + 1)
+    error(OUT_OF_SCOPE, level + 1)
   elseif rc == PANICKED then
     error("resty_ffi: internal error; the stream fails closed", level + 1)
   end
@@ -73,18 +77,48 @@ function M.table_arg(value, index)
 end
 
 -- Adds the log methods every object of the stock filter has: Envoy's log at
--- its levels (abi.h).
+-- its levels (abi.h), in the stock filter's format.
 local LOG_LEVELS = { [0] = "logTrace", "logDebug", "logInfo", "logWarn", "logErr", "logCritical" }
 function M.loggable(class)
   for level, name in pairs(LOG_LEVELS) do
     class[name] = function(_, message)
+      message = M.string_arg(message, 2)
       if api.log_enabled(level) ~= 0 then
-        message = tostring(message)
+        message = "script log: " .. message
         api.log(level, message, #message)
       end
     end
   end
   return class
+end
+
+-- An object of `class` (made with `scoped`) that lives until the script's
+-- coroutine yields or ends, as the stock filter's objects do.
+function M.new(class, object)
+  object.epoch = scope.epoch
+  return setmetatable(object, class)
+end
+
+-- Makes each method of `class` (log methods included) raise the stock
+-- filter's error once the object's scope ended; returns `class`.
+function M.scoped(class)
+  for name, method in pairs(class) do
+    if type(method) == "function" then
+      class[name] = function(self, ...)
+        if self.epoch ~= scope.epoch then
+          error(OUT_OF_SCOPE, 2)
+        end
+        return method(self, ...)
+      end
+    end
+  end
+  return class
+end
+
+-- Whether `object` (or nil) is still in scope: for objects handed out
+-- again until a yield, as the stock filter does.
+function M.fresh(object)
+  return object ~= nil and object.epoch == scope.epoch
 end
 
 -- An array of `n` results of type `ctype`, reused while `n` fits.

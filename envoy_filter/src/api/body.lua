@@ -7,7 +7,8 @@ local base = require("resty_ffi.envoy.api")
 local api, check, array = base.api, base.check, base.array
 local ffi_str = ffi.string
 local concat, sub = table.concat, string.sub
-local setmetatable, type, error = setmetatable, type, error
+local type, tostring = type, tostring
+local band = require("bit").band
 
 local function range(body, index, length)
   if type(index) ~= "number" or type(length) ~= "number" or index < 0 or length < 0
@@ -73,16 +74,19 @@ function ReplyBody:setBytes(data)
   require("resty_ffi.envoy.headers").reply(reply):replace("content-length", tostring(#data))
 end
 
+base.scoped(Body)
+base.scoped(ReplyBody)
+
 local M = {}
 
 -- `dir`: 0 request, 1 response.
 function M.envoy(ctx, dir)
-  return setmetatable({ ctx = ctx, dir = dir, part = 0 }, Body)
+  return base.new(Body, { ctx = ctx, dir = dir, part = 0 })
 end
 
 -- The current body hook's chunk.
 function M.chunk(ctx, dir)
-  return setmetatable({ ctx = ctx, dir = dir, part = 1 }, Body)
+  return base.new(Body, { ctx = ctx, dir = dir, part = 1 })
 end
 
 -- bodyChunks()'s iterator: each chunk as it arrives, nil at the end.
@@ -111,13 +115,16 @@ function M.trailers(ctx, dir)
 end
 
 function M.reply(reply)
-  return setmetatable({ reply = reply }, ReplyBody)
+  return base.new(ReplyBody, { reply = reply })
 end
 
--- "none" (the headers ended the stream), "ready" or "pending".
+-- "none" (the headers ended the stream), "ready" or "pending"; and whether
+-- body data went by the script (it was not waiting for a runtime's answers).
 local STATES = { [0] = "none", [1] = "ready", [2] = "pending" }
+local DATA_SEEN = 4
 function M.state(ctx, dir)
-  return STATES[check(api.body_state(ctx, dir), 3)]
+  local state = check(api.body_state(ctx, dir), 3)
+  return STATES[band(state, 3)], band(state, DATA_SEEN) ~= 0
 end
 
 return M

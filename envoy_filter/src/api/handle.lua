@@ -33,29 +33,60 @@ EnvoyTimestampResolution = { MILLISECOND = MILLISECOND, MICROSECOND = MICROSECON
 -- Envoy's header map types (abi.h) by direction: headers and trailers.
 local HEADERS = { [0] = 0, [1] = 2 }
 local TRAILERS = { [0] = 1, [1] = 3 }
-local REQUEST_HEADERS = 0
+-- The request headers as requestHeaders() gives them (modifiable after
+-- they went on).
+local REQUEST_HEADERS_ANYTIME = 4
+
+local fresh = base.fresh
 
 local Handle = base.loggable({})
 Handle.__index = Handle
 
-function Handle:headers()
+-- The object kept in `self[field]` while it is in scope (the stock filter
+-- hands out the same one until a yield), else a new one: make(self).
+local function kept(self, field, make)
+  local object = self[field]
+  if not fresh(object) then
+    object = make(self)
+    self[field] = object
+  end
+  return object
+end
+
+local function make_headers(self)
   if self.reply then
     return headers.reply(self.reply)
   end
   return headers.envoy(self.ctx, HEADERS[self.dir])
 end
 
--- The request's headers, from either direction.
-function Handle:requestHeaders()
-  return headers.envoy(self.ctx, REQUEST_HEADERS)
+function Handle:headers()
+  return kept(self, "headers_object", make_headers)
 end
 
-function Handle:streamInfo()
+local function make_request_headers(self)
+  return headers.envoy(self.ctx, REQUEST_HEADERS_ANYTIME)
+end
+
+-- The request's headers, from either direction.
+function Handle:requestHeaders()
+  return kept(self, "request_headers_object", make_request_headers)
+end
+
+local function make_stream_info(self)
   return stream_info.new(self.ctx, self.store)
 end
 
-function Handle:metadata()
+function Handle:streamInfo()
+  return kept(self, "stream_info_object", make_stream_info)
+end
+
+local function make_metadata(self)
   return metadata.route(self.ctx, self.namespace)
+end
+
+function Handle:metadata()
+  return kept(self, "metadata_object", make_metadata)
 end
 
 function Handle:stats()
@@ -71,8 +102,12 @@ function Connection:ssl()
   return stream_info.ssl(self.ctx)
 end
 
+local function make_connection(self)
+  return base.new(Connection, { ctx = self.ctx })
+end
+
 function Handle:connection()
-  return setmetatable({ ctx = self.ctx }, Connection)
+  return kept(self, "connection_object", make_connection)
 end
 
 local Route = base.loggable({})
@@ -83,7 +118,7 @@ function Route:metadata()
 end
 
 function Handle:route()
-  return setmetatable({ ctx = self.ctx, namespace = self.namespace }, Route)
+  return base.new(Route, { ctx = self.ctx, namespace = self.namespace })
 end
 
 local FilterContext = base.loggable({})
@@ -184,7 +219,7 @@ end
 function Handle:importPublicKey(keyder, length)
   local der = prefix(string_arg(keyder, 2), number_arg(length, 3))
   local valid = base.api.public_key_valid(der, #der) == 1
-  return setmetatable({ der = valid and der or nil }, PublicKey)
+  return base.new(PublicKey, { der = valid and der or nil })
 end
 
 -- true, "" if `signature` of `data` verifies with `pubkey` (a key's get());
@@ -205,22 +240,37 @@ function Handle:verifySignature(hash, pubkey, signature, signature_length, data,
   return false, "Failed to verify digest. Error code: 0"
 end
 
--- Waits for the whole body; nil when there is none (unless always_wrap).
+-- Waits for the whole body (buffered); no value when there is none (unless
+-- always_wrap). As in the stock filter, not after the body went by the
+-- script unbuffered (bodyChunks(), trailers(), httpCall()).
 function Handle:body(always_wrap)
   if self.reply then
     if #self.reply.body == 0 and not always_wrap then
-      return nil
+      return
     end
-    return body.reply(self.reply)
+    return kept(self, "body_object", function()
+      return body.reply(self.reply)
+    end)
+  end
+  if fresh(self.body_object) then
+    return self.body_object
   end
   while true do
-    local state = body.state(self.ctx, self.dir)
-    if state == "ready" or (state == "none" and always_wrap) then
-      return body.envoy(self.ctx, self.dir)
-    elseif state == "none" then
-      return nil
+    local state, seen = body.state(self.ctx, self.dir)
+    if state == "pending" then
+      if seen and not self.buffered then
+        error("cannot call body() after body streaming has started", 2)
+      end
+      self.buffered = true
+      vm.wait_body()
+    elseif seen and not self.buffered then
+      error("cannot call body() after body has been streamed", 2)
+    elseif state == "none" and not always_wrap then
+      return
+    else
+      self.body_object = body.envoy(self.ctx, self.dir)
+      return self.body_object
     end
-    vm.wait_body()
   end
 end
 
@@ -235,10 +285,19 @@ function Handle:bodyChunks()
       end
     end
   end
+  local _, seen = body.state(self.ctx, self.dir)
+  if seen then
+    error("cannot call bodyChunks after body processing has begun", 2)
+  end
   return body.chunks(self.ctx, self.dir, vm.wait_chunk)
 end
 
--- The trailers, once the stream's end arrived; no value when there are none.
+local function make_trailers(self)
+  return headers.envoy(self.ctx, TRAILERS[self.dir])
+end
+
+-- The trailers, once the stream's end arrived (the body streams by); no
+-- value when there are none.
 function Handle:trailers()
   if self.reply then
     return
@@ -246,11 +305,11 @@ function Handle:trailers()
   while true do
     local present = body.trailers(self.ctx, self.dir)
     if present then
-      return headers.envoy(self.ctx, TRAILERS[self.dir])
+      return kept(self, "trailers_object", make_trailers)
     elseif present == false then
       return
     end
-    vm.wait_body()
+    vm.wait_trailers()
   end
 end
 
@@ -324,7 +383,12 @@ end
 -- envoy_on_response works on (or nil), `namespace` the route metadata
 -- namespace, `context` the route's filter_context (a table, or nil), `store`
 -- a table per stream that the handles of both directions share.
+base.scoped(Handle)
+base.scoped(Connection)
+base.scoped(Route)
+base.scoped(PublicKey)
+
 return function(ctx, dir, reply, namespace, context, store)
-  return setmetatable({ ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context,
-    store = store }, Handle)
+  return base.new(Handle, { ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context,
+    store = store })
 end

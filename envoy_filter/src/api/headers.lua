@@ -7,7 +7,7 @@ local base = require("resty_ffi.envoy.api")
 local api, check, array = base.api, base.check, base.array
 local ffi_str = ffi.string
 local lower, concat = string.lower, table.concat
-local setmetatable, tostring, type, error = setmetatable, tostring, type, error
+local tostring, type, ipairs = tostring, type, ipairs
 
 local string_arg = base.string_arg
 
@@ -65,6 +65,14 @@ end
 
 local CONTINUED = -4
 
+-- A loop over the map that has not ended forbids changes until it ends (or
+-- the object's scope does), as in the stock filter.
+local function modifiable(self)
+  if self.iterating then
+    base.fail("header map cannot be modified while iterating")
+  end
+end
+
 local function changed(rc)
   if rc == CONTINUED then
     base.fail("header map can no longer be modified")
@@ -74,17 +82,35 @@ end
 
 function Headers:add(key, value)
   key, value = key_arg(key), value_arg(value)
+  modifiable(self)
   changed(api.header_add(self.ctx, self.kind, key, #key, value, #value))
 end
 
 function Headers:replace(key, value)
   key, value = key_arg(key), value_arg(value)
+  modifiable(self)
   changed(api.header_set(self.ctx, self.kind, key, #key, value, #value))
 end
 
 function Headers:remove(key)
   key = key_arg(key)
+  modifiable(self)
   changed(api.header_set(self.ctx, self.kind, key, #key, nil, 0))
+end
+
+-- Iterates over `list` of {name, value}; `self` is modifiable again once
+-- the loop ended.
+local function iterate(self, list)
+  self.iterating = true
+  local i = 0
+  return function()
+    i = i + 1
+    local h = list[i]
+    if h then
+      return h[1], h[2]
+    end
+    self.iterating = false
+  end, self, nil
 end
 
 -- Iterates over a snapshot taken when the loop starts.
@@ -99,14 +125,7 @@ function Headers:__pairs()
       list[i + 1] = { ffi_str(h.key, h.key_len), ffi_str(h.value, h.value_len) }
     end
   end
-  local i = 0
-  return function()
-    i = i + 1
-    local h = list[i]
-    if h then
-      return h[1], h[2]
-    end
-  end, self, nil
+  return iterate(self, list)
 end
 
 -- A local reply's headers -----------------------------------------------------
@@ -166,17 +185,22 @@ local function reply_remove(reply, key)
 end
 
 function ReplyHeaders:add(key, value)
-  reply_add(self.reply, key_arg(key), value_arg(value))
+  key, value = key_arg(key), value_arg(value)
+  modifiable(self)
+  reply_add(self.reply, key, value)
 end
 
 function ReplyHeaders:replace(key, value)
   key, value = key_arg(key), value_arg(value)
+  modifiable(self)
   reply_remove(self.reply, key)
   reply_add(self.reply, key, value)
 end
 
 function ReplyHeaders:remove(key)
-  reply_remove(self.reply, key_arg(key))
+  key = key_arg(key)
+  modifiable(self)
+  reply_remove(self.reply, key)
 end
 
 function ReplyHeaders:__pairs()
@@ -185,26 +209,23 @@ function ReplyHeaders:__pairs()
   for _, h in ipairs(reply.headers) do
     list[#list + 1] = h
   end
-  local i = 0
-  return function()
-    i = i + 1
-    local h = list[i]
-    if h then
-      return h[1], h[2]
-    end
-  end, self, nil
+  return iterate(self, list)
 end
+
+base.scoped(Headers)
+base.scoped(ReplyHeaders)
 
 local M = {}
 
 -- `kind`: Envoy's header map type (0 request, 1 request trailers,
--- 2 response, 3 response trailers).
+-- 2 response, 3 response trailers), or 4: the request headers as
+-- requestHeaders() gives them (modifiable after they went on).
 function M.envoy(ctx, kind)
-  return setmetatable({ ctx = ctx, kind = kind }, Headers)
+  return base.new(Headers, { ctx = ctx, kind = kind })
 end
 
 function M.reply(reply)
-  return setmetatable({ reply = reply }, ReplyHeaders)
+  return base.new(ReplyHeaders, { reply = reply })
 end
 
 -- A local reply's headers, for a replace that keeps one value per name.

@@ -11,7 +11,7 @@ local base = require("resty_ffi.envoy.api")
 
 local api, check, buf, num, array = base.api, base.check, base.buf, base.num, base.array
 local ffi_str = ffi.string
-local setmetatable, type, tostring, pairs, ipairs, next = setmetatable, type, tostring, pairs, ipairs, next
+local type, tostring, pairs, ipairs, next = type, tostring, pairs, ipairs, next
 local char, concat, floor = string.char, table.concat, math.floor
 
 -- Sources and value types of api.metadata_* (api/metadata.rs).
@@ -201,7 +201,9 @@ function M.route(ctx, namespace)
   if check(api.metadata_keys(ctx, ROUTE, namespace, #namespace, nil, 0), 2) == 0 then
     namespace = CANONICAL
   end
-  return setmetatable({ ctx = ctx, namespace = namespace }, RouteMetadata)
+  return base.new(RouteMetadata, { ctx = ctx, namespace = namespace })
 end
+
+base.scoped(RouteMetadata)
 
 return M

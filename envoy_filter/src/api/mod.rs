@@ -50,6 +50,10 @@ pub struct BodyState {
     fresh_chunk: Cell<bool>,
     /// The headers went on to the next filter.
     headers_continued: Cell<bool>,
+    /// Body data arrived while the script was not waiting for an answer of
+    /// a runtime (the stock filter's "saw body": `body()` after that finds
+    /// the body streamed, `bodyChunks()` finds its processing begun).
+    seen: Cell<bool>,
 }
 
 impl BodyState {
@@ -73,6 +77,14 @@ impl BodyState {
     /// Whether a body hook runs (its chunk is not in the buffered body yet).
     pub fn is_in_body_hook(&self) -> bool {
         self.in_body_hook.get()
+    }
+
+    pub fn data_seen(&self) {
+        self.seen.set(true);
+    }
+
+    pub fn is_data_seen(&self) -> bool {
+        self.seen.get()
     }
 
     pub fn headers_continued(&self) {

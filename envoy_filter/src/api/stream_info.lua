@@ -7,7 +7,7 @@ local metadata = require("resty_ffi.envoy.metadata")
 
 local api, check, buf = base.api, base.check, base.buf
 local ffi_str = ffi.string
-local setmetatable, next, pairs = setmetatable, next, pairs
+local next, pairs = next, pairs
 
 -- Attribute ids of api.attribute (api/stream_info.rs).
 local PROTOCOL, SOURCE_ADDRESS, DESTINATION_ADDRESS, DIRECT_REMOTE_ADDRESS = 0, 1, 2, 3
@@ -77,7 +77,7 @@ function M.ssl(ctx)
   if check(api.peer_certificate_presented(ctx), 2) == NOT_TLS then
     return nil
   end
-  return setmetatable({ ctx = ctx }, Ssl)
+  return base.new(Ssl, { ctx = ctx })
 end
 
 -- Stream info ---------------------------------------------------------------------
@@ -144,7 +144,7 @@ local function stored(self, ns)
 end
 
 function StreamInfo:dynamicMetadata()
-  return setmetatable({ ctx = self.ctx, store = self.store }, DynamicMetadata)
+  return base.new(DynamicMetadata, { ctx = self.ctx, store = self.store })
 end
 
 -- A table of the namespace's values; nothing when the namespace is empty.
@@ -176,7 +176,7 @@ local FilterState = base.loggable({})
 FilterState.__index = FilterState
 
 function StreamInfo:filterState()
-  return setmetatable({ ctx = self.ctx }, FilterState)
+  return base.new(FilterState, { ctx = self.ctx })
 end
 
 -- The object named `name` as a string; no value if there is none.
@@ -190,7 +190,12 @@ end
 -- streamInfo(ctx, store): `store` is the stream's table shared by the
 -- handles of both directions.
 function M.new(ctx, store)
-  return setmetatable({ ctx = ctx, store = store }, StreamInfo)
+  return base.new(StreamInfo, { ctx = ctx, store = store })
 end
+
+base.scoped(Ssl)
+base.scoped(StreamInfo)
+base.scoped(DynamicMetadata)
+base.scoped(FilterState)
 
 return M

@@ -43,10 +43,12 @@ impl Script {
 pub enum Yield {
     /// `host.wait()`: resume when the scheduler event arrives.
     Ffi,
-    /// Resume when more of the stream arrived (the whole body, trailers).
+    /// `body()`: resume when the whole body arrived (buffered).
     Body,
     /// `bodyChunks()`: resume with the next body chunk, without buffering.
     Chunk,
+    /// `trailers()`: resume at the stream's end; the body streams by.
+    Trailers,
     /// `httpCall()`: resume with the callout's answer.
     Callout,
     /// `handle:respond()`: send the local reply yielded with it; never resume.
@@ -54,7 +56,7 @@ pub enum Yield {
 }
 
 impl Yield {
-    const ALL: [Yield; 5] = [Yield::Ffi, Yield::Body, Yield::Chunk, Yield::Callout, Yield::Responded];
+    const ALL: [Yield; 6] = [Yield::Ffi, Yield::Body, Yield::Chunk, Yield::Trailers, Yield::Callout, Yield::Responded];
 
     /// Its name in the prelude's `wait_*` functions.
     fn name(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Yield {
             Yield::Ffi => "ffi",
             Yield::Body => "body",
             Yield::Chunk => "chunk",
+            Yield::Trailers => "trailers",
             Yield::Callout => "callout",
             Yield::Responded => "responded",
         }
@@ -136,6 +139,8 @@ pub struct Vm {
     pub on_response: Option<Function>,
     /// The handle constructor that the layers above installed.
     make_handle: Function,
+    /// Wraps an entry function as the body of a coroutine (prelude.lua).
+    protect: Function,
     /// Why the script failed to load on this worker, if it did.
     pub broken: Option<String>,
 }
@@ -197,9 +202,9 @@ impl Vm {
         for y in Yield::ALL {
             sentinels.set(y.name(), sentinel(y))?;
         }
-        lua.load(include_str!("prelude.lua")).set_name("=resty_ffi.envoy.vm").call::<()>(sentinels)?;
+        let protect = lua.load(include_str!("prelude.lua")).set_name("=resty_ffi.envoy.vm").call::<Function>(sentinels)?;
         let make_handle = setup(&lua)?;
-        let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, broken: None };
+        let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, protect, broken: None };
         if let Err(e) = vm.load_script(script) {
             vm.broken = Some(error_message(&e));
         }
@@ -215,9 +220,13 @@ impl Vm {
         }
         self.lua.load(&script.source).set_name(&script.chunk_name).exec()?;
         let globals = self.lua.globals();
-        self.on_request = globals.get("envoy_on_request")?;
-        self.on_response = globals.get("envoy_on_response")?;
+        self.on_request = self.entry(globals.get("envoy_on_request")?)?;
+        self.on_response = self.entry(globals.get("envoy_on_response")?)?;
         Ok(())
+    }
+
+    fn entry(&self, function: Option<Function>) -> mlua::Result<Option<Function>> {
+        function.map(|f| self.protect.call(f)).transpose()
     }
 
     /// A coroutine that runs `entry` when first resumed (with the handle).
