@@ -137,7 +137,7 @@ impl Stream {
                     Some(RouteScript::Named(name)) => match self.config.named.get(name) {
                         Some(script) => script,
                         None => {
-                            log(LogLevel::Error, &format!("resty_ffi: no source code named \"{name}\"; the filter passes"));
+                            log(LogLevel::Debug, &format!("resty_ffi: no source code named \"{name}\"; the filter passes"));
                             return None;
                         }
                     },

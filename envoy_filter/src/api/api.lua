@@ -3,7 +3,8 @@
 local ffi = require("ffi")
 
 local api_ptr, cdef = ...
-local error, pairs, tostring, type, setmetatable = error, pairs, tostring, type, setmetatable
+local error, pairs, tostring, type, setmetatable, select = error, pairs, tostring, type, setmetatable, select
+local getinfo, sub = debug.getinfo, string.sub
 local scope = require("resty_ffi.envoy.vm").scope
 
 ffi.cdef(cdef)
@@ -23,13 +24,34 @@ local M = {
   num = ffi.new("double[1]"),
 }
 
+-- Errors point where the stock filter's do: at the script's call of the
+-- method (no position when the method was called from C, e.g. by pcall).
+-- The level of that caller, counted from the caller of `script_level`'s
+-- caller; and the level of the method it called.
+local OURS = "=resty_ffi.envoy"
+local function script_level()
+  local level = 3
+  while true do
+    local info = getinfo(level, "S")
+    if not info or sub(info.source, 1, #OURS) ~= OURS then
+      return level - 2
+    end
+    level = level + 1
+  end
+end
+
+-- Raises `message` at the script's call of the method.
+local function raise(message)
+  error(message, script_level() + 1)
+end
+M.fail = raise
+
 -- Raises for the codes every function may return; else returns `rc`.
--- `level` is the error level of the caller's caller (the script's line).
-function M.check(rc, level)
+function M.check(rc)
   if rc == GONE then
-    error(OUT_OF_SCOPE, level + 1)
+    raise(OUT_OF_SCOPE)
   elseif rc == PANICKED then
-    error("resty_ffi: internal error; the stream fails closed", level + 1)
+    raise("resty_ffi: internal error; the stream fails closed")
   end
   return rc
 end
@@ -40,14 +62,20 @@ function M.ctx(ctx)
   return ffi.gc(ffi.cast("void *", ctx), api.ctx_release)
 end
 
--- Raises `message` as the stock filter's methods do: without a position.
-function M.fail(message)
-  error(message, 0)
-end
+-- How many arguments (self included) the running method got.
+local nargs = 0
 
+-- As the Lua C API words it: `index` counts the object as #1 unless the
+-- method was called with `:`; the method's name unless called from C.
 local function bad_argument(index, expected, value)
-  local got = value == nil and "no value" or type(value)
-  error("bad argument #" .. index .. " to '?' (" .. expected .. " expected, got " .. got .. ")", 0)
+  local level = script_level() + 1
+  local got = (value == nil and index > nargs) and "no value" or type(value)
+  local method = getinfo(level - 1, "n")
+  if method and method.namewhat == "method" then
+    index = index - 1
+  end
+  error(("bad argument #%d to '%s' (%s expected, got %s)"):format(index, method and method.name or "?", expected,
+    got), level)
 end
 
 -- Arguments as the Lua C API checks them (`index` counts the object as #1):
@@ -108,6 +136,7 @@ function M.scoped(class)
         if self.epoch ~= scope.epoch then
           error(OUT_OF_SCOPE, 2)
         end
+        nargs = select("#", ...) + 1
         return method(self, ...)
       end
     end

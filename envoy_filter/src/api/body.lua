@@ -25,12 +25,12 @@ Body.__index = Body
 
 -- The body as one string (copied from Envoy's chunks).
 local function bytes(self)
-  local n = check(api.body_chunks(self.ctx, self.dir, self.part, nil, 0), 3)
+  local n = check(api.body_chunks(self.ctx, self.dir, self.part, nil, 0))
   if n == 0 then
     return ""
   end
   local chunks = array("resty_ffi_envoy_buf", n)
-  n = check(api.body_chunks(self.ctx, self.dir, self.part, chunks, n), 3)
+  n = check(api.body_chunks(self.ctx, self.dir, self.part, chunks, n))
   if n == 1 then
     return ffi_str(chunks[0].ptr, chunks[0].len)
   end
@@ -51,7 +51,7 @@ end
 
 function Body:setBytes(data)
   data = base.string_arg(data, 2)
-  check(api.body_set(self.ctx, self.dir, self.part, data, #data), 2)
+  check(api.body_set(self.ctx, self.dir, self.part, data, #data))
 end
 
 -- A local reply's body --------------------------------------------------------
@@ -93,7 +93,7 @@ end
 function M.chunks(ctx, dir, wait)
   return function()
     while true do
-      local state = check(api.next_chunk(ctx, dir), 2)
+      local state = check(api.next_chunk(ctx, dir))
       if state == 1 then
         return M.chunk(ctx, dir)
       elseif state == 0 then
@@ -107,7 +107,7 @@ end
 -- The trailers' state: true (they arrived), false (the stream ended without)
 -- or nil (not yet).
 function M.trailers(ctx, dir)
-  local state = check(api.trailers_state(ctx, dir), 3)
+  local state = check(api.trailers_state(ctx, dir))
   if state == 2 then
     return nil
   end
@@ -123,7 +123,7 @@ end
 local STATES = { [0] = "none", [1] = "ready", [2] = "pending" }
 local DATA_SEEN = 4
 function M.state(ctx, dir)
-  local state = check(api.body_state(ctx, dir), 3)
+  local state = check(api.body_state(ctx, dir))
   return STATES[band(state, 3)], band(state, DATA_SEEN) ~= 0
 end
 

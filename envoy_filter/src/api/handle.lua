@@ -14,8 +14,7 @@ local vm = require("resty_ffi.envoy.vm")
 
 local fail, string_arg, number_arg, table_arg = base.fail, base.string_arg, base.number_arg, base.table_arg
 
-local setmetatable, type, error, tostring, tonumber, pairs, ipairs = setmetatable, type, error, tostring, tonumber,
-  pairs, ipairs
+local setmetatable, type, tostring, tonumber, pairs, ipairs = setmetatable, type, tostring, tonumber, pairs, ipairs
 local lower, byte, char, sub, concat, floor = string.lower, string.byte, string.char, string.sub, table.concat,
   math.floor
 local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
@@ -259,12 +258,12 @@ function Handle:body(always_wrap)
     local state, seen = body.state(self.ctx, self.dir)
     if state == "pending" then
       if seen and not self.buffered then
-        error("cannot call body() after body streaming has started", 2)
+        fail("cannot call body() after body streaming has started")
       end
       self.buffered = true
       vm.wait_body()
     elseif seen and not self.buffered then
-      error("cannot call body() after body has been streamed", 2)
+      fail("cannot call body() after body has been streamed")
     elseif state == "none" and not always_wrap then
       return
     else
@@ -287,7 +286,7 @@ function Handle:bodyChunks()
   end
   local _, seen = body.state(self.ctx, self.dir)
   if seen then
-    error("cannot call bodyChunks after body processing has begun", 2)
+    fail("cannot call bodyChunks after body processing has begun")
   end
   return body.chunks(self.ctx, self.dir, vm.wait_chunk)
 end
@@ -319,30 +318,38 @@ end
 
 -- Re-selects the route (after the script changed what it depends on).
 function Handle:clearRouteCache()
-  base.check(base.api.clear_route_cache(self.ctx), 2)
+  base.check(base.api.clear_route_cache(self.ctx))
 end
 
 -- Routes to `host` (an IP address) if the load balancer has it; with
 -- `strict`, a 503 if it has not.
 function Handle:setUpstreamOverrideHost(host, strict)
   host = string_arg(host, 2)
-  if base.check(base.api.set_upstream_override_host(self.ctx, host, #host, strict and 1 or 0), 2) == 0 then
+  if base.check(base.api.set_upstream_override_host(self.ctx, host, #host, strict and 1 or 0)) == 0 then
     fail("host is not a valid IP address")
   end
 end
 
--- Headers given to respond(): string values, or arrays of strings.
+-- Headers given to respond(): string values, or arrays of strings. Errors
+-- name the stock filter's stack slots (key #4, value #5, array element #7).
 local function reply_headers(t)
   table_arg(t, 2)
   local status
   local list = {}
   for key, value in pairs(t) do
-    key = string_arg(key, -2)
-    local values = type(value) == "table" and value or { value }
+    if type(key) == "number" then
+      -- The stock filter converts the key in place, which breaks its loop.
+      fail("invalid key to 'next'")
+    end
+    key = string_arg(key, 4)
+    local values, index = { value }, 5
+    if type(value) == "table" then
+      values, index = value, 7
+    end
     for _, v in ipairs(values) do
-      v = string_arg(v, -1)
+      v = string_arg(v, index)
       if key == ":status" then
-        status = tonumber(v)
+        status = v:match("^%s*[+-]?%d+%s*$") and tonumber(v)
       else
         list[#list + 1] = { lower(key), v }
       end
@@ -360,7 +367,7 @@ function Handle:respond(hdrs, data)
   if self.dir ~= 0 then
     fail("respond not currently supported in the response path")
   end
-  if base.check(base.api.headers_continued(self.ctx, 0), 2) == 1 then
+  if base.check(base.api.headers_continued(self.ctx, 0)) == 1 then
     fail("respond() cannot be called if headers have been continued")
   end
   if data ~= nil then

@@ -30,7 +30,7 @@ local buf = base.buf
 -- (not even nil) when there is none.
 function Headers:get(key)
   key = key_arg(key)
-  local n = check(api.header_get(self.ctx, self.kind, key, #key, 0, buf), 2)
+  local n = check(api.header_get(self.ctx, self.kind, key, #key, 0, buf))
   if n == 0 then
     return
   end
@@ -40,7 +40,7 @@ function Headers:get(key)
   end
   local values = { first }
   for i = 1, n - 1 do
-    check(api.header_get(self.ctx, self.kind, key, #key, i, buf), 2)
+    check(api.header_get(self.ctx, self.kind, key, #key, i, buf))
     values[i + 1] = ffi_str(buf[0].ptr, buf[0].len)
   end
   return concat(values, ",")
@@ -51,7 +51,7 @@ function Headers:getAtIndex(key, index)
   if type(index) ~= "number" or index < 0 or index % 1 ~= 0 then
     return
   end
-  local n = check(api.header_get(self.ctx, self.kind, key, #key, index, buf), 2)
+  local n = check(api.header_get(self.ctx, self.kind, key, #key, index, buf))
   if index >= n then
     return
   end
@@ -60,7 +60,7 @@ end
 
 function Headers:getNumValues(key)
   key = key_arg(key)
-  return check(api.header_get(self.ctx, self.kind, key, #key, 0, nil), 2)
+  return check(api.header_get(self.ctx, self.kind, key, #key, 0, nil))
 end
 
 local CONTINUED = -4
@@ -77,7 +77,7 @@ local function changed(rc)
   if rc == CONTINUED then
     base.fail("header map can no longer be modified")
   end
-  check(rc, 3)
+  check(rc)
 end
 
 function Headers:add(key, value)
@@ -101,6 +101,9 @@ end
 -- Iterates over `list` of {name, value}; `self` is modifiable again once
 -- the loop ended.
 local function iterate(self, list)
+  if self.iterating then
+    base.fail("cannot create a second iterator before completing the first")
+  end
   self.iterating = true
   local i = 0
   return function()
@@ -115,11 +118,11 @@ end
 
 -- Iterates over a snapshot taken when the loop starts.
 function Headers:__pairs()
-  local n = check(api.headers_count(self.ctx, self.kind), 2)
+  local n = check(api.headers_count(self.ctx, self.kind))
   local list = {}
   if n > 0 then
     local all = array("resty_ffi_envoy_header", n)
-    n = check(api.headers_all(self.ctx, self.kind, all, n), 2)
+    n = check(api.headers_all(self.ctx, self.kind, all, n))
     for i = 0, n - 1 do
       local h = all[i]
       list[i + 1] = { ffi_str(h.key, h.key_len), ffi_str(h.value, h.value_len) }

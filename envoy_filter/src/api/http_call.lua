@@ -59,7 +59,7 @@ function M.call(ctx, dir, cluster, headers, body, timeout_or_options, asynchrono
   end
   local hdrs, n, keep = header_array(headers)
   local rc = check(api.http_call(ctx, async and -1 or dir, duplicates and 1 or 0, cluster, #cluster, hdrs, n,
-    body, body and #body or 0, timeout), 3)
+    body, body and #body or 0, timeout))
   keep = nil
   if rc == CLUSTER_NOT_FOUND then
     fail("http call cluster invalid. Must be configured")

@@ -32,29 +32,29 @@ end
 
 -- The value at `ns`/`key`: a scalar, a list of scalars (a table), or nil.
 local function value(ctx, source, ns, key)
-  local v = scalar(check(api.metadata_get(ctx, source, ns, #ns, key, #key, buf, num), 3))
+  local v = scalar(check(api.metadata_get(ctx, source, ns, #ns, key, #key, buf, num)))
   if v ~= nil then
     return v
   end
-  local n = check(api.metadata_list_len(ctx, source, ns, #ns, key, #key), 3)
+  local n = check(api.metadata_list_len(ctx, source, ns, #ns, key, #key))
   if n == NOT_A_LIST then
     return nil
   end
   local list = {}
   for i = 0, n - 1 do
-    list[i + 1] = scalar(check(api.metadata_list_item(ctx, source, ns, #ns, key, #key, i, buf, num), 3))
+    list[i + 1] = scalar(check(api.metadata_list_item(ctx, source, ns, #ns, key, #key, i, buf, num)))
   end
   return list
 end
 
 -- Names from a (count, fill) pair of api functions.
 local function names(count, fill)
-  local n = check(count(), 3)
+  local n = check(count())
   if n == 0 then
     return {}
   end
   local out = array("resty_ffi_envoy_buf", n)
-  n = check(fill(out, n), 3)
+  n = check(fill(out, n))
   local list = {}
   for i = 0, n - 1 do
     list[i + 1] = ffi_str(out[i].ptr, out[i].len)
@@ -173,7 +173,7 @@ function M.set(ctx, ns, key, v, stored)
     local bytes = encode_struct({ [key] = v })
     rc = api.metadata_merge(ctx, ns, #ns, bytes, #bytes)
   end
-  check(rc, 3)
+  check(rc)
   stored[key] = t == "table" and v or nil
 end
 
@@ -198,7 +198,7 @@ end
 -- canonical name when the route has no metadata under it.
 local CANONICAL = "envoy.filters.http.lua"
 function M.route(ctx, namespace)
-  if check(api.metadata_keys(ctx, ROUTE, namespace, #namespace, nil, 0), 2) == 0 then
+  if check(api.metadata_keys(ctx, ROUTE, namespace, #namespace, nil, 0)) == 0 then
     namespace = CANONICAL
   end
   return base.new(RouteMetadata, { ctx = ctx, namespace = namespace })

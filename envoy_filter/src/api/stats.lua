@@ -10,7 +10,7 @@ local COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
 local READ, ADD, SUB, SET, RECORD = 0, 1, 2, 3, 4
 
 local function stat(self, op, amount)
-  check(api.stat(self.ctx, self.kind, self.name, #self.name, op, amount or 0, num), 3)
+  check(api.stat(self.ctx, self.kind, self.name, #self.name, op, amount or 0, num))
   return num[0]
 end
 

@@ -17,7 +17,7 @@ local SUBJECT_PEER, SUBJECT_LOCAL, DNS_SAN_PEER, DNS_SAN_LOCAL, URI_SAN_PEER, UR
 local NOT_TLS = -3
 
 local function attribute(ctx, id)
-  if check(api.attribute(ctx, id, buf), 3) == 1 then
+  if check(api.attribute(ctx, id, buf)) == 1 then
     return ffi_str(buf[0].ptr, buf[0].len)
   end
   return nil
@@ -29,7 +29,7 @@ local Ssl = base.loggable({})
 Ssl.__index = Ssl
 
 function Ssl:peerCertificatePresented()
-  return check(api.peer_certificate_presented(self.ctx), 2) == 1
+  return check(api.peer_certificate_presented(self.ctx)) == 1
 end
 
 function Ssl:tlsVersion()
@@ -74,7 +74,7 @@ local M = {}
 
 -- The TLS connection object, or nil for plain text.
 function M.ssl(ctx)
-  if check(api.peer_certificate_presented(ctx), 2) == NOT_TLS then
+  if check(api.peer_certificate_presented(ctx)) == NOT_TLS then
     return nil
   end
   return base.new(Ssl, { ctx = ctx })
@@ -182,7 +182,7 @@ end
 -- The object named `name` as a string; no value if there is none.
 function FilterState:get(name)
   name = base.string_arg(name, 2)
-  if check(api.filter_state_get(self.ctx, name, #name, buf), 2) == 1 then
+  if check(api.filter_state_get(self.ctx, name, #name, buf)) == 1 then
     return ffi_str(buf[0].ptr, buf[0].len)
   end
 end
