@@ -108,6 +108,10 @@ def converted(stock_listeners, workdir, convert=True):
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["stat_prefix"] = name
         hcm["route_config"]["name"] = f"{name}_routes"
+        for http_filter in hcm["http_filters"]:
+            module = http_filter.get("typed_config", {}).get("dynamic_module_config", {})
+            if "metrics_namespace" in module:
+                module["metrics_namespace"] = f"http.{name}"
     return ours
 
 

@@ -91,8 +91,13 @@ function M.string_arg(value, index)
 end
 
 function M.number_arg(value, index)
-  if type(value) ~= "number" then
-    bad_argument(index, "number", value)
+  return M.typed_arg(value, index, "number")
+end
+
+-- `value`, which must be of Lua type `expected`.
+function M.typed_arg(value, index, expected)
+  if type(value) ~= expected then
+    bad_argument(index, expected, value)
   end
   return value
 end

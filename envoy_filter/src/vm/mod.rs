@@ -166,7 +166,11 @@ fn new_lua() -> Lua {
 fn set_search_path(lua: &Lua, field: &str, configured: &str) -> mlua::Result<()> {
     let package: Table = lua.globals().get("package")?;
     let default: String = package.get(field)?;
-    package.set(field, configured.replace(";;", &format!(";{default};")))
+    let path = match configured.strip_suffix(";;") {
+        Some(entries) if !entries.contains(";;") => format!("{entries};{default}"),
+        _ => configured.replace(";;", &format!(";{default};")),
+    };
+    package.set(field, path)
 }
 
 /// With a private LuaJIT, `require` of a C module and `package.loadlib` raise
