@@ -113,6 +113,9 @@ pub struct FilterConfig {
     pub package_path: Option<String>,
     pub package_cpath: Option<String>,
     pub metrics: Arc<Metrics>,
+    /// `filter_context`: what `handle:filterContext()` gives on routes
+    /// without one of their own.
+    pub filter_context: Map<String, Value>,
 }
 
 /// What a route's `LuaPerRoute` asks for.
@@ -148,6 +151,14 @@ fn string_field(config: &Value, key: &str) -> Result<Option<String>, String> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(format!("resty_ffi: config field \"{key}\" must be a string")),
+    }
+}
+
+fn filter_context(config: &Value) -> Result<Map<String, Value>, String> {
+    match config.get("filter_context") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(context)) => Ok(context.clone()),
+        Some(_) => Err("resty_ffi: filter_context must be a struct".to_owned()),
     }
 }
 
@@ -217,6 +228,7 @@ impl FilterConfig {
             clear_route_cache: bool_field(&config, "clear_route_cache", true)?,
             package_path: search_path(&search_paths.path, path.as_deref()),
             package_cpath: search_path(&search_paths.cpath, cpath.as_deref()),
+            filter_context: filter_context(&config)?,
         })
     }
 }
@@ -224,11 +236,7 @@ impl FilterConfig {
 impl PerRouteConfig {
     pub fn parse(json: &[u8]) -> Result<PerRouteConfig, String> {
         let config = object(json, "the per-route filter_config")?;
-        let filter_context = match config.get("filter_context") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(context)) => context.clone(),
-            Some(_) => return Err("resty_ffi: filter_context must be a struct".to_owned()),
-        };
+        let filter_context = filter_context(&config)?;
         let script = if bool_field(&config, "disabled", false)? {
             RouteScript::Disabled
         } else if let Some(name) = string_field(&config, "name")? {

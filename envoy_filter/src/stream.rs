@@ -240,9 +240,10 @@ impl Stream {
             };
             let local = local.map_or(Value::Nil, Value::Table);
             let context = match &selected.route {
-                Some(route) if !route.filter_context.is_empty() => Value::Table(vm.table_of(&route.filter_context)?),
-                _ => Value::Nil,
+                Some(route) if !route.filter_context.is_empty() => &route.filter_context,
+                _ => &self.config.filter_context,
             };
+            let context = if context.is_empty() { Value::Nil } else { Value::Table(vm.table_of(context)?) };
             let namespace = self.config.metadata_namespace.as_str();
             let handle = vm.handle((self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone()))?;
             Ok((coroutine, handle))

@@ -3,8 +3,11 @@
 local ffi = require("ffi")
 
 local api_ptr, cdef = ...
-local error, pairs, tostring, type, setmetatable, select = error, pairs, tostring, type, setmetatable, select
+local error, pairs, tostring, type, setmetatable, getmetatable, select = error, pairs, tostring, type, setmetatable,
+  getmetatable, select
 local getinfo, sub = debug.getinfo, string.sub
+local floor, ceil = math.floor, math.ceil
+local newproxy, set_metatable = newproxy, debug.setmetatable
 local scope = require("resty_ffi.envoy.vm").scope
 
 ffi.cdef(cdef)
@@ -94,6 +97,12 @@ function M.number_arg(value, index)
   return M.typed_arg(value, index, "number")
 end
 
+-- A number truncated to an integer, as luaL_checkinteger reads it.
+function M.integer_arg(value, index)
+  value = M.typed_arg(value, index, "number")
+  return value >= 0 and floor(value) or ceil(value)
+end
+
 -- `value`, which must be of Lua type `expected`.
 function M.typed_arg(value, index, expected)
   if type(value) ~= expected then
@@ -112,7 +121,7 @@ end
 -- Adds the log methods every object of the stock filter has: Envoy's log at
 -- its levels (abi.h), in the stock filter's format.
 local LOG_LEVELS = { [0] = "logTrace", "logDebug", "logInfo", "logWarn", "logErr", "logCritical" }
-function M.loggable(class)
+local function loggable(class)
   for level, name in pairs(LOG_LEVELS) do
     class[name] = function(_, message)
       message = M.string_arg(message, 2)
@@ -125,20 +134,48 @@ function M.loggable(class)
   return class
 end
 
--- An object of `class` (made with `scoped`) that lives until the script's
--- coroutine yields or ends, as the stock filter's objects do.
+-- Objects are userdata, as the stock filter's are (type(), tostring());
+-- their fields live here.
+local fields = setmetatable({}, { __mode = "k" })
+
+-- A class of objects named `name` (in errors), with the log methods.
+function M.class(name)
+  local class = loggable({ __name = name })
+  function class.__index(object, key)
+    local method = class[key]
+    if method ~= nil then
+      return method
+    end
+    return fields[object][key]
+  end
+  function class.__newindex(object, key, value)
+    fields[object][key] = value
+  end
+  return class
+end
+
+-- An object of `class` with `object`'s fields. Made at the current epoch:
+-- if `class` is `scoped`, it lives until the script's coroutine yields or
+-- ends, as the stock filter's objects do.
 function M.new(class, object)
   object.epoch = scope.epoch
-  return setmetatable(object, class)
+  local proxy = newproxy(false)
+  set_metatable(proxy, class)
+  fields[proxy] = object
+  return proxy
 end
 
 -- Makes each method of `class` (log methods included) raise the stock
--- filter's error once the object's scope ended; returns `class`.
+-- filter's error once the object's scope ended, or when called on another
+-- object; returns `class`.
 function M.scoped(class)
   for name, method in pairs(class) do
-    if type(method) == "function" then
+    if type(method) == "function" and name ~= "__index" and name ~= "__newindex" then
       class[name] = function(self, ...)
-        if self.epoch ~= scope.epoch then
+        if getmetatable(self) ~= class then
+          error("bad argument #1 to '" .. name .. "' (" .. (class.__name or "object") .. " expected, got "
+            .. type(self) .. ")", 2)
+        elseif self.epoch ~= scope.epoch then
           error(OUT_OF_SCOPE, 2)
         end
         nargs = select("#", ...) + 1

@@ -7,12 +7,12 @@ local base = require("resty_ffi.envoy.api")
 local api, check, array = base.api, base.check, base.array
 local ffi_str = ffi.string
 local concat, sub = table.concat, string.sub
-local type, tostring = type, tostring
+local tostring = tostring
 local band = require("bit").band
 
 local function range(body, index, length)
-  if type(index) ~= "number" or type(length) ~= "number" or index < 0 or length < 0
-      or index % 1 ~= 0 or length % 1 ~= 0 or index + length > #body then
+  index, length = base.integer_arg(index, 2), base.integer_arg(length, 3)
+  if index < 0 or length < 0 or index + length > #body then
     base.fail("index/length must be >= 0 and (index + length) must be <= buffer size")
   end
   return sub(body, index + 1, index + length)
@@ -20,8 +20,7 @@ end
 
 -- Envoy's body ------------------------------------------------------------------
 
-local Body = base.loggable({})
-Body.__index = Body
+local Body = base.class("Body")
 
 -- The body as one string (copied from Envoy's chunks).
 local function bytes(self)
@@ -49,15 +48,16 @@ function Body:getBytes(index, length)
   return range(bytes(self), index, length)
 end
 
+-- Returns the new length, as the stock filter does.
 function Body:setBytes(data)
   data = base.string_arg(data, 2)
   check(api.body_set(self.ctx, self.dir, self.part, data, #data))
+  return #data
 end
 
 -- A local reply's body --------------------------------------------------------
 
-local ReplyBody = base.loggable({})
-ReplyBody.__index = ReplyBody
+local ReplyBody = base.class("ReplyBody")
 
 function ReplyBody:length()
   return #self.reply.body
@@ -72,6 +72,7 @@ function ReplyBody:setBytes(data)
   local reply = self.reply
   reply.body = data
   require("resty_ffi.envoy.headers").reply(reply):replace("content-length", tostring(#data))
+  return #data
 end
 
 base.scoped(Body)

@@ -14,7 +14,7 @@ local vm = require("resty_ffi.envoy.vm")
 
 local fail, string_arg, number_arg, table_arg = base.fail, base.string_arg, base.number_arg, base.table_arg
 
-local setmetatable, type, tostring, tonumber, pairs, ipairs = setmetatable, type, tostring, tonumber, pairs, ipairs
+local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local lower, byte, char, sub, concat, floor = string.lower, string.byte, string.char, string.sub, table.concat,
   math.floor
 local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
@@ -38,8 +38,7 @@ local REQUEST_HEADERS_ANYTIME = 4
 
 local fresh = base.fresh
 
-local Handle = base.loggable({})
-Handle.__index = Handle
+local Handle = base.class("Handle")
 
 -- The object kept in `self[field]` while it is in scope (the stock filter
 -- hands out the same one until a yield), else a new one: make(self).
@@ -92,8 +91,7 @@ function Handle:stats()
   return stats.new(self.ctx)
 end
 
-local Connection = base.loggable({})
-Connection.__index = Connection
+local Connection = base.class("Connection")
 
 -- The downstream TLS connection, or nil for plain text (as
 -- streamInfo():downstreamSslConnection()).
@@ -109,8 +107,7 @@ function Handle:connection()
   return kept(self, "connection_object", make_connection)
 end
 
-local Route = base.loggable({})
-Route.__index = Route
+local Route = base.class("Route")
 
 function Route:metadata()
   return metadata.route(self.ctx, self.namespace)
@@ -120,8 +117,7 @@ function Handle:route()
   return base.new(Route, { ctx = self.ctx, namespace = self.namespace })
 end
 
-local FilterContext = base.loggable({})
-FilterContext.__index = FilterContext
+local FilterContext = base.class("FilterContext")
 
 function FilterContext:get(key)
   return self.values[key]
@@ -133,7 +129,7 @@ end
 
 -- The route's filter_context (per-route config); empty without one.
 function Handle:filterContext()
-  return setmetatable({ values = self.context or {} }, FilterContext)
+  return base.new(FilterContext, { values = self.context or {} })
 end
 
 local function microseconds()
@@ -206,8 +202,7 @@ local function prefix(s, length)
   return sub(s, 1, length)
 end
 
-local PublicKey = base.loggable({})
-PublicKey.__index = PublicKey
+local PublicKey = base.class("PublicKey")
 
 -- The key, as verifySignature() takes it (nil if it was not a usable key).
 function PublicKey:get()
@@ -225,12 +220,14 @@ end
 -- else false and why, in the stock filter's words.
 function Handle:verifySignature(hash, pubkey, signature, signature_length, data, data_length)
   string_arg(hash, 2)
-  string_arg(pubkey, 3)
+  if string_arg(pubkey, 3) == "" then
+    fail("invalid public key")
+  end
   signature = prefix(string_arg(signature, 4), number_arg(signature_length, 5))
   data = prefix(string_arg(data, 6), number_arg(data_length, 7))
   local rc = base.api.verify_signature(hash, #hash, pubkey, #pubkey, signature, #signature, data, #data)
   if rc == 1 then
-    return true, ""
+    return true, nil
   elseif rc == -3 then
     return false, hash .. " is not supported."
   elseif rc == -4 then

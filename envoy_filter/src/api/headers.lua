@@ -21,8 +21,7 @@ end
 
 -- Envoy's header maps -------------------------------------------------------
 
-local Headers = base.loggable({})
-Headers.__index = Headers
+local Headers = base.class("Headers")
 
 local buf = base.buf
 
@@ -47,8 +46,8 @@ function Headers:get(key)
 end
 
 function Headers:getAtIndex(key, index)
-  key = key_arg(key)
-  if type(index) ~= "number" or index < 0 or index % 1 ~= 0 then
+  key, index = key_arg(key), base.number_arg(index, 3)
+  if index < 0 or index % 1 ~= 0 then
     return
   end
   local n = check(api.header_get(self.ctx, self.kind, key, #key, index, buf))
@@ -133,8 +132,7 @@ end
 
 -- A local reply's headers -----------------------------------------------------
 
-local ReplyHeaders = base.loggable({})
-ReplyHeaders.__index = ReplyHeaders
+local ReplyHeaders = base.class("ReplyHeaders")
 
 local function reply_values(reply, key)
   if key == ":status" then
@@ -159,7 +157,8 @@ end
 
 function ReplyHeaders:getAtIndex(key, index)
   local values = reply_values(self.reply, key_arg(key))
-  if type(index) == "number" and index % 1 == 0 then
+  index = base.number_arg(index, 3)
+  if index % 1 == 0 then
     return values[index + 1]
   end
 end

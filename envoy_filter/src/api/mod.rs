@@ -356,7 +356,7 @@ api_table! {
     attribute: fn(*const StreamCtx, c_int, *mut Buf) -> c_int = stream_info::attribute;
     peer_certificate_presented: fn(*const StreamCtx) -> c_int = stream_info::peer_certificate_presented;
     filter_state_get: fn(*const StreamCtx, *const c_char, usize, *mut Buf) -> c_int = stream_info::filter_state_get;
-    filter_state_set: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize) -> c_int = stream_info::filter_state_set;
+    filter_state_set: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = stream_info::filter_state_set;
     clear_route_cache: fn(*const StreamCtx) -> c_int = routing::clear_route_cache;
     set_upstream_override_host: fn(*const StreamCtx, *const c_char, usize, c_int) -> c_int = routing::set_upstream_override_host;
     http_call: fn(*const StreamCtx, c_int, c_int, *const c_char, usize, *mut headers::Header, usize, *const c_char, usize, f64) -> c_int = http_call::http_call;

@@ -25,8 +25,7 @@ end
 
 -- The downstream TLS connection --------------------------------------------------
 
-local Ssl = base.loggable({})
-Ssl.__index = Ssl
+local Ssl = base.class("Ssl")
 
 function Ssl:peerCertificatePresented()
   return check(api.peer_certificate_presented(self.ctx)) == 1
@@ -82,8 +81,7 @@ end
 
 -- Stream info ---------------------------------------------------------------------
 
-local StreamInfo = base.loggable({})
-StreamInfo.__index = StreamInfo
+local StreamInfo = base.class("StreamInfo")
 
 function StreamInfo:protocol()
   return attribute(self.ctx, PROTOCOL)
@@ -125,8 +123,7 @@ end
 
 -- Dynamic metadata ------------------------------------------------------------
 
-local DynamicMetadata = base.loggable({})
-DynamicMetadata.__index = DynamicMetadata
+local DynamicMetadata = base.class("DynamicMetadata")
 
 -- What the script stored in namespace `ns` (see metadata.lua).
 local function stored(self, ns)
@@ -172,18 +169,42 @@ end
 
 -- Filter state ----------------------------------------------------------------------
 
-local FilterState = base.loggable({})
-FilterState.__index = FilterState
+local FilterState = base.class("FilterState")
 
 function StreamInfo:filterState()
   return base.new(FilterState, { ctx = self.ctx })
 end
 
--- The object named `name` as a string; no value if there is none.
-function FilterState:get(name)
+-- The object named `name` as a string; no value if there is none. A field
+-- of an object cannot be read through Envoy 1.40's ABI: no value either.
+function FilterState:get(name, field)
   name = base.string_arg(name, 2)
+  if field ~= nil then
+    return
+  end
   if check(api.filter_state_get(self.ctx, name, #name, buf)) == 1 then
     return ffi_str(buf[0].ptr, buf[0].len)
+  end
+end
+
+-- The factory of plain strings.
+local STRING_FACTORY = "envoy.string"
+
+-- Stores `value` as object `name`, made by the factory `factory`: the
+-- string factory, or the factory registered under the object's own name
+-- (what Envoy 1.40's ABI can reach).
+function FilterState:set(name, factory, value)
+  name, factory, value = base.string_arg(name, 2), base.string_arg(factory, 3), base.string_arg(value, 4)
+  if factory ~= STRING_FACTORY and factory ~= name then
+    base.fail("resty_ffi: filterState():set() takes the factory " .. STRING_FACTORY
+      .. " or the one named as the object (Envoy 1.40's ABI)")
+  end
+  local typed = factory == STRING_FACTORY and 0 or 1
+  if check(api.filter_state_set(self.ctx, typed, name, #name, value, #value)) == 0 then
+    if typed == 1 then
+      base.fail("'" .. factory .. "' does not have an object factory")
+    end
+    base.fail("resty_ffi: Envoy refused filter state object '" .. name .. "' (a read-only one exists)")
   end
 end
 

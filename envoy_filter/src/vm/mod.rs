@@ -148,6 +148,7 @@ pub struct Vm {
 /// Rejects a script that does not compile (nothing is run).
 pub fn check_syntax(source: &str, chunk_name: &str) -> Result<(), String> {
     new_lua()
+        .map_err(|e| format!("resty_ffi: {e}"))?
         .load(source)
         .set_name(chunk_name)
         .into_function()
@@ -155,11 +156,14 @@ pub fn check_syntax(source: &str, chunk_name: &str) -> Result<(), String> {
         .map_err(|e| format!("resty_ffi: script does not compile: {e}"))
 }
 
-fn new_lua() -> Lua {
+fn new_lua() -> mlua::Result<Lua> {
     // SAFETY: loads every standard library including `ffi`, which the
     // resty_ffi.lua contract needs; like Envoy's Lua filter, scripts come
     // from the trusted Envoy config.
-    unsafe { Lua::unsafe_new_with(StdLib::ALL, LuaOptions::default()) }
+    let lua = unsafe { Lua::unsafe_new_with(StdLib::ALL, LuaOptions::default()) };
+    // As in the stock filter, `ffi` is require("ffi"), not a global.
+    lua.globals().raw_set("ffi", Value::Nil)?;
+    Ok(lua)
 }
 
 /// Sets `package[field]`; `;;` in `configured` stands for the current value.
@@ -200,7 +204,7 @@ impl Vm {
     /// modules and return the constructor of the handle a script gets), then
     /// the script. A script that fails to run leaves the VM `broken`.
     pub fn new(script: &Script, setup: impl FnOnce(&Lua) -> mlua::Result<Function>) -> mlua::Result<Vm> {
-        let lua = new_lua();
+        let lua = new_lua()?;
         refuse_c_modules(&lua)?;
         let sentinels = lua.create_table()?;
         for y in Yield::ALL {

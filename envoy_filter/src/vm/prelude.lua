@@ -27,8 +27,12 @@ local function resumed(co, ...)
 end
 
 local function leave(sentinel, value)
+  local co = running()
+  if not handles[co] then
+    error("resty_ffi: the filter cannot wait inside a coroutine the script made", 0)
+  end
   scope.epoch = scope.epoch + 1
-  return resumed(running(), yield(sentinel, value))
+  return resumed(co, yield(sentinel, value))
 end
 
 package.loaded["resty_ffi.envoy.vm"] = {
