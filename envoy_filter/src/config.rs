@@ -67,6 +67,28 @@ impl ScriptVms {
         Ok(ScriptVms { script, search_paths, vms: Mutex::new(HashMap::new()) })
     }
 
+    /// The script with its module search paths: its own before the filter's
+    /// (`package_path` and `package_cpath`).
+    fn with_paths(&self, package_path: Option<&str>, package_cpath: Option<&str>) -> Script {
+        Script {
+            package_path: search_path(&self.search_paths.path, package_path),
+            package_cpath: search_path(&self.search_paths.cpath, package_cpath),
+            ..self.script.clone()
+        }
+    }
+
+    /// Runs the script's top level once, in a VM of its own where no
+    /// runtime is loaded: a script that fails there rejects the config, as
+    /// in the stock filter.
+    fn check(&self, package_path: Option<&str>, package_cpath: Option<&str>) -> Result<(), String> {
+        let vm = Vm::new(&self.with_paths(package_path, package_cpath), api::install_for_check)
+            .map_err(|e| format!("resty_ffi: {e}"))?;
+        match vm.broken {
+            Some(why) => Err(format!("script load error: {why}")),
+            None => Ok(()),
+        }
+    }
+
     /// This worker thread's VM, created on first use; `filter` gives the
     /// module search paths the script does not set itself. A VM whose script
     /// fails to run is kept (marked broken) so that every stream fails the
@@ -76,11 +98,7 @@ impl ScriptVms {
         if let Some(vm) = self.lock_vms().get(&worker) {
             return Arc::clone(&vm.0);
         }
-        let script = Script {
-            package_path: search_path(&self.search_paths.path, filter.package_path.as_deref()),
-            package_cpath: search_path(&self.search_paths.cpath, filter.package_cpath.as_deref()),
-            ..self.script.clone()
-        };
+        let script = self.with_paths(filter.package_path.as_deref(), filter.package_cpath.as_deref());
         // Built without the lock: the script's top level may take its time.
         let vm = Arc::new(Vm::new(&script, api::install).expect("resty_ffi: the prelude must load"));
         if let Some(why) = &vm.broken {
@@ -219,15 +237,20 @@ impl FilterConfig {
         let sources = default.iter().map(|s| s.source.as_str()).chain(named.values().map(|n: &ScriptVms| n.script.source.as_str()));
         let metrics = Metrics::define(envoy, &string_field(&config, "stat_prefix")?.unwrap_or_default(), sources);
         let search_paths = SearchPaths::parse(&config)?;
+        let (package_path, package_cpath) = (search_path(&search_paths.path, path.as_deref()), search_path(&search_paths.cpath, cpath.as_deref()));
+        let default = default.map(ScriptVms::new).transpose()?;
+        for scripts in default.iter().chain(named.values()) {
+            scripts.check(package_path.as_deref(), package_cpath.as_deref())?;
+        }
         Ok(FilterConfig {
             metrics: Arc::new(metrics),
-            default: default.map(ScriptVms::new).transpose()?,
+            default,
             named,
             fail_closed: bool_field(&config, "fail_closed", false)?,
             metadata_namespace: string_field(&config, "metadata_namespace")?.unwrap_or_else(|| filter_name.to_owned()),
             clear_route_cache: bool_field(&config, "clear_route_cache", true)?,
-            package_path: search_path(&search_paths.path, path.as_deref()),
-            package_cpath: search_path(&search_paths.cpath, cpath.as_deref()),
+            package_path,
+            package_cpath,
             filter_context: filter_context(&config)?,
         })
     }

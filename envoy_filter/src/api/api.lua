@@ -8,7 +8,7 @@ local error, pairs, tostring, type, setmetatable, getmetatable, select = error, 
 local getinfo, sub = debug.getinfo, string.sub
 local floor, ceil = math.floor, math.ceil
 local newproxy, set_metatable = newproxy, debug.setmetatable
-local scope = require("resty_ffi.envoy.vm").scope
+local vm = require("resty_ffi.envoy.vm")
 
 ffi.cdef(cdef)
 
@@ -158,7 +158,8 @@ end
 -- if `class` is `scoped`, it lives until the script's coroutine yields or
 -- ends, as the stock filter's objects do.
 function M.new(class, object)
-  object.epoch = scope.epoch
+  local scope = vm.current
+  object.scope, object.epoch = scope, scope.epoch
   local proxy = newproxy(false)
   set_metatable(proxy, class)
   fields[proxy] = object
@@ -172,10 +173,10 @@ function M.scoped(class)
   for name, method in pairs(class) do
     if type(method) == "function" and name ~= "__index" and name ~= "__newindex" then
       class[name] = function(self, ...)
-        if getmetatable(self) ~= class then
-          error("bad argument #1 to '" .. name .. "' (" .. (class.__name or "object") .. " expected, got "
-            .. type(self) .. ")", 2)
-        elseif self.epoch ~= scope.epoch then
+        local object = fields[self]
+        if object == nil or getmetatable(self) ~= class then
+          error("bad argument #1 to '" .. name .. "' (" .. class.__name .. " expected, got " .. type(self) .. ")", 2)
+        elseif object.epoch ~= object.scope.epoch then
           error(OUT_OF_SCOPE, 2)
         end
         nargs = select("#", ...) + 1
@@ -189,7 +190,7 @@ end
 -- Whether `object` (or nil) is still in scope: for objects handed out
 -- again until a yield, as the stock filter does.
 function M.fresh(object)
-  return object ~= nil and object.epoch == scope.epoch
+  return object ~= nil and object.epoch == object.scope.epoch
 end
 
 -- An array of `n` results of type `ctype`, reused while `n` fits.

@@ -402,3 +402,12 @@ pub fn install(lua: &Lua) -> mlua::Result<Function> {
     require.call::<()>("resty_ffi.envoy")?;
     require.call("resty_ffi.envoy.handle")
 }
+
+/// As [`install`], for the VM in which a config's check runs the script's
+/// top level once: `ngx.load_ffi` loads no runtime there.
+pub fn install_for_check(lua: &Lua) -> mlua::Result<Function> {
+    let make_handle = install(lua)?;
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.get::<Table>("resty_ffi.envoy")?.set("config_check", true)?;
+    Ok(make_handle)
+}

@@ -10,59 +10,71 @@ local FFI, BODY, CHUNK, TRAILERS, CALLOUT, RESPONDED =
   sentinels.ffi, sentinels.body, sentinels.chunk, sentinels.trailers, sentinels.callout, sentinels.responded
 
 -- The stock filter's objects (headers, bodies, stream info, ...) do not
--- survive a yield, and its handle lives only while its coroutine runs. An
--- object made at `scope.epoch` is usable while the epoch has not moved on:
--- it moves on whenever a filter coroutine yields or ends.
-local scope = { epoch = 0 }
+-- survive a yield of their coroutine, and its handle lives only while its
+-- coroutine runs. Each filter coroutine has a scope: an object made at the
+-- scope's epoch is usable until the epoch moves on, which it does when the
+-- coroutine yields (not while it waits for a runtime's answers: objects
+-- survive resty_ffi calls) or ends.
+local M = {
+  -- The scope of the filter coroutine that runs (or ran last).
+  current = { epoch = 0 },
+}
 
--- The handle of each filter coroutine, made usable again when it resumes.
-local handles = setmetatable({}, { __mode = "k" })
+-- Each filter coroutine's scope and handle.
+local coroutines = setmetatable({}, { __mode = "k" })
 
 local function resumed(co, ...)
-  local handle = handles[co]
-  if handle then
-    handle.epoch = scope.epoch
-  end
+  local state = coroutines[co]
+  M.current = state.scope
+  state.handle.epoch = state.scope.epoch
   return ...
 end
 
-local function leave(sentinel, value)
+-- Yields `sentinel` (and `value`) to the filter; `keep`: objects stay usable.
+local function leave(sentinel, value, keep)
   local co = running()
-  if not handles[co] then
+  local state = coroutines[co]
+  if not state then
     error("resty_ffi: the filter cannot wait inside a coroutine the script made", 0)
   end
-  scope.epoch = scope.epoch + 1
+  if not keep then
+    state.scope.epoch = state.scope.epoch + 1
+  end
   return resumed(co, yield(sentinel, value))
 end
 
-package.loaded["resty_ffi.envoy.vm"] = {
-  scope = scope,
-  -- Until the stream's sink wakes the stream (answers, or a call's deadline).
-  wait_ffi = function()
-    return leave(FFI)
-  end,
-  -- Until the whole body arrived (buffered).
-  wait_body = function()
-    leave(BODY)
-  end,
-  -- Until the next body chunk (which is not buffered) or the end.
-  wait_chunk = function()
-    leave(CHUNK)
-  end,
-  -- Until the stream's end (trailers or not); the body streams by.
-  wait_trailers = function()
-    leave(TRAILERS)
-  end,
-  -- Until the HTTP callout started by the caller answers; returns what the
-  -- filter resumes with.
-  wait_callout = function()
-    return leave(CALLOUT)
-  end,
-  -- Hands a local reply ({status, headers, body}) to the filter; never resumed.
-  responded = function(reply)
-    leave(RESPONDED, reply)
-  end,
-}
+package.loaded["resty_ffi.envoy.vm"] = M
+
+-- Until the stream's sink wakes the stream (answers, or a call's deadline).
+function M.wait_ffi()
+  return leave(FFI, nil, true)
+end
+
+-- Until the whole body arrived (buffered).
+function M.wait_body()
+  leave(BODY)
+end
+
+-- Until the next body chunk (which is not buffered) or the end.
+function M.wait_chunk()
+  leave(CHUNK)
+end
+
+-- Until the stream's end (trailers or not); the body streams by.
+function M.wait_trailers()
+  leave(TRAILERS)
+end
+
+-- Until the HTTP callout started by the caller answers; returns what the
+-- filter resumes with.
+function M.wait_callout()
+  return leave(CALLOUT)
+end
+
+-- Hands a local reply ({status, headers, body}) to the filter; never resumed.
+function M.responded(reply)
+  leave(RESPONDED, reply)
+end
 
 -- An error value that is neither a string nor a number reaches the filter
 -- as the stock filter's "unspecified lua error".
@@ -77,7 +89,10 @@ end
 -- What a coroutine runs for `entry` (envoy_on_request or envoy_on_response).
 return function(entry)
   return function(handle)
-    handles[running()] = handle
+    local scope = { epoch = 0 }
+    coroutines[running()] = { scope = scope, handle = handle }
+    M.current = scope
+    handle.scope, handle.epoch = scope, 0
     local ok, message = xpcall(entry, message_of, handle)
     scope.epoch = scope.epoch + 1
     if not ok then
