@@ -7,7 +7,6 @@ local error, pairs, tostring, type, setmetatable, getmetatable, select = error, 
   getmetatable, select
 local getinfo, sub = debug.getinfo, string.sub
 local floor, ceil = math.floor, math.ceil
-local newproxy, set_metatable = newproxy, debug.setmetatable
 local vm = require("resty_ffi.envoy.vm")
 
 ffi.cdef(cdef)
@@ -134,23 +133,11 @@ local function loggable(class)
   return class
 end
 
--- Objects are userdata, as the stock filter's are (type(), tostring());
--- their fields live here.
-local fields = setmetatable({}, { __mode = "k" })
-
 -- A class of objects named `name` (in errors), with the log methods.
+-- Objects are tables (the stock filter's are userdata: type() differs).
 function M.class(name)
   local class = loggable({ __name = name })
-  function class.__index(object, key)
-    local method = class[key]
-    if method ~= nil then
-      return method
-    end
-    return fields[object][key]
-  end
-  function class.__newindex(object, key, value)
-    fields[object][key] = value
-  end
+  class.__index = class
   return class
 end
 
@@ -160,10 +147,7 @@ end
 function M.new(class, object)
   local scope = vm.current
   object.scope, object.epoch = scope, scope.epoch
-  local proxy = newproxy(false)
-  set_metatable(proxy, class)
-  fields[proxy] = object
-  return proxy
+  return setmetatable(object, class)
 end
 
 -- Makes each method of `class` (log methods included) raise the stock
@@ -171,12 +155,11 @@ end
 -- object; returns `class`.
 function M.scoped(class)
   for name, method in pairs(class) do
-    if type(method) == "function" and name ~= "__index" and name ~= "__newindex" then
+    if type(method) == "function" then
       class[name] = function(self, ...)
-        local object = fields[self]
-        if object == nil or getmetatable(self) ~= class then
+        if getmetatable(self) ~= class then
           error("bad argument #1 to '" .. name .. "' (" .. class.__name .. " expected, got " .. type(self) .. ")", 2)
-        elseif object.epoch ~= object.scope.epoch then
+        elseif self.epoch ~= self.scope.epoch then
           error(OUT_OF_SCOPE, 2)
         end
         nargs = select("#", ...) + 1
