@@ -158,7 +158,9 @@ function M.scoped(class)
     if type(method) == "function" then
       class[name] = function(self, ...)
         if getmetatable(self) ~= class then
-          error("bad argument #1 to '" .. name .. "' (" .. class.__name .. " expected, got " .. type(self) .. ")", 2)
+          local called = getinfo(1, "n")
+          error(("bad argument #1 to '%s' (%s expected, got %s)"):format(called and called.name or "?", class.__name,
+            self == nil and "no value" or type(self)), 2)
         elseif self.epoch ~= self.scope.epoch then
           error(OUT_OF_SCOPE, 2)
         end
