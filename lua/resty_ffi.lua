@@ -137,7 +137,8 @@ end
 --                      suspends the caller until the waiter is answered;
 --                      returns true, or nil and a message. It may keep
 --                      fields of its own in the (reused) waiter.
---   check_load()       raises if runtimes cannot be loaded here
+--   check_load()       raises if runtimes cannot be loaded here; true if
+--                      the runtime is not to be loaded (a config check)
 local host
 
 local envoy = package.loaded["resty_ffi.envoy"]
@@ -198,7 +199,12 @@ if envoy then
       wake_in(sink, token, 0)
       return true
     end,
-    check_load = function() end,
+    -- At config load the filter runs a script's top level once, to refuse
+    -- a config whose script fails as the stock filter does; no runtime is
+    -- loaded there.
+    check_load = function()
+      return envoy.config_check
+    end,
   }
 
 else
@@ -478,6 +484,16 @@ function Runtime.unload(self)
 end
 
 
+-- What load_ffi gives during a config check: any call raises.
+local function stand_in(lib)
+  return setmetatable({}, { __index = function()
+    return function()
+      error("resty_ffi: " .. lib .. " is not loaded while the config is checked", 2)
+    end
+  end })
+end
+
+
 local function load_ffi(lib, cfg, opts)
   if type(lib) ~= "string" or lib == "" then
     error("resty_ffi: lib must be a non-empty string", 2)
@@ -497,7 +513,9 @@ local function load_ffi(lib, cfg, opts)
   if type(timeout) ~= "number" or timeout <= 0 then
     error("resty_ffi: opts.timeout must be a number of seconds > 0", 2)
   end
-  host.check_load()
+  if host.check_load() then
+    return stand_in(lib)
+  end
 
   if timeout > max_timeout then
     max_timeout = timeout
