@@ -98,7 +98,9 @@ def case_http_client_runs_fetches_concurrently(state):
         got = list(pool.map(lambda i: call("http_fetch", f"{state.base}/slow?{i}".encode()), range(100)))
     hundred = time.monotonic() - start
     assert got == [f"true|/slow?{i}".encode() for i in range(100)]
-    assert hundred < 3 * one, (one, hundred)
+    # Serially 50 s; in flight together about one fetch. The bound leaves room
+    # for a loaded machine: it fails anything but overlap.
+    assert hundred < 10, (one, hundred)
 
 
 def case_python_package_and_exceptions(_):
