@@ -352,14 +352,28 @@ def test_two_workers_reload_and_quit_with_calls_in_flight(nginx, tmp_path):
         with concurrent.futures.ThreadPoolExecutor(calls) as pool:
             inflight = [pool.submit(n.get, f"/t?req=gate:{gate}:{payload}") for _ in range(calls)]
             trace.wait_for(f"got gate:{gate}:{payload}", calls)
+            old = set(n.worker_pids())
             n.signal(signal_)
-            time.sleep(0.2)  # (the old workers get the signal while the calls wait)
+            if signal_ == "reload":
+                # The master starts new workers, then tells the old ones to quit.
+                assert wait_until(lambda: set(n.worker_pids()) - old, 10), "no new workers"
+            else:
+                # The workers quit accepting: they got the signal.
+                assert wait_until(lambda: not accepts(n.port), 10), "still accepting"
             assert not any(f.done() for f in inflight)
             gate.touch()
             assert [f.result() for f in inflight] == [(200, f"true{payload}\n".encode())] * calls
         if signal_ == "reload":
             assert wait_until(lambda: n.get("/t?req=new") == (200, b"truenew\n"), 10)
     assert n.proc.wait(timeout=15) == 0
+
+
+def accepts(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except ConnectionRefusedError:
+        return False
 
 
 def test_quit_does_not_wait_for_a_killed_caller(nginx, tmp_path):
