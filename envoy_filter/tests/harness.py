@@ -402,10 +402,10 @@ def post_case_worker(port, case, req=b""):
     return dict(headers).get("x-worker"), body
 
 
-def on_every_worker(call, workers=2, batch=8, most=400):
-    """Calls `call()` -> (worker, result), `batch` at a time, each on a new
-    connection, until `workers` distinct worker threads answered (at most
-    `most` calls); returns every result."""
+def on_every_worker(call, workers=2, batch=1, most=400):
+    """Calls `call()` -> (worker, result), `batch` at a time (default: one
+    after the other), each on a new connection, until `workers` distinct
+    worker threads answered (at most `most` calls); returns every result."""
     seen, results = set(), []
     with concurrent.futures.ThreadPoolExecutor(batch) as pool:
         while len(seen) < workers and len(results) < most:
