@@ -84,7 +84,8 @@ for test in "${tests[@]}"; do
     echo "$test: ran $ran cases, more than the $declared declared: update CASES in run_all.sh"
   fi
   if [ ${#problems[@]} -gt 0 ]; then
-    (IFS=";"; echo "$test: FAILED: ${problems[*]}")
+    joined=$(printf '; %s' "${problems[@]}")
+    echo "$test: FAILED: ${joined#; }"
     failed=$((failed + 1))
   fi
 done

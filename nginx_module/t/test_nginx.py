@@ -332,8 +332,8 @@ def test_client_abort_while_waiting(nginx, tmp_path):
     pids = n.worker_pids()
     for size in range(1, 21):
         with socket.create_connection(("127.0.0.1", n.port)) as s:
-            s.sendall(f"GET /t?req=late:100:{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            trace.wait_for(f"got late:100:{size}")
+            s.sendall(f"GET /t?req=late:300:{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            trace.wait_for(f"got late:300:{size}")
     for size in range(1, 21):
         trace.wait_for(f"late {size}")
     assert n.get("/t?req=after") == (200, b"trueafter\n")
