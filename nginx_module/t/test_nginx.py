@@ -369,10 +369,12 @@ def test_two_workers_reload_and_quit_with_calls_in_flight(nginx, tmp_path):
 
 
 def accepts(port):
+    """Whether something accepts connections on `port` (refused, or reset by a
+    listener closing with the connection in its backlog: no)."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         return True
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return False
 
 
