@@ -224,10 +224,11 @@ else
   int ngx_http_lua_ffi_sema_post(void *sem, int n);
   ]]
 
+  -- Not ssl_client_hello and ssl_session_fetch: Debian's nginx and OpenSSL
+  -- cannot resume a handshake suspended there (OpenResty patches both).
   local YIELDABLE = {
     rewrite = true, access = true, content = true, timer = true,
-    ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
-    server_rewrite = true,
+    ssl_cert = true, server_rewrite = true,
   }
 
   local vm_sink          -- this VM's sink

@@ -76,6 +76,26 @@ def wait_until(cond, timeout):
     return False
 
 
+class Trace:
+    """The trace file of the C test runtime (cfg option `trace=<path>`): a
+    line per request polled ("got <request>") and per late answer handed
+    back ("late <size>"). Tests wait on it instead of sleeping."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def lines(self):
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def count(self, line):
+        return self.lines().count(line)
+
+    def wait_for(self, line, n=1, timeout=30):
+        """Waits until `line` was traced `n` times; fails after `timeout` seconds."""
+        assert wait_until(lambda: self.count(line) >= n, timeout), \
+            f"{self.count(line)} of {n} {line!r} in {self.path}: {self.lines()[-10:]}"
+
+
 def assert_signals_stay_nginx(n, library):
     """With `library` mapped in the worker (`/t` answers "true x <pid>"), nginx's
     signals stay nginx's: reload replaces the worker, SIGQUIT sent to it stops it."""
@@ -166,7 +186,7 @@ def nginx(tmp_path):
             port=port, log_level=log_level))
         cmd = ["nginx", "-p", str(prefix), "-c", "conf/nginx.conf"]
         if VALGRIND:
-            cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
+            cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect,possible",
                    f"--suppressions={Path(__file__).parent / 'valgrind.supp'}",
                    "--error-exitcode=99", "--trace-children=yes",
                    f"--log-file={prefix}/logs/valgrind.%p.log"] + cmd
