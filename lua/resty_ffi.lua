@@ -5,6 +5,10 @@
 --   require("resty_ffi")
 --   local rt, err = ngx.load_ffi("rust_echo", cfg, { max_queue = 1024 })
 --   local ok, res_or_rc, err = rt:echo("hello")
+--
+-- A call passes one string to the runtime: neither the method name nor any
+-- further argument reaches it (on Envoy the stream handle may follow the
+-- request, as in the original's examples; it is not passed either).
 
 local ffi = require("ffi")
 
@@ -18,6 +22,8 @@ local setmetatable = setmetatable
 local tostring = tostring
 local tonumber = tonumber
 local type = type
+local byte = string.byte
+local format = string.format
 
 ffi.cdef[[
 typedef struct resty_ffi_runtime resty_ffi_runtime;
@@ -138,6 +144,8 @@ end
 --                      returns true, or nil and a message. It may keep
 --                      fields of its own in the (reused) waiter.
 --   check_load()       raises if runtimes cannot be loaded here
+--   log_error(msg)     writes msg to the host's log (nginx's error log, Envoy's log)
+--   extra_arg_ok(v)    whether `v` may follow the request in a call
 local host
 
 local envoy = package.loaded["resty_ffi.envoy"]
@@ -158,6 +166,36 @@ if envoy then
   local function now()
     C.clock_gettime(CLOCK_MONOTONIC, ts)
     return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  end
+
+  -- Envoy's own log (its dynamic-module ABI, exported by the Envoy binary),
+  -- at error level; stderr if the binary lacks it.
+  ffi.cdef[[
+  typedef struct { const char *ptr; size_t length; } resty_ffi_envoy_log_buffer;
+  void envoy_dynamic_module_callback_log(int level, resty_ffi_envoy_log_buffer message);
+  ]]
+  local ENVOY_LOG_ERROR = 4
+  local envoy_log = pcall(function() return C.envoy_dynamic_module_callback_log end)
+      and C.envoy_dynamic_module_callback_log
+
+  local function log_error(msg)
+    if envoy_log then
+      envoy_log(ENVOY_LOG_ERROR, ffi_new("resty_ffi_envoy_log_buffer", msg, #msg))
+    else
+      io.stderr:write(msg, "\n")
+    end
+  end
+
+  -- The stream handle that the original's Envoy examples pass after the
+  -- request (`demo:foobar("foobar", request_handle)`): an object with the
+  -- handle's methods.
+  local function is_stream_handle(v)
+    local t = type(v)
+    if t ~= "table" and t ~= "userdata" then
+      return false
+    end
+    local ok, headers = pcall(function() return v.headers end)
+    return ok and type(headers) == "function"
   end
 
   local function wake_in(sink, token, ms)
@@ -199,6 +237,8 @@ if envoy then
       return true
     end,
     check_load = function() end,
+    log_error = log_error,
+    extra_arg_ok = is_stream_handle,
   }
 
 else
@@ -399,6 +439,10 @@ else
               .. " load them in a worker (init_worker_by_lua* or a request)", 3)
       end
     end,
+    log_error = function(msg)
+      ngx.log(ngx.ERR, msg)
+    end,
+    extra_arg_ok = function() return false end,
   }
 end
 
@@ -419,10 +463,22 @@ local function state_of(self)
   return rt
 end
 
-local function call(self, req)
+-- A call's arguments beyond the request are a mistake (the runtime never
+-- sees them), but for Envoy's stream handle: raised rather than dropped.
+local function stray_argument(extra, more)
+  local what = more ~= nil and "a third argument" or "a " .. type(extra) .. " after the request"
+  error("resty_ffi: a runtime call takes one request (rt:name(req), a string or nil) and"
+        .. " passes only that string to the runtime, not the method name or other arguments:"
+        .. " got " .. what, 3)
+end
+
+local function call(self, req, extra, more)
   local rt = state_of(self)
   if req ~= nil and type(req) ~= "string" then
     error("resty_ffi: request must be a string or nil, got " .. type(req), 2)
+  end
+  if (extra ~= nil and not host.extra_arg_ok(extra)) or more ~= nil then
+    stray_argument(extra, more)
   end
   local sink = host.sink()
   local token = next_token
@@ -478,6 +534,22 @@ function Runtime.unload(self)
 end
 
 
+-- ' (cfg "...")' for the log: at most CFG_LOG_LEN bytes, control bytes,
+-- quotes and backslashes escaped as \ddd.
+local CFG_LOG_LEN = 200
+local function describe_cfg(cfg)
+  if cfg == nil then
+    return " (no cfg)"
+  end
+  local shown = cfg:sub(1, CFG_LOG_LEN):gsub('[%c"\\]', function(c)
+    return format("\\%03d", byte(c))
+  end)
+  if #cfg > CFG_LOG_LEN then
+    return format(' (cfg "%s...", %d bytes)', shown, #cfg)
+  end
+  return format(' (cfg "%s")', shown)
+end
+
 local function load_ffi(lib, cfg, opts)
   if type(lib) ~= "string" or lib == "" then
     error("resty_ffi: lib must be a non-empty string", 2)
@@ -515,8 +587,10 @@ local function load_ffi(lib, cfg, opts)
                                        opts.shared and 1 or 0,
                                        init_rc, errbuf, ERR_LEN)
   if ptr == nil then
-    if init_rc[0] ~= 0 then
-      return nil, init_rc[0]
+    local rc = init_rc[0]
+    if rc ~= 0 then
+      host.log_error("resty_ffi: libffi_init of " .. lib .. " returned " .. rc .. describe_cfg(cfg))
+      return nil, rc
     end
     return nil, ffi_str(errbuf)
   end

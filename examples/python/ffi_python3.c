@@ -12,6 +12,11 @@
  * queue address, both ints; the function's int result (None = 0) is
  * libffi_init's rc.
  *
+ * rc: 0 or the function's result; 2 for a bad cfg; 3 when Python cannot run
+ * (the loader was loaded without is_global, or the interpreter did not
+ * start); -1 when the import or the call raised. Each failure is explained
+ * on stderr (nginx's error log; Envoy's stderr).
+ *
  * One interpreter per process, started by the first libffi_init; the GIL is
  * held only while a runtime is being initialized or runs Python code. The
  * loader is linked with -z nodelete: the interpreter cannot be finalized and
@@ -36,7 +41,8 @@
 
 
 #define RC_BAD_CFG      2       /* cfg is not "module,function[,rest]" */
-#define RC_NO_PYTHON    3       /* the interpreter could not start */
+#define RC_NO_PYTHON    3       /* Python cannot run: loaded without is_global,
+                                   or the interpreter could not start */
 #define RC_PY_ERROR     -1      /* import or call raised: see the error log */
 
 
@@ -102,6 +108,39 @@ ffi_python3_start(void)
 {
     pthread_once(&python_once, python_start);
     return python_ok;
+}
+
+
+/*
+ * Loaded RTLD_LOCAL (`is_global` forgotten), libpython's symbols are not in
+ * the global scope, and every extension module (_socket, _ctypes, cffi's
+ * backend...) fails to import with "undefined symbol: Py...". Say so at once.
+ */
+static int
+python_is_global(void)
+{
+    void  *global, *found;
+
+    /*
+     * The program's handle searches the global scope only (RTLD_DEFAULT
+     * would also search this library's own dependencies, libpython among
+     * them, and always succeed).
+     */
+    global = dlopen(NULL, RTLD_NOW);
+    found = global != NULL ? dlsym(global, "Py_IsInitialized") : NULL;
+    if (global != NULL) {
+        dlclose(global);
+    }
+
+    if (found != NULL) {
+        return 1;
+    }
+
+    fprintf(stderr, "ffi_python3: load the Python loader with { is_global = true }, "
+            "e.g. ngx.load_ffi(\"ffi_python3\", cfg, { is_global = true }): Python's "
+            "extension modules need libpython's symbols in the global scope (rc %d)\n",
+            RC_NO_PYTHON);
+    return 0;
 }
 
 
@@ -261,7 +300,7 @@ libffi_init(char *cfg, void *tq)
         return RC_BAD_CFG;
     }
 
-    if (!python_running()) {
+    if (!python_is_global() || !python_running()) {
         free(copy);
         return RC_NO_PYTHON;
     }

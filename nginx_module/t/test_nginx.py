@@ -190,6 +190,28 @@ def test_load_errors(nginx):
     assert unknown.startswith('resty_ffi: load "no_such_runtime": libno_such_runtime.so: cannot open shared object file')
     assert no_init.startswith('resty_ffi: load "libm.so.6": no libffi_init')
     assert init_rc == "7"
+    assert 'resty_ffi: libffi_init of test_runtime returned 7 (cfg "init_rc=7")' in n.log.read_text()
+
+
+def test_init_rc_log_truncates_and_escapes_cfg(nginx):
+    n = nginx(server=content("""
+        local rt, rc = ngx.load_ffi('test_runtime', 'init_rc=9,"quoted"\\n' .. string.rep('x', 300))
+        ngx.say(tostring(rt), '|', rc)"""))
+    assert n.get("/t") == (200, b"nil|9\n")
+    log = n.log.read_text()
+    shown = 'init_rc=9,\\034quoted\\034\\010' + "x" * 181
+    assert f'resty_ffi: libffi_init of test_runtime returned 9 (cfg "{shown}...", 319 bytes)' in log, log
+
+
+STRAY = ("resty_ffi: a runtime call takes one request (rt:name(req), a string or nil) and passes only "
+         "that string to the runtime, not the method name or other arguments: got ")
+
+
+def test_stray_arguments_raise(nginx):
+    n = nginx(server=content("ngx.say(require('ffi_cases').stray_arguments())"))
+    assert n.get("/t")[1].decode().strip().split(";") == [
+        f"false|{STRAY}a string after the request", f"false|{STRAY}a table after the request",
+        f"false|{STRAY}a number after the request", f"false|{STRAY}a third argument", "true|req"]
 
 
 def test_answers_from_glibcs_own_malloc(nginx):

@@ -35,6 +35,19 @@ def test_original_style_module(nginx):
     assert n.get("/t") == (200, b"true")
 
 
+def test_forgotten_is_global_is_named(nginx):
+    """Without is_global, Python's extension modules cannot import: the loader
+    says what to do and returns rc 3; loaded again with it, the runtime works."""
+    n = nginx(main=MAIN, server=content("""
+        local rt, rc = ngx.load_ffi('ffi_python3', 'ffi.echo,init')
+        local again = assert(load('ffi.echo,init'))
+        ngx.say(tostring(rt), '|', rc, '|', select(2, again:echo('works')))"""))
+    assert n.get("/t") == (200, b"nil|3|works\n")
+    log = n.log.read_text()
+    assert "ffi_python3: load the Python loader with { is_global = true }" in log, log
+    assert 'resty_ffi: libffi_init of ffi_python3 returned 3 (cfg "ffi.echo,init")' in log, log
+
+
 def test_two_hundred_concurrent_clients(nginx):
     n = nginx(main=MAIN, workers=2, server=content("""
         local orig = assert(load('ffi.echo,init'))
