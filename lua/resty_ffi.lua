@@ -146,6 +146,7 @@ end
 --   check_load()       raises if runtimes cannot be loaded here
 --   log_error(msg)     writes msg to the host's log (nginx's error log, Envoy's log)
 --   extra_arg_ok(v)    whether `v` may follow the request in a call
+--   no_core            the error when the core's functions cannot be found
 local host
 
 local envoy = package.loaded["resty_ffi.envoy"]
@@ -239,6 +240,9 @@ if envoy then
     check_load = function() end,
     log_error = log_error,
     extra_arg_ok = is_stream_handle,
+    no_core = "resty_ffi: the resty_ffi core is not in the process's global scope"
+              .. " (undefined symbol resty_ffi_runtime_load): load the filter with"
+              .. " load_globally: true in its dynamic_module_config",
   }
 
 else
@@ -443,6 +447,9 @@ else
       ngx.log(ngx.ERR, msg)
     end,
     extra_arg_ok = function() return false end,
+    no_core = "resty_ffi: the resty_ffi core is not loaded (undefined symbol"
+              .. " resty_ffi_runtime_load): add load_module ngx_http_resty_ffi_module.so"
+              .. " after the lua module in nginx.conf",
   }
 end
 
@@ -550,6 +557,8 @@ local function describe_cfg(cfg)
   return format(' (cfg "%s")', shown)
 end
 
+local core_found = false
+
 local function load_ffi(lib, cfg, opts)
   if type(lib) ~= "string" or lib == "" then
     error("resty_ffi: lib must be a non-empty string", 2)
@@ -570,6 +579,13 @@ local function load_ffi(lib, cfg, opts)
     error("resty_ffi: opts.timeout must be a number of seconds > 0", 2)
   end
   host.check_load()
+  if not core_found then
+    -- ffi.C raises "undefined symbol" on the first use of a missing function.
+    core_found = pcall(function() return C.resty_ffi_runtime_load end)
+    if not core_found then
+      error(host.no_core, 2)
+    end
+  end
 
   if timeout > max_timeout then
     max_timeout = timeout
