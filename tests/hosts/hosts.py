@@ -75,7 +75,8 @@ def wait_port(port, proc=None, timeout=20):
 
 
 class Server:
-    """A foreground nginx or Envoy started with Popen; its output goes to `log`."""
+    """A foreground nginx or Envoy (or a shell running one) started with Popen
+    in a session of its own; its output goes to `log`."""
 
     def __init__(self, cmd, log, env=None, cwd=None):
         self.log_path = pathlib.Path(log)
@@ -90,7 +91,8 @@ class Server:
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Stops it; returns its exit code (killed after `timeout` seconds)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            # Its whole process group: a server started through a shell too.
+            os.killpg(self.proc.pid, sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
