@@ -50,6 +50,7 @@ int resty_ffi_sink_wake_in(const resty_ffi_sink *sink, uint64_t token,
     uint32_t ms);
 void resty_ffi_sink_cancel(const resty_ffi_sink *sink, uint64_t token);
 void free(void *ptr);
+unsigned int geteuid(void);
 ]]
 
 -- Return codes of resty_ffi_runtime_post (include/resty_ffi.h).
@@ -608,7 +609,13 @@ local function load_ffi(lib, cfg, opts)
       host.log_error("resty_ffi: libffi_init of " .. lib .. " returned " .. rc .. describe_cfg(cfg))
       return nil, rc
     end
-    return nil, ffi_str(errbuf)
+    local err = ffi_str(errbuf)
+    if err:find("Permission denied", 1, true) then
+      err = err .. " (this process runs as uid " .. tonumber(C.geteuid()) .. ", which cannot read it"
+            .. " or a directory above it: nginx's workers run as the user of nginx.conf;"
+            .. " nobody and www-data cannot read /root)"
+    end
+    return nil, err
   end
 
   rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,

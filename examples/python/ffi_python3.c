@@ -34,10 +34,12 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 
 #define RC_BAD_CFG      2       /* cfg is not "module,function[,rest]" */
@@ -48,6 +50,45 @@
 
 static pthread_once_t  python_once = PTHREAD_ONCE_INIT;
 static int             python_ok;
+
+
+/*
+ * Says on stderr when this process cannot read `path` (a directory Python
+ * needs). The usual cause: nginx's workers run as nginx.conf's user (nobody,
+ * www-data), which cannot read a Python or modules kept under /root.
+ */
+static void
+explain_unreadable(const char *what, const char *path)
+{
+    if (path == NULL || path[0] == '\0' || access(path, R_OK | X_OK) == 0) {
+        return;
+    }
+
+    fprintf(stderr, "ffi_python3: %s %s cannot be read by this process (uid %d): %s; "
+            "Python, its standard library and the runtime's modules must be readable by "
+            "the user the workers run as (nginx: the user directive of nginx.conf; "
+            "nobody and www-data cannot read /root)\n",
+            what, path, (int) getuid(), strerror(errno));
+}
+
+
+/* Each entry of PYTHONPATH that this process cannot read. */
+static void
+explain_unreadable_pythonpath(void)
+{
+    char  *copy, *rest, *entry;
+
+    if (getenv("PYTHONPATH") == NULL || (copy = strdup(getenv("PYTHONPATH"))) == NULL) {
+        return;
+    }
+
+    rest = copy;
+    while ((entry = strsep(&rest, ":")) != NULL) {
+        explain_unreadable("PYTHONPATH entry", entry);
+    }
+
+    free(copy);
+}
 
 
 static void
@@ -95,6 +136,7 @@ failed:
 
     fprintf(stderr, "ffi_python3: cannot start Python: %s\n",
             status.err_msg ? status.err_msg : "unknown error");
+    explain_unreadable("Python's home", getenv("PYTHONHOME") ? getenv("PYTHONHOME") : PYTHON_PREFIX);
     PyConfig_Clear(&config);
 }
 
@@ -213,14 +255,15 @@ call_init(char *module, const char *func, const char *rest, void *tq)
 {
     int        reload = 0;
     long       rc = RC_PY_ERROR;
-    char      *slash;
+    char      *slash, *dir = NULL;
     size_t     len;
     PyObject  *mod = NULL, *fn = NULL, *res = NULL;
 
     slash = strrchr(module, '/');
     if (slash != NULL) {
         *slash = '\0';
-        if (add_sys_path(module[0] ? module : "/") != 0) {
+        dir = module[0] ? module : "/";
+        if (add_sys_path(dir) != 0) {
             goto done;
         }
         module = slash + 1;
@@ -262,6 +305,10 @@ done:
 
     if (PyErr_Occurred()) {
         fprintf(stderr, "ffi_python3: %s.%s failed:\n", module, func);
+        if (PyErr_ExceptionMatches(PyExc_ImportError)) {
+            explain_unreadable("the module's directory", dir);
+            explain_unreadable_pythonpath();
+        }
         PyErr_Print();
         fflush(stderr);
     }
