@@ -190,14 +190,21 @@ if envoy then
 
   -- The stream handle that the original's Envoy examples pass after the
   -- request (`demo:foobar("foobar", request_handle)`): an object with the
-  -- handle's methods.
+  -- handle's methods. (No closure here: this runs on every such call, and
+  -- LuaJIT does not compile the creation of closures.)
+  local function headers_of(v)
+    return v.headers
+  end
+
   local function is_stream_handle(v)
     local t = type(v)
-    if t ~= "table" and t ~= "userdata" then
-      return false
+    if t == "table" then
+      return type(v.headers) == "function"
+    elseif t == "userdata" then
+      local ok, headers = pcall(headers_of, v)
+      return ok and type(headers) == "function"
     end
-    local ok, headers = pcall(function() return v.headers end)
-    return ok and type(headers) == "function"
+    return false
   end
 
   local function wake_in(sink, token, ms)
