@@ -144,6 +144,16 @@ class Converter:
         self.lua_package_path = lua_package_path
         self.filters = 0
         self.per_route = 0
+        # The stat_prefix of the HttpConnectionManager being walked.
+        self.stat_prefix = None
+
+    def module_config(self):
+        """dynamic_module_config; inside an HCM, the module's metrics are named
+        as the stock filter's (`http.<stat_prefix>.lua.*`)."""
+        config = dict(MODULE_CONFIG)
+        if self.stat_prefix is not None:
+            config["metrics_namespace"] = f"http.{self.stat_prefix}"
+        return config
 
     def filter_config(self, typed_config, name, where):
         """Turns the Lua config `typed_config` of http filter `name` into ours."""
@@ -153,7 +163,7 @@ class Converter:
             pairs.append((key_node("lua_package_path"), key_node(self.lua_package_path)))
         replace(typed_config, [
             (key_node("@type"), key_node(DYNAMIC_MODULE)),
-            (key_node("dynamic_module_config"), to_node(MODULE_CONFIG)),
+            (key_node("dynamic_module_config"), to_node(self.module_config())),
             (key_node("filter_name"), key_node(FILTER_NAME)),
             (key_node("filter_config"), struct(pairs)),
         ])
@@ -220,6 +230,13 @@ class Converter:
         if name is not None and (get(node, "typed_config") is not None or get(node, "config_discovery") is not None):
             if self.http_filter(node, name, f"{where}({name})"):
                 return
+        outer = self.stat_prefix
+        if get(node, "http_filters") is not None and text(get(node, "stat_prefix")) is not None:
+            self.stat_prefix = text(get(node, "stat_prefix"))
+        self.walk_fields(node, where, seen)
+        self.stat_prefix = outer
+
+    def walk_fields(self, node, where, seen):
         for k, v in node.value:
             key = snake(text(k) or "")
             here = f"{where}.{text(k)}" if where else text(k)

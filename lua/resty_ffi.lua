@@ -144,7 +144,8 @@ end
 --                      suspends the caller until the waiter is answered;
 --                      returns true, or nil and a message. It may keep
 --                      fields of its own in the (reused) waiter.
---   check_load()       raises if runtimes cannot be loaded here
+--   check_load()       raises if runtimes cannot be loaded here; true if
+--                      the runtime is not to be loaded (a config check)
 --   log_error(msg)     writes msg to the host's log (nginx's error log, Envoy's log)
 --   extra_arg_ok(v)    whether `v` may follow the request in a call
 --   no_core            the error when the core's functions cannot be found
@@ -245,7 +246,12 @@ if envoy then
       wake_in(sink, token, 0)
       return true
     end,
-    check_load = function() end,
+    -- At config load the filter runs a script's top level once, to refuse
+    -- a config whose script fails as the stock filter does; no runtime is
+    -- loaded there.
+    check_load = function()
+      return envoy.config_check
+    end,
     log_error = log_error,
     extra_arg_ok = is_stream_handle,
     no_core = "resty_ffi: the resty_ffi core is not in the process's global scope"
@@ -567,6 +573,16 @@ end
 
 local core_found = false
 
+-- What load_ffi gives during a config check: any call raises.
+local function stand_in(lib)
+  return setmetatable({}, { __index = function()
+    return function()
+      error("resty_ffi: " .. lib .. " is not loaded while the config is checked", 2)
+    end
+  end })
+end
+
+
 local function load_ffi(lib, cfg, opts)
   if type(lib) ~= "string" or lib == "" then
     error("resty_ffi: lib must be a non-empty string", 2)
@@ -586,13 +602,17 @@ local function load_ffi(lib, cfg, opts)
   if type(timeout) ~= "number" or timeout <= 0 then
     error("resty_ffi: opts.timeout must be a number of seconds > 0", 2)
   end
-  host.check_load()
+  -- Checked before a config check returns: a config without the core (no
+  -- load_globally on Envoy) is refused when it loads, not on its first request.
   if not core_found then
     -- ffi.C raises "undefined symbol" on the first use of a missing function.
     core_found = pcall(function() return C.resty_ffi_runtime_load end)
     if not core_found then
       error(host.no_core, 2)
     end
+  end
+  if host.check_load() then
+    return stand_in(lib)
   end
 
   if timeout > max_timeout then

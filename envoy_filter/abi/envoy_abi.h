@@ -336,9 +336,13 @@ void envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer ns,
     envoy_dynamic_module_type_module_buffer serialized_struct);
 
-/* Filter state: bytes stored as a string accessor; the typed getter reads any
+/* Filter state: bytes stored as a string accessor, or as the object that the
+ * factory registered for the key makes of them; the typed getter reads any
  * object as its serialized string. */
 bool envoy_dynamic_module_callback_http_set_filter_state_bytes(
+    envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer key,
+    envoy_dynamic_module_type_module_buffer value);
+bool envoy_dynamic_module_callback_http_set_filter_state_typed(
     envoy_dynamic_module_type_http_filter_envoy_ptr filter_envoy_ptr, envoy_dynamic_module_type_module_buffer key,
     envoy_dynamic_module_type_module_buffer value);
 bool envoy_dynamic_module_callback_http_get_filter_state_typed(

@@ -18,7 +18,33 @@ use crate::vm::{self, Script, Vm};
 /// A script and its VMs, one per worker thread.
 pub struct ScriptVms {
     script: Script,
+    /// A per-route script's own `package_paths` and `package_cpaths`, put
+    /// before the filter's.
+    search_paths: SearchPaths,
     vms: Mutex<HashMap<ThreadId, WorkerVm>>,
+}
+
+/// `package_paths` and `package_cpaths` of a config (lists of Lua search
+/// path entries, put before the others).
+#[derive(Default)]
+struct SearchPaths {
+    path: Vec<String>,
+    cpath: Vec<String>,
+}
+
+impl SearchPaths {
+    fn parse(config: &Value) -> Result<SearchPaths, String> {
+        Ok(SearchPaths { path: strings_field(config, "package_paths")?, cpath: strings_field(config, "package_cpaths")? })
+    }
+}
+
+/// `entries` put before `rest` (a search path where `;;` stands for
+/// LuaJIT's default); `rest` absent means the default.
+fn search_path(entries: &[String], rest: Option<&str>) -> Option<String> {
+    if entries.is_empty() {
+        return rest.map(str::to_owned);
+    }
+    Some(format!("{};{}", entries.join(";"), rest.unwrap_or(";")))
 }
 
 /// A VM in a script's map, used only by the worker thread it is keyed by.
@@ -33,8 +59,34 @@ unsafe impl Send for WorkerVm {}
 
 impl ScriptVms {
     fn new(script: Script) -> Result<ScriptVms, String> {
+        ScriptVms::with_search_paths(script, SearchPaths::default())
+    }
+
+    fn with_search_paths(script: Script, search_paths: SearchPaths) -> Result<ScriptVms, String> {
         vm::check_syntax(&script.source, &script.chunk_name)?;
-        Ok(ScriptVms { script, vms: Mutex::new(HashMap::new()) })
+        Ok(ScriptVms { script, search_paths, vms: Mutex::new(HashMap::new()) })
+    }
+
+    /// The script with its module search paths: its own before the filter's
+    /// (`package_path` and `package_cpath`).
+    fn with_paths(&self, package_path: Option<&str>, package_cpath: Option<&str>) -> Script {
+        Script {
+            package_path: search_path(&self.search_paths.path, package_path),
+            package_cpath: search_path(&self.search_paths.cpath, package_cpath),
+            ..self.script.clone()
+        }
+    }
+
+    /// Runs the script's top level once, in a VM of its own where no
+    /// runtime is loaded: a script that fails there rejects the config, as
+    /// in the stock filter.
+    fn check(&self, package_path: Option<&str>, package_cpath: Option<&str>) -> Result<(), String> {
+        let vm = Vm::new(&self.with_paths(package_path, package_cpath), api::install_for_check)
+            .map_err(|e| format!("resty_ffi: {e}"))?;
+        match vm.broken {
+            Some(why) => Err(format!("script load error: {why}")),
+            None => Ok(()),
+        }
     }
 
     /// This worker thread's VM, created on first use; `filter` gives the
@@ -46,11 +98,7 @@ impl ScriptVms {
         if let Some(vm) = self.lock_vms().get(&worker) {
             return Arc::clone(&vm.0);
         }
-        let script = Script {
-            package_path: self.script.package_path.clone().or_else(|| filter.package_path.clone()),
-            package_cpath: self.script.package_cpath.clone().or_else(|| filter.package_cpath.clone()),
-            ..self.script.clone()
-        };
+        let script = self.with_paths(filter.package_path.as_deref(), filter.package_cpath.as_deref());
         // Built without the lock: the script's top level may take its time.
         let vm = Arc::new(Vm::new(&script, api::install).expect("resty_ffi: the prelude must load"));
         if let Some(why) = &vm.broken {
@@ -78,11 +126,14 @@ pub struct FilterConfig {
     pub metadata_namespace: String,
     /// Changing request headers re-selects the route (stock default: true).
     pub clear_route_cache: bool,
-    /// `package.path` and `package.cpath` of the scripts; `;;` stands for
-    /// LuaJIT's defaults.
+    /// `package.path` and `package.cpath` of the scripts (`package_paths`
+    /// before `lua_package_path`); `;;` stands for LuaJIT's defaults.
     pub package_path: Option<String>,
     pub package_cpath: Option<String>,
     pub metrics: Arc<Metrics>,
+    /// `filter_context`: what `handle:filterContext()` gives on routes
+    /// without one of their own.
+    pub filter_context: Map<String, Value>,
 }
 
 /// What a route's `LuaPerRoute` asks for.
@@ -118,6 +169,23 @@ fn string_field(config: &Value, key: &str) -> Result<Option<String>, String> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(format!("resty_ffi: config field \"{key}\" must be a string")),
+    }
+}
+
+fn filter_context(config: &Value) -> Result<Map<String, Value>, String> {
+    match config.get("filter_context") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(context)) => Ok(context.clone()),
+        Some(_) => Err("resty_ffi: filter_context must be a struct".to_owned()),
+    }
+}
+
+fn strings_field(config: &Value, key: &str) -> Result<Vec<String>, String> {
+    let invalid = || format!("resty_ffi: config field \"{key}\" must be a list of strings");
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid)).collect(),
+        Some(_) => Err(invalid()),
     }
 }
 
@@ -166,20 +234,24 @@ impl FilterConfig {
                 named.insert(name.clone(), ScriptVms::new(script)?);
             }
         }
-        if default.is_none() && named.is_empty() {
-            return Err("resty_ffi: config needs default_source_code or source_codes".to_owned());
-        }
         let sources = default.iter().map(|s| s.source.as_str()).chain(named.values().map(|n: &ScriptVms| n.script.source.as_str()));
         let metrics = Metrics::define(envoy, &string_field(&config, "stat_prefix")?.unwrap_or_default(), sources);
+        let search_paths = SearchPaths::parse(&config)?;
+        let (package_path, package_cpath) = (search_path(&search_paths.path, path.as_deref()), search_path(&search_paths.cpath, cpath.as_deref()));
+        let default = default.map(ScriptVms::new).transpose()?;
+        for scripts in default.iter().chain(named.values()) {
+            scripts.check(package_path.as_deref(), package_cpath.as_deref())?;
+        }
         Ok(FilterConfig {
             metrics: Arc::new(metrics),
-            default: default.map(ScriptVms::new).transpose()?,
+            default,
             named,
             fail_closed: bool_field(&config, "fail_closed", false)?,
             metadata_namespace: string_field(&config, "metadata_namespace")?.unwrap_or_else(|| filter_name.to_owned()),
             clear_route_cache: bool_field(&config, "clear_route_cache", true)?,
-            package_path: path,
-            package_cpath: cpath,
+            package_path,
+            package_cpath,
+            filter_context: filter_context(&config)?,
         })
     }
 }
@@ -187,17 +259,13 @@ impl FilterConfig {
 impl PerRouteConfig {
     pub fn parse(json: &[u8]) -> Result<PerRouteConfig, String> {
         let config = object(json, "the per-route filter_config")?;
-        let filter_context = match config.get("filter_context") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(context)) => context.clone(),
-            Some(_) => return Err("resty_ffi: filter_context must be a struct".to_owned()),
-        };
+        let filter_context = filter_context(&config)?;
         let script = if bool_field(&config, "disabled", false)? {
             RouteScript::Disabled
         } else if let Some(name) = string_field(&config, "name")? {
             RouteScript::Named(name)
         } else if let Some(script) = data_source(config.get("source_code"))? {
-            RouteScript::Inline(ScriptVms::new(script)?)
+            RouteScript::Inline(ScriptVms::with_search_paths(script, SearchPaths::parse(&config)?)?)
         } else {
             return Err("resty_ffi: a per-route config needs disabled, name or source_code".to_owned());
         };

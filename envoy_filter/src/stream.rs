@@ -49,10 +49,12 @@ enum Wait {
     Nothing,
     /// Answers of resty_ffi calls (a scheduler event).
     Ffi,
-    /// More of the stream, buffered (`body()`, `trailers()`).
+    /// The whole body, buffered (`body()`).
     Body,
     /// The next body chunk, not buffered (`bodyChunks()`).
     Chunk,
+    /// The stream's end, the body not buffered (`trailers()`).
+    Trailers,
     /// The answer of an HTTP callout (`httpCall()`).
     Callout,
 }
@@ -135,7 +137,7 @@ impl Stream {
                     Some(RouteScript::Named(name)) => match self.config.named.get(name) {
                         Some(script) => script,
                         None => {
-                            log(LogLevel::Error, &format!("resty_ffi: no source code named \"{name}\"; the filter passes"));
+                            log(LogLevel::Debug, &format!("resty_ffi: no source code named \"{name}\"; the filter passes"));
                             return None;
                         }
                     },
@@ -214,7 +216,7 @@ impl Stream {
         }
         let Some(vm) = self.vm() else { return Status::Continue };
         if let Some(why) = &vm.broken {
-            return self.fail(dir, Site::Headers, format!("the script failed to load: {why}"));
+            return self.fail(dir, Site::Headers, format!("resty_ffi: the script failed to load: {why}"));
         }
         let entry = match dir {
             Direction::Request => vm.on_request.clone(),
@@ -238,9 +240,10 @@ impl Stream {
             };
             let local = local.map_or(Value::Nil, Value::Table);
             let context = match &selected.route {
-                Some(route) if !route.filter_context.is_empty() => Value::Table(vm.table_of(&route.filter_context)?),
-                _ => Value::Nil,
+                Some(route) if !route.filter_context.is_empty() => &route.filter_context,
+                _ => &self.config.filter_context,
             };
+            let context = if context.is_empty() { Value::Nil } else { Value::Table(vm.table_of(context)?) };
             let namespace = self.config.metadata_namespace.as_str();
             let handle = vm.handle((self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone()))?;
             Ok((coroutine, handle))
@@ -254,7 +257,7 @@ impl Stream {
                 let resumed = self.resume(dir, handle);
                 self.settle(dir, site, resumed)
             }
-            Err(e) => self.fail(dir, site, crate::vm::error_message(&e)),
+            Err(e) => self.fail_lua(dir, site, &crate::vm::error_message(&e)),
         }
     }
 
@@ -266,12 +269,17 @@ impl Stream {
         if end_of_stream {
             body.set_complete();
         }
-        match self.phase(dir).wait.get() {
+        let wait = self.phase(dir).wait.get();
+        if wait != Wait::Ffi {
+            body.data_seen();
+        }
+        match wait {
             Wait::Nothing => Status::Continue,
             // Flow control, not a 413: Envoy pauses the sender at the buffer limit.
             Wait::Ffi | Wait::Callout => Status::StopAndWatermark,
             Wait::Body if !end_of_stream => Status::StopAndBuffer,
-            Wait::Body | Wait::Chunk => {
+            Wait::Trailers if !end_of_stream => Status::Continue,
+            Wait::Body | Wait::Chunk | Wait::Trailers => {
                 let resumed = body.in_body_hook(|| self.resume(dir, ()));
                 self.settle(dir, Site::Body, resumed)
             }
@@ -286,7 +294,7 @@ impl Stream {
         match self.phase(dir).wait.get() {
             Wait::Nothing => Status::Continue,
             Wait::Ffi | Wait::Callout => Status::StopAndBuffer,
-            Wait::Body | Wait::Chunk => {
+            Wait::Body | Wait::Chunk | Wait::Trailers => {
                 let resumed = self.resume(dir, ());
                 self.settle(dir, Site::Trailers, resumed)
             }
@@ -383,11 +391,12 @@ impl Stream {
             }
             Resumed::Yielded(Yield::Ffi) => self.stop(dir, site, Wait::Ffi),
             Resumed::Yielded(Yield::Body) => self.stop(dir, site, Wait::Body),
-            Resumed::Yielded(Yield::Chunk) => self.stream_chunks(dir, site),
+            Resumed::Yielded(Yield::Chunk) => self.stream_by(dir, site, Wait::Chunk),
+            Resumed::Yielded(Yield::Trailers) => self.stream_by(dir, site, Wait::Trailers),
             Resumed::Yielded(Yield::Callout) => self.stop(dir, site, Wait::Callout),
-            Resumed::Yielded(Yield::Responded) => self.fail(dir, site, "respond() without a reply".to_owned()),
+            Resumed::Yielded(Yield::Responded) => self.fail(dir, site, "resty_ffi: respond() without a reply".to_owned()),
             Resumed::Responded(reply) => self.responded(dir, site, reply),
-            Resumed::Failed(message) => self.fail(dir, site, message),
+            Resumed::Failed(message) => self.fail_lua(dir, site, &message),
         }
     }
 
@@ -401,12 +410,12 @@ impl Stream {
         }
     }
 
-    /// `bodyChunks()` waits for the next chunk: as in the stock filter, the
-    /// headers go on at once and the body streams by, chunk after chunk,
-    /// unbuffered.
-    fn stream_chunks(&self, dir: Direction, site: Site) -> Status {
+    /// `bodyChunks()` waits for the next chunk, `trailers()` for the end: as
+    /// in the stock filter, the headers go on at once and the body streams
+    /// by, unbuffered.
+    fn stream_by(&self, dir: Direction, site: Site, wait: Wait) -> Status {
         let phase = self.phase(dir);
-        phase.wait.set(Wait::Chunk);
+        phase.wait.set(wait);
         if phase.stopped.replace(false) && site == Site::Scheduled {
             self.continue_stream(dir);
         }
@@ -504,13 +513,15 @@ impl Stream {
         Status::Continue
     }
 
-    /// A Lua error: logged; fail open (continue) unless `fail_closed`.
+    /// A Lua error, logged as the stock filter logs it.
+    fn fail_lua(&self, dir: Direction, site: Site, message: &str) -> Status {
+        self.fail(dir, site, format!("script log: {message}"))
+    }
+
+    /// The script failed: `message` logged; fail open (continue) unless
+    /// `fail_closed`.
     fn fail(&self, dir: Direction, site: Site, message: String) -> Status {
-        let side = match dir {
-            Direction::Request => "envoy_on_request",
-            Direction::Response => "envoy_on_response",
-        };
-        log(LogLevel::Error, &format!("resty_ffi: {side}: {message}"));
+        log(LogLevel::Error, &message);
         if let Some(envoy) = self.ctx.envoy() {
             self.config.metrics.count_error(envoy);
         }

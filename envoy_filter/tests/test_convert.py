@@ -57,15 +57,20 @@ def converted(path, *args):
     return out
 
 
-def back_to_lua(node, found):
+def back_to_lua(node, found, metrics=None):
     """`node` with our filter configs mapped back to Lua ones; appends each
-    filter's (metadata_namespace, lua_package_path) to `found`."""
+    filter's (metadata_namespace, lua_package_path) to `found`, and its
+    dynamic_module_config's metrics_namespace to `metrics`."""
     if isinstance(node, list):
-        return [back_to_lua(item, found) for item in node]
+        return [back_to_lua(item, found, metrics) for item in node]
     if not isinstance(node, dict):
         return node
     if node.get("@type") in (OURS, OURS_PER_ROUTE):
-        assert node["dynamic_module_config"] == MODULE, node
+        module = dict(node["dynamic_module_config"])
+        namespace = module.pop("metrics_namespace", None)
+        assert module == MODULE, node
+        if node["@type"] == OURS and metrics is not None:
+            metrics.append(namespace)
         assert node["filter_name"] == "resty_ffi", node
         assert node["filter_config"]["@type"] == STRUCT, node
         value = dict(node["filter_config"]["value"])
@@ -74,7 +79,7 @@ def back_to_lua(node, found):
             found.append((value.pop("metadata_namespace"), value.pop("lua_package_path", None)))
             return {"@type": LUA, **value}
         return {"@type": LUA_PER_ROUTE, **value}
-    out = {k: back_to_lua(v, found) for k, v in node.items()}
+    out = {k: back_to_lua(v, found, metrics) for k, v in node.items()}
     if isinstance(out.get("type_urls"), list) and LUA in out["type_urls"]:
         out["type_urls"] = [u for u in out["type_urls"] if u != OURS]
     return out
@@ -125,6 +130,18 @@ def case_scripts_keep_their_block_style():
     out = converted(CONFIGS / "docs_lua_filter_override.yaml")
     assert out.count("inline_string: |") == 4, out
     assert "# The shape of" not in out  # comments go; nothing else does
+
+
+def case_metrics_named_as_the_stock_filters():
+    # http.<the HCM's stat_prefix>.lua.*, as the stock filter's (and so the
+    # same Prometheus names); a filter outside any HCM keeps Envoy's default.
+    for fixture, expected in [("docs_lua_filter.yaml", ["http.ingress_http"]),
+                              ("examples_two_filters.yaml", ["http.ingress_http"] * 2),
+                              ("wrappers.yaml", ["http.wrapped", "http.wrapped", "http.from_rds", None])]:
+        found, metrics = [], []
+        for doc in documents(converted(CONFIGS / fixture)):
+            back_to_lua(doc, found, metrics)
+        assert metrics == expected, (fixture, metrics)
 
 
 def case_lua_package_path_option():

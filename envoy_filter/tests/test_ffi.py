@@ -170,6 +170,14 @@ LOAD_ERROR_SCRIPT = """
 error("the script fails while loading")
 """
 
+# Passes the config check (its top level runs once when the config loads)
+# and fails on the workers: their requests pass, or get a 500 (fail_closed).
+WORKER_LOAD_ERROR_SCRIPT = """
+if not package.loaded["resty_ffi.envoy"].config_check then
+  error("the script fails on the worker")
+end
+"""
+
 
 def setup():
     listeners = [
@@ -177,8 +185,9 @@ def setup():
         harness.listener("small_buf", PORT_SMALL_BUF, harness.ours(SCRIPT), buffer_limit=64 << 10),
         harness.listener("fail_open", PORT_FAIL_OPEN, harness.ours(ERROR_SCRIPT)),
         harness.listener("fail_closed", PORT_FAIL_CLOSED, harness.ours(ERROR_SCRIPT, fail_closed=True)),
-        harness.listener("load_error", PORT_LOAD_ERROR, harness.ours(LOAD_ERROR_SCRIPT)),
-        harness.listener("load_error_closed", PORT_LOAD_ERROR_CLOSED, harness.ours(LOAD_ERROR_SCRIPT, fail_closed=True)),
+        harness.listener("load_error", PORT_LOAD_ERROR, harness.ours(WORKER_LOAD_ERROR_SCRIPT)),
+        harness.listener("load_error_closed", PORT_LOAD_ERROR_CLOSED,
+                         harness.ours(WORKER_LOAD_ERROR_SCRIPT, fail_closed=True)),
         harness.listener("response_call", PORT_RESPONSE_CALL, harness.ours(RESPONSE_CALL_SCRIPT)),
         harness.listener("idle_timeout", PORT_IDLE_TIMEOUT, harness.ours(SCRIPT),
                          hcm_options={"stream_idle_timeout": "0.2s"}),
@@ -340,7 +349,7 @@ def case_handle_kept_after_its_stream_raises(_):
         conn.close()
     assert results[0] == (200, b"kept"), results
     assert results[1][0] == 200 and results[1][1].startswith(b"false|"), results
-    assert b"resty_ffi: the stream is gone" in results[1][1], results
+    assert b"object used outside of proper scope" in results[1][1], results
 
 
 def case_call_in_envoy_on_response(_):
@@ -428,10 +437,24 @@ def case_lua_error_fails_closed_when_asked(_):
     assert status == 500
 
 
-def case_load_error(_):
+def case_load_error_on_a_worker(envoy):
     assert post("/", port=PORT_LOAD_ERROR) == (200, harness.UPSTREAM_BODY.encode())
     status, _ = post("/", port=PORT_LOAD_ERROR_CLOSED)
     assert status == 500
+    assert "the script fails on the worker" in envoy.log_text()
+
+
+def case_a_script_whose_top_level_fails_rejects_the_config(_):
+    # As the stock filter: the config is refused, with the script's error.
+    _, admin = harness.free_ports(2)
+    listener = harness.listener("refused", harness.free_ports(1)[0], harness.ours(LOAD_ERROR_SCRIPT))
+    try:
+        envoy = harness.Envoy([listener], admin)
+    except RuntimeError as e:
+        assert 'script load error: [string "..."]:2: the script fails while loading' in str(e), e
+    else:
+        envoy.stop()
+        raise AssertionError("Envoy accepted a config whose script fails")
 
 
 CASES = [(name, fn) for name, fn in globals().items() if name.startswith("case_")]

@@ -588,11 +588,19 @@ impl EnvoyFilter {
         }
     }
 
-    /// Stores `value` as filter state `key` (a string object); false if
-    /// Envoy refused (e.g. a read-only object of that name exists).
-    pub fn set_filter_state(self, key: &[u8], value: &[u8]) -> bool {
+    /// Stores `value` as filter state `key`: a string object, or (`typed`)
+    /// the object the factory registered for `key` makes of it; false if
+    /// Envoy refused (no such factory, a read-only object of that name).
+    pub fn set_filter_state(self, key: &[u8], value: &[u8], typed: bool) -> bool {
+        let (key, value) = (module_buffer(key), module_buffer(value));
         // SAFETY: type contract; Envoy copies the buffers during the call.
-        unsafe { envoy_dynamic_module_callback_http_set_filter_state_bytes(self.0, module_buffer(key), module_buffer(value)) }
+        unsafe {
+            if typed {
+                envoy_dynamic_module_callback_http_set_filter_state_typed(self.0, key, value)
+            } else {
+                envoy_dynamic_module_callback_http_set_filter_state_bytes(self.0, key, value)
+            }
+        }
     }
 
     /// Filter state object `key`, serialized as a string.

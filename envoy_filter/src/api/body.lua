@@ -7,11 +7,12 @@ local base = require("resty_ffi.envoy.api")
 local api, check, array = base.api, base.check, base.array
 local ffi_str = ffi.string
 local concat, sub = table.concat, string.sub
-local setmetatable, type, error = setmetatable, type, error
+local tostring = tostring
+local band = require("bit").band
 
 local function range(body, index, length)
-  if type(index) ~= "number" or type(length) ~= "number" or index < 0 or length < 0
-      or index % 1 ~= 0 or length % 1 ~= 0 or index + length > #body then
+  index, length = base.integer_arg(index, 2), base.integer_arg(length, 3)
+  if index < 0 or length < 0 or index + length > #body then
     base.fail("index/length must be >= 0 and (index + length) must be <= buffer size")
   end
   return sub(body, index + 1, index + length)
@@ -19,17 +20,16 @@ end
 
 -- Envoy's body ------------------------------------------------------------------
 
-local Body = base.loggable({})
-Body.__index = Body
+local Body = base.class("Body")
 
 -- The body as one string (copied from Envoy's chunks).
 local function bytes(self)
-  local n = check(api.body_chunks(self.ctx, self.dir, self.part, nil, 0), 3)
+  local n = check(api.body_chunks(self.ctx, self.dir, self.part, nil, 0))
   if n == 0 then
     return ""
   end
   local chunks = array("resty_ffi_envoy_buf", n)
-  n = check(api.body_chunks(self.ctx, self.dir, self.part, chunks, n), 3)
+  n = check(api.body_chunks(self.ctx, self.dir, self.part, chunks, n))
   if n == 1 then
     return ffi_str(chunks[0].ptr, chunks[0].len)
   end
@@ -48,15 +48,16 @@ function Body:getBytes(index, length)
   return range(bytes(self), index, length)
 end
 
+-- Returns the new length, as the stock filter does.
 function Body:setBytes(data)
   data = base.string_arg(data, 2)
-  check(api.body_set(self.ctx, self.dir, self.part, data, #data), 2)
+  check(api.body_set(self.ctx, self.dir, self.part, data, #data))
+  return #data
 end
 
 -- A local reply's body --------------------------------------------------------
 
-local ReplyBody = base.loggable({})
-ReplyBody.__index = ReplyBody
+local ReplyBody = base.class("ReplyBody")
 
 function ReplyBody:length()
   return #self.reply.body
@@ -71,25 +72,29 @@ function ReplyBody:setBytes(data)
   local reply = self.reply
   reply.body = data
   require("resty_ffi.envoy.headers").reply(reply):replace("content-length", tostring(#data))
+  return #data
 end
+
+base.scoped(Body)
+base.scoped(ReplyBody)
 
 local M = {}
 
 -- `dir`: 0 request, 1 response.
 function M.envoy(ctx, dir)
-  return setmetatable({ ctx = ctx, dir = dir, part = 0 }, Body)
+  return base.new(Body, { ctx = ctx, dir = dir, part = 0 })
 end
 
 -- The current body hook's chunk.
 function M.chunk(ctx, dir)
-  return setmetatable({ ctx = ctx, dir = dir, part = 1 }, Body)
+  return base.new(Body, { ctx = ctx, dir = dir, part = 1 })
 end
 
 -- bodyChunks()'s iterator: each chunk as it arrives, nil at the end.
 function M.chunks(ctx, dir, wait)
   return function()
     while true do
-      local state = check(api.next_chunk(ctx, dir), 2)
+      local state = check(api.next_chunk(ctx, dir))
       if state == 1 then
         return M.chunk(ctx, dir)
       elseif state == 0 then
@@ -103,7 +108,7 @@ end
 -- The trailers' state: true (they arrived), false (the stream ended without)
 -- or nil (not yet).
 function M.trailers(ctx, dir)
-  local state = check(api.trailers_state(ctx, dir), 3)
+  local state = check(api.trailers_state(ctx, dir))
   if state == 2 then
     return nil
   end
@@ -111,13 +116,16 @@ function M.trailers(ctx, dir)
 end
 
 function M.reply(reply)
-  return setmetatable({ reply = reply }, ReplyBody)
+  return base.new(ReplyBody, { reply = reply })
 end
 
--- "none" (the headers ended the stream), "ready" or "pending".
+-- "none" (the headers ended the stream), "ready" or "pending"; and whether
+-- body data went by the script (it was not waiting for a runtime's answers).
 local STATES = { [0] = "none", [1] = "ready", [2] = "pending" }
+local DATA_SEEN = 4
 function M.state(ctx, dir)
-  return STATES[check(api.body_state(ctx, dir), 3)]
+  local state = check(api.body_state(ctx, dir))
+  return STATES[band(state, 3)], band(state, DATA_SEEN) ~= 0
 end
 
 return M

@@ -33,22 +33,31 @@ fn chunk_count(ctx: &StreamCtx, envoy: EnvoyFilter, dir: Direction, part: c_int)
 }
 
 /// 0: there is no body (the headers ended the stream), 1: it is complete,
-/// 2: more is to come.
+/// 2: more is to come; plus [`DATA_SEEN`] once body data went by the script
+/// (not while it waited for a runtime's answers).
 ///
 /// # Safety
 /// `ctx` is live (see [`with_stream`]).
 pub unsafe extern "C" fn body_state(ctx: *const StreamCtx, dir: c_int) -> c_int {
     with_stream(ctx, |ctx, _| {
         let body = ctx.body(direction(dir));
-        if body.is_headers_only() {
+        let state = if body.is_headers_only() {
             0
         } else if body.is_complete() {
             1
         } else {
             2
+        };
+        if body.is_data_seen() {
+            state | DATA_SEEN
+        } else {
+            state
         }
     })
 }
+
+/// The flag of [`body_state`] for body data that went by the script.
+const DATA_SEEN: c_int = 4;
 
 /// For `bodyChunks()`: 1 hands out the current body hook's chunk (once),
 /// 0: the body ended (or there is none), 2: wait for the next chunk.

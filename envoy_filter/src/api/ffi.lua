@@ -18,4 +18,6 @@ return {
   wait = vm.wait_ffi,
   -- resty_ffi.lua sets `drain(sink)`: the filter calls it when the sink
   -- woke the stream and no call waits.
+  -- `config_check` is true in the VM where the config's check runs the
+  -- script's top level (no runtime is loaded there).
 }

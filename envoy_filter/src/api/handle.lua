@@ -14,8 +14,7 @@ local vm = require("resty_ffi.envoy.vm")
 
 local fail, string_arg, number_arg, table_arg = base.fail, base.string_arg, base.number_arg, base.table_arg
 
-local setmetatable, type, error, tostring, tonumber, pairs, ipairs = setmetatable, type, error, tostring, tonumber,
-  pairs, ipairs
+local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local lower, byte, char, sub, concat, floor = string.lower, string.byte, string.char, string.sub, table.concat,
   math.floor
 local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
@@ -33,37 +32,66 @@ EnvoyTimestampResolution = { MILLISECOND = MILLISECOND, MICROSECOND = MICROSECON
 -- Envoy's header map types (abi.h) by direction: headers and trailers.
 local HEADERS = { [0] = 0, [1] = 2 }
 local TRAILERS = { [0] = 1, [1] = 3 }
-local REQUEST_HEADERS = 0
+-- The request headers as requestHeaders() gives them (modifiable after
+-- they went on).
+local REQUEST_HEADERS_ANYTIME = 4
 
-local Handle = base.loggable({})
-Handle.__index = Handle
+local fresh = base.fresh
 
-function Handle:headers()
+local Handle = base.class("Handle")
+
+-- The object kept in `self[field]` while it is in scope (the stock filter
+-- hands out the same one until a yield), else a new one: make(self).
+local function kept(self, field, make)
+  local object = self[field]
+  if not fresh(object) then
+    object = make(self)
+    self[field] = object
+  end
+  return object
+end
+
+local function make_headers(self)
   if self.reply then
     return headers.reply(self.reply)
   end
   return headers.envoy(self.ctx, HEADERS[self.dir])
 end
 
--- The request's headers, from either direction.
-function Handle:requestHeaders()
-  return headers.envoy(self.ctx, REQUEST_HEADERS)
+function Handle:headers()
+  return kept(self, "headers_object", make_headers)
 end
 
-function Handle:streamInfo()
+local function make_request_headers(self)
+  return headers.envoy(self.ctx, REQUEST_HEADERS_ANYTIME)
+end
+
+-- The request's headers, from either direction.
+function Handle:requestHeaders()
+  return kept(self, "request_headers_object", make_request_headers)
+end
+
+local function make_stream_info(self)
   return stream_info.new(self.ctx, self.store)
 end
 
-function Handle:metadata()
+function Handle:streamInfo()
+  return kept(self, "stream_info_object", make_stream_info)
+end
+
+local function make_metadata(self)
   return metadata.route(self.ctx, self.namespace)
+end
+
+function Handle:metadata()
+  return kept(self, "metadata_object", make_metadata)
 end
 
 function Handle:stats()
   return stats.new(self.ctx)
 end
 
-local Connection = base.loggable({})
-Connection.__index = Connection
+local Connection = base.class("Connection")
 
 -- The downstream TLS connection, or nil for plain text (as
 -- streamInfo():downstreamSslConnection()).
@@ -71,23 +99,25 @@ function Connection:ssl()
   return stream_info.ssl(self.ctx)
 end
 
-function Handle:connection()
-  return setmetatable({ ctx = self.ctx }, Connection)
+local function make_connection(self)
+  return base.new(Connection, { ctx = self.ctx })
 end
 
-local Route = base.loggable({})
-Route.__index = Route
+function Handle:connection()
+  return kept(self, "connection_object", make_connection)
+end
+
+local Route = base.class("Route")
 
 function Route:metadata()
   return metadata.route(self.ctx, self.namespace)
 end
 
 function Handle:route()
-  return setmetatable({ ctx = self.ctx, namespace = self.namespace }, Route)
+  return base.new(Route, { ctx = self.ctx, namespace = self.namespace })
 end
 
-local FilterContext = base.loggable({})
-FilterContext.__index = FilterContext
+local FilterContext = base.class("FilterContext")
 
 function FilterContext:get(key)
   return self.values[key]
@@ -99,7 +129,7 @@ end
 
 -- The route's filter_context (per-route config); empty without one.
 function Handle:filterContext()
-  return setmetatable({ values = self.context or {} }, FilterContext)
+  return base.new(FilterContext, { values = self.context or {} })
 end
 
 local function microseconds()
@@ -172,8 +202,7 @@ local function prefix(s, length)
   return sub(s, 1, length)
 end
 
-local PublicKey = base.loggable({})
-PublicKey.__index = PublicKey
+local PublicKey = base.class("PublicKey")
 
 -- The key, as verifySignature() takes it (nil if it was not a usable key).
 function PublicKey:get()
@@ -184,19 +213,21 @@ end
 function Handle:importPublicKey(keyder, length)
   local der = prefix(string_arg(keyder, 2), number_arg(length, 3))
   local valid = base.api.public_key_valid(der, #der) == 1
-  return setmetatable({ der = valid and der or nil }, PublicKey)
+  return base.new(PublicKey, { der = valid and der or nil })
 end
 
 -- true, "" if `signature` of `data` verifies with `pubkey` (a key's get());
 -- else false and why, in the stock filter's words.
 function Handle:verifySignature(hash, pubkey, signature, signature_length, data, data_length)
   string_arg(hash, 2)
-  string_arg(pubkey, 3)
+  if string_arg(pubkey, 3) == "" then
+    fail("invalid public key")
+  end
   signature = prefix(string_arg(signature, 4), number_arg(signature_length, 5))
   data = prefix(string_arg(data, 6), number_arg(data_length, 7))
   local rc = base.api.verify_signature(hash, #hash, pubkey, #pubkey, signature, #signature, data, #data)
   if rc == 1 then
-    return true, ""
+    return true, nil
   elseif rc == -3 then
     return false, hash .. " is not supported."
   elseif rc == -4 then
@@ -205,22 +236,37 @@ function Handle:verifySignature(hash, pubkey, signature, signature_length, data,
   return false, "Failed to verify digest. Error code: 0"
 end
 
--- Waits for the whole body; nil when there is none (unless always_wrap).
+-- Waits for the whole body (buffered); no value when there is none (unless
+-- always_wrap). As in the stock filter, not after the body went by the
+-- script unbuffered (bodyChunks(), trailers(), httpCall()).
 function Handle:body(always_wrap)
   if self.reply then
     if #self.reply.body == 0 and not always_wrap then
-      return nil
+      return
     end
-    return body.reply(self.reply)
+    return kept(self, "body_object", function()
+      return body.reply(self.reply)
+    end)
+  end
+  if fresh(self.body_object) then
+    return self.body_object
   end
   while true do
-    local state = body.state(self.ctx, self.dir)
-    if state == "ready" or (state == "none" and always_wrap) then
-      return body.envoy(self.ctx, self.dir)
-    elseif state == "none" then
-      return nil
+    local state, seen = body.state(self.ctx, self.dir)
+    if state == "pending" then
+      if seen and not self.buffered then
+        fail("cannot call body() after body streaming has started")
+      end
+      self.buffered = true
+      vm.wait_body()
+    elseif seen and not self.buffered then
+      fail("cannot call body() after body has been streamed")
+    elseif state == "none" and not always_wrap then
+      return
+    else
+      self.body_object = body.envoy(self.ctx, self.dir)
+      return self.body_object
     end
-    vm.wait_body()
   end
 end
 
@@ -235,10 +281,19 @@ function Handle:bodyChunks()
       end
     end
   end
+  local _, seen = body.state(self.ctx, self.dir)
+  if seen then
+    fail("cannot call bodyChunks after body processing has begun")
+  end
   return body.chunks(self.ctx, self.dir, vm.wait_chunk)
 end
 
--- The trailers, once the stream's end arrived; no value when there are none.
+local function make_trailers(self)
+  return headers.envoy(self.ctx, TRAILERS[self.dir])
+end
+
+-- The trailers, once the stream's end arrived (the body streams by); no
+-- value when there are none.
 function Handle:trailers()
   if self.reply then
     return
@@ -246,11 +301,11 @@ function Handle:trailers()
   while true do
     local present = body.trailers(self.ctx, self.dir)
     if present then
-      return headers.envoy(self.ctx, TRAILERS[self.dir])
+      return kept(self, "trailers_object", make_trailers)
     elseif present == false then
       return
     end
-    vm.wait_body()
+    vm.wait_trailers()
   end
 end
 
@@ -260,30 +315,38 @@ end
 
 -- Re-selects the route (after the script changed what it depends on).
 function Handle:clearRouteCache()
-  base.check(base.api.clear_route_cache(self.ctx), 2)
+  base.check(base.api.clear_route_cache(self.ctx))
 end
 
 -- Routes to `host` (an IP address) if the load balancer has it; with
 -- `strict`, a 503 if it has not.
 function Handle:setUpstreamOverrideHost(host, strict)
   host = string_arg(host, 2)
-  if base.check(base.api.set_upstream_override_host(self.ctx, host, #host, strict and 1 or 0), 2) == 0 then
+  if base.check(base.api.set_upstream_override_host(self.ctx, host, #host, strict and 1 or 0)) == 0 then
     fail("host is not a valid IP address")
   end
 end
 
--- Headers given to respond(): string values, or arrays of strings.
+-- Headers given to respond(): string values, or arrays of strings. Errors
+-- name the stock filter's stack slots (key #4, value #5, array element #7).
 local function reply_headers(t)
   table_arg(t, 2)
   local status
   local list = {}
   for key, value in pairs(t) do
-    key = string_arg(key, -2)
-    local values = type(value) == "table" and value or { value }
+    if type(key) == "number" then
+      -- The stock filter converts the key in place, which breaks its loop.
+      fail("invalid key to 'next'")
+    end
+    key = string_arg(key, 4)
+    local values, index = { value }, 5
+    if type(value) == "table" then
+      values, index = value, 7
+    end
     for _, v in ipairs(values) do
-      v = string_arg(v, -1)
+      v = string_arg(v, index)
       if key == ":status" then
-        status = tonumber(v)
+        status = v:match("^%s*[+-]?%d+%s*$") and tonumber(v)
       else
         list[#list + 1] = { lower(key), v }
       end
@@ -301,7 +364,7 @@ function Handle:respond(hdrs, data)
   if self.dir ~= 0 then
     fail("respond not currently supported in the response path")
   end
-  if base.check(base.api.headers_continued(self.ctx, 0), 2) == 1 then
+  if base.check(base.api.headers_continued(self.ctx, 0)) == 1 then
     fail("respond() cannot be called if headers have been continued")
   end
   if data ~= nil then
@@ -324,7 +387,12 @@ end
 -- envoy_on_response works on (or nil), `namespace` the route metadata
 -- namespace, `context` the route's filter_context (a table, or nil), `store`
 -- a table per stream that the handles of both directions share.
+base.scoped(Handle)
+base.scoped(Connection)
+base.scoped(Route)
+base.scoped(PublicKey)
+
 return function(ctx, dir, reply, namespace, context, store)
-  return setmetatable({ ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context,
-    store = store }, Handle)
+  return base.new(Handle, { ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context,
+    store = store })
 end

@@ -7,7 +7,7 @@ local base = require("resty_ffi.envoy.api")
 local api, check, array = base.api, base.check, base.array
 local ffi_str = ffi.string
 local lower, concat = string.lower, table.concat
-local setmetatable, tostring, type, error = setmetatable, tostring, type, error
+local tostring, type, ipairs = tostring, type, ipairs
 
 local string_arg = base.string_arg
 
@@ -21,8 +21,7 @@ end
 
 -- Envoy's header maps -------------------------------------------------------
 
-local Headers = base.loggable({})
-Headers.__index = Headers
+local Headers = base.class("Headers")
 
 local buf = base.buf
 
@@ -30,7 +29,7 @@ local buf = base.buf
 -- (not even nil) when there is none.
 function Headers:get(key)
   key = key_arg(key)
-  local n = check(api.header_get(self.ctx, self.kind, key, #key, 0, buf), 2)
+  local n = check(api.header_get(self.ctx, self.kind, key, #key, 0, buf))
   if n == 0 then
     return
   end
@@ -40,18 +39,18 @@ function Headers:get(key)
   end
   local values = { first }
   for i = 1, n - 1 do
-    check(api.header_get(self.ctx, self.kind, key, #key, i, buf), 2)
+    check(api.header_get(self.ctx, self.kind, key, #key, i, buf))
     values[i + 1] = ffi_str(buf[0].ptr, buf[0].len)
   end
   return concat(values, ",")
 end
 
 function Headers:getAtIndex(key, index)
-  key = key_arg(key)
-  if type(index) ~= "number" or index < 0 or index % 1 ~= 0 then
+  key, index = key_arg(key), base.number_arg(index, 3)
+  if index < 0 or index % 1 ~= 0 then
     return
   end
-  local n = check(api.header_get(self.ctx, self.kind, key, #key, index, buf), 2)
+  local n = check(api.header_get(self.ctx, self.kind, key, #key, index, buf))
   if index >= n then
     return
   end
@@ -60,45 +59,51 @@ end
 
 function Headers:getNumValues(key)
   key = key_arg(key)
-  return check(api.header_get(self.ctx, self.kind, key, #key, 0, nil), 2)
+  return check(api.header_get(self.ctx, self.kind, key, #key, 0, nil))
 end
 
 local CONTINUED = -4
+
+-- A loop over the map that has not ended forbids changes until it ends (or
+-- the object's scope does), as in the stock filter.
+local function modifiable(self)
+  if self.iterating then
+    base.fail("header map cannot be modified while iterating")
+  end
+end
 
 local function changed(rc)
   if rc == CONTINUED then
     base.fail("header map can no longer be modified")
   end
-  check(rc, 3)
+  check(rc)
 end
 
 function Headers:add(key, value)
   key, value = key_arg(key), value_arg(value)
+  modifiable(self)
   changed(api.header_add(self.ctx, self.kind, key, #key, value, #value))
 end
 
 function Headers:replace(key, value)
   key, value = key_arg(key), value_arg(value)
+  modifiable(self)
   changed(api.header_set(self.ctx, self.kind, key, #key, value, #value))
 end
 
 function Headers:remove(key)
   key = key_arg(key)
+  modifiable(self)
   changed(api.header_set(self.ctx, self.kind, key, #key, nil, 0))
 end
 
--- Iterates over a snapshot taken when the loop starts.
-function Headers:__pairs()
-  local n = check(api.headers_count(self.ctx, self.kind), 2)
-  local list = {}
-  if n > 0 then
-    local all = array("resty_ffi_envoy_header", n)
-    n = check(api.headers_all(self.ctx, self.kind, all, n), 2)
-    for i = 0, n - 1 do
-      local h = all[i]
-      list[i + 1] = { ffi_str(h.key, h.key_len), ffi_str(h.value, h.value_len) }
-    end
+-- Iterates over `list` of {name, value}; `self` is modifiable again once
+-- the loop ended.
+local function iterate(self, list)
+  if self.iterating then
+    base.fail("cannot create a second iterator before completing the first")
   end
+  self.iterating = true
   local i = 0
   return function()
     i = i + 1
@@ -106,13 +111,28 @@ function Headers:__pairs()
     if h then
       return h[1], h[2]
     end
+    self.iterating = false
   end, self, nil
+end
+
+-- Iterates over a snapshot taken when the loop starts.
+function Headers:__pairs()
+  local n = check(api.headers_count(self.ctx, self.kind))
+  local list = {}
+  if n > 0 then
+    local all = array("resty_ffi_envoy_header", n)
+    n = check(api.headers_all(self.ctx, self.kind, all, n))
+    for i = 0, n - 1 do
+      local h = all[i]
+      list[i + 1] = { ffi_str(h.key, h.key_len), ffi_str(h.value, h.value_len) }
+    end
+  end
+  return iterate(self, list)
 end
 
 -- A local reply's headers -----------------------------------------------------
 
-local ReplyHeaders = base.loggable({})
-ReplyHeaders.__index = ReplyHeaders
+local ReplyHeaders = base.class("ReplyHeaders")
 
 local function reply_values(reply, key)
   if key == ":status" then
@@ -137,7 +157,8 @@ end
 
 function ReplyHeaders:getAtIndex(key, index)
   local values = reply_values(self.reply, key_arg(key))
-  if type(index) == "number" and index % 1 == 0 then
+  index = base.number_arg(index, 3)
+  if index % 1 == 0 then
     return values[index + 1]
   end
 end
@@ -166,17 +187,22 @@ local function reply_remove(reply, key)
 end
 
 function ReplyHeaders:add(key, value)
-  reply_add(self.reply, key_arg(key), value_arg(value))
+  key, value = key_arg(key), value_arg(value)
+  modifiable(self)
+  reply_add(self.reply, key, value)
 end
 
 function ReplyHeaders:replace(key, value)
   key, value = key_arg(key), value_arg(value)
+  modifiable(self)
   reply_remove(self.reply, key)
   reply_add(self.reply, key, value)
 end
 
 function ReplyHeaders:remove(key)
-  reply_remove(self.reply, key_arg(key))
+  key = key_arg(key)
+  modifiable(self)
+  reply_remove(self.reply, key)
 end
 
 function ReplyHeaders:__pairs()
@@ -185,26 +211,23 @@ function ReplyHeaders:__pairs()
   for _, h in ipairs(reply.headers) do
     list[#list + 1] = h
   end
-  local i = 0
-  return function()
-    i = i + 1
-    local h = list[i]
-    if h then
-      return h[1], h[2]
-    end
-  end, self, nil
+  return iterate(self, list)
 end
+
+base.scoped(Headers)
+base.scoped(ReplyHeaders)
 
 local M = {}
 
 -- `kind`: Envoy's header map type (0 request, 1 request trailers,
--- 2 response, 3 response trailers).
+-- 2 response, 3 response trailers), or 4: the request headers as
+-- requestHeaders() gives them (modifiable after they went on).
 function M.envoy(ctx, kind)
-  return setmetatable({ ctx = ctx, kind = kind }, Headers)
+  return base.new(Headers, { ctx = ctx, kind = kind })
 end
 
 function M.reply(reply)
-  return setmetatable({ reply = reply }, ReplyHeaders)
+  return base.new(ReplyHeaders, { reply = reply })
 end
 
 -- A local reply's headers, for a replace that keeps one value per name.

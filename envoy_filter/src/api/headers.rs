@@ -9,9 +9,13 @@ use crate::api::{bytes, with_stream, StreamCtx, CONTINUED};
 /// A header as `resty_ffi_envoy_header` (Envoy's own layout).
 pub type Header = EnvoyHeader;
 
+/// `map` 4: the request headers as `requestHeaders()` gives them, which
+/// stay modifiable after they went on (the stock filter's rule).
+const REQUEST_HEADERS_ANYTIME: c_int = 4;
+
 fn kind(raw: c_int) -> Option<HeaderKind> {
     match raw {
-        0 => Some(HeaderKind::Request),
+        0 | REQUEST_HEADERS_ANYTIME => Some(HeaderKind::Request),
         1 => Some(HeaderKind::RequestTrailers),
         2 => Some(HeaderKind::Response),
         3 => Some(HeaderKind::ResponseTrailers),
@@ -21,9 +25,9 @@ fn kind(raw: c_int) -> Option<HeaderKind> {
 
 /// Whether the headers of `map` went on to the next filter (then they
 /// cannot change; trailers can until they go on themselves).
-fn passed(ctx: &StreamCtx, map: HeaderKind) -> bool {
+fn passed(ctx: &StreamCtx, raw: c_int, map: HeaderKind) -> bool {
     match map {
-        HeaderKind::Request => ctx.body(Direction::Request).are_headers_continued(),
+        HeaderKind::Request => raw != REQUEST_HEADERS_ANYTIME && ctx.body(Direction::Request).are_headers_continued(),
         HeaderKind::Response => ctx.body(Direction::Response).are_headers_continued(),
         HeaderKind::RequestTrailers | HeaderKind::ResponseTrailers => false,
     }
@@ -112,14 +116,14 @@ pub unsafe extern "C" fn headers_all(ctx: *const StreamCtx, map: c_int, out: *mu
 /// their lengths.
 pub unsafe extern "C" fn header_add(
     ctx: *const StreamCtx,
-    map: c_int,
+    raw: c_int,
     key: *const c_char,
     key_len: usize,
     value: *const c_char,
     value_len: usize,
 ) -> c_int {
-    with_stream(ctx, |ctx, envoy| match kind(map) {
-        Some(map) if passed(ctx, map) => CONTINUED,
+    with_stream(ctx, |ctx, envoy| match kind(raw) {
+        Some(map) if passed(ctx, raw, map) => CONTINUED,
         Some(map) => {
             let added = envoy.add_header(map, bytes(key, key_len), bytes(value, value_len));
             changed(ctx, envoy, map);
@@ -135,14 +139,14 @@ pub unsafe extern "C" fn header_add(
 /// As [`header_add`]; `value` may be NULL.
 pub unsafe extern "C" fn header_set(
     ctx: *const StreamCtx,
-    map: c_int,
+    raw: c_int,
     key: *const c_char,
     key_len: usize,
     value: *const c_char,
     value_len: usize,
 ) -> c_int {
-    with_stream(ctx, |ctx, envoy| match kind(map) {
-        Some(map) if passed(ctx, map) => CONTINUED,
+    with_stream(ctx, |ctx, envoy| match kind(raw) {
+        Some(map) if passed(ctx, raw, map) => CONTINUED,
         Some(map) => {
             let value = (!value.is_null()).then(|| bytes(value, value_len));
             let set = envoy.set_header(map, bytes(key, key_len), value);

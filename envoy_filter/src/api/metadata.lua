@@ -3,15 +3,16 @@
 -- streamInfo():dynamicMetadata() shares.
 --
 -- Envoy 1.40's ABI reads strings, numbers, booleans and lists of them; a
--- value that is itself a struct cannot be read. Tables a script stores in
--- dynamic metadata are written to Envoy (as a google.protobuf.Struct) and
--- also kept in the stream's store, so the script reads them back.
+-- value that is itself a struct cannot be read, and a read of the wrong type
+-- makes Envoy log an error. So what a script stores in dynamic metadata is
+-- written to Envoy and also kept in the stream's store: the script reads its
+-- own values back from there, tables included.
 local ffi = require("ffi")
 local base = require("resty_ffi.envoy.api")
 
 local api, check, buf, num, array = base.api, base.check, base.buf, base.num, base.array
 local ffi_str = ffi.string
-local setmetatable, type, tostring, pairs, ipairs, next = setmetatable, type, tostring, pairs, ipairs, next
+local type, pairs, ipairs, next = type, pairs, ipairs, next
 local char, concat, floor = string.char, table.concat, math.floor
 
 -- Sources and value types of api.metadata_* (api/metadata.rs).
@@ -32,29 +33,29 @@ end
 
 -- The value at `ns`/`key`: a scalar, a list of scalars (a table), or nil.
 local function value(ctx, source, ns, key)
-  local v = scalar(check(api.metadata_get(ctx, source, ns, #ns, key, #key, buf, num), 3))
+  local v = scalar(check(api.metadata_get(ctx, source, ns, #ns, key, #key, buf, num)))
   if v ~= nil then
     return v
   end
-  local n = check(api.metadata_list_len(ctx, source, ns, #ns, key, #key), 3)
+  local n = check(api.metadata_list_len(ctx, source, ns, #ns, key, #key))
   if n == NOT_A_LIST then
     return nil
   end
   local list = {}
   for i = 0, n - 1 do
-    list[i + 1] = scalar(check(api.metadata_list_item(ctx, source, ns, #ns, key, #key, i, buf, num), 3))
+    list[i + 1] = scalar(check(api.metadata_list_item(ctx, source, ns, #ns, key, #key, i, buf, num)))
   end
   return list
 end
 
 -- Names from a (count, fill) pair of api functions.
 local function names(count, fill)
-  local n = check(count(), 3)
+  local n = check(count())
   if n == 0 then
     return {}
   end
   local out = array("resty_ffi_envoy_buf", n)
-  n = check(fill(out, n), 3)
+  n = check(fill(out, n))
   local list = {}
   for i = 0, n - 1 do
     list[i + 1] = ffi_str(out[i].ptr, out[i].len)
@@ -69,16 +70,24 @@ end
 
 local M = { DYNAMIC = DYNAMIC, ROUTE = ROUTE }
 
--- The values of namespace `ns` as a table (with `stored`, the tables the
--- script set there), or nil when it has none.
+-- What the store holds for a value set to nil (Envoy holds a null).
+local NULL = {}
+
+-- The values of namespace `ns` as a table (with `stored`, what the script
+-- set there), or nil when it has none.
 function M.namespace(ctx, source, ns, stored)
+  stored = stored or {}
   local values, found = {}, false
   for _, key in ipairs(keys(ctx, source, ns)) do
-    values[key] = value(ctx, source, ns, key)
+    if stored[key] == nil then
+      values[key] = value(ctx, source, ns, key)
+    end
     found = true
   end
-  for key, v in pairs(stored or {}) do
-    values[key] = v
+  for key, v in pairs(stored) do
+    if v ~= NULL then
+      values[key] = v
+    end
     found = true
   end
   return found and values or nil
@@ -107,16 +116,19 @@ end
 
 local double = ffi.new("double[1]")
 
+-- As the stock filter converts tables: only number keys make a list (of
+-- t[1] .. t[#t]), else a struct, whose keys must all be strings.
 local function is_list(t)
-  local n = #t
-  if n == 0 then
+  local k = next(t)
+  if k == nil then
     return false
   end
-  local count = 0
-  for _ in pairs(t) do
-    count = count + 1
+  for key in pairs(t) do
+    if type(key) ~= "number" then
+      return false
+    end
   end
-  return count == n
+  return true
 end
 
 local encode_struct
@@ -136,30 +148,35 @@ local function encode_value(v)
   elseif t == "table" then
     if is_list(v) then
       local items = {}
-      for i, item in ipairs(v) do
-        items[i] = field(1, encode_value(item))
+      for i = 1, #v do
+        items[i] = field(1, encode_value(v[i]))
       end
       return field(6, concat(items))
     end
     return field(5, encode_struct(v))
   end
-  base.fail("metadata values must be strings, numbers, booleans or tables, not " .. t)
+  base.fail("unexpected type '" .. t .. "' in dynamicMetadata")
+end
+
+-- A google.protobuf.Struct's entry.
+local function entry(key, v)
+  return field(1, field(1, key) .. field(2, encode_value(v)))
 end
 
 encode_struct = function(t)
   local entries = {}
   for key, v in pairs(t) do
     local kt = type(key)
-    if kt ~= "string" and kt ~= "number" then
-      base.fail("metadata table keys must be strings or numbers, not " .. kt)
+    if kt ~= "string" then
+      base.fail("unexpected type " .. kt .. " in table key (only string keys are supported)")
     end
-    entries[#entries + 1] = field(1, field(1, tostring(key)) .. field(2, encode_value(v)))
+    entries[#entries + 1] = entry(key, v)
   end
   return concat(entries)
 end
 
--- Sets `key` in dynamic metadata namespace `ns`; tables are also kept in
--- `stored` (the stream's copy of what the script set there).
+-- Sets `key` in dynamic metadata namespace `ns`, and in `stored` (the
+-- stream's copy of what the script set there).
 function M.set(ctx, ns, key, v, stored)
   local t = type(v)
   local rc
@@ -170,17 +187,19 @@ function M.set(ctx, ns, key, v, stored)
   elseif t == "boolean" then
     rc = api.metadata_set(ctx, ns, #ns, key, #key, BOOL, nil, 0, v and 1 or 0)
   else
-    local bytes = encode_struct({ [key] = v })
+    local bytes = entry(key, v)
     rc = api.metadata_merge(ctx, ns, #ns, bytes, #bytes)
   end
-  check(rc, 3)
-  stored[key] = t == "table" and v or nil
+  check(rc)
+  if v == nil then
+    v = NULL
+  end
+  stored[key] = v
 end
 
 -- Route metadata ----------------------------------------------------------------
 
-local RouteMetadata = base.loggable({})
-RouteMetadata.__index = RouteMetadata
+local RouteMetadata = base.class("RouteMetadata")
 
 function RouteMetadata:get(key)
   key = base.string_arg(key, 2)
@@ -198,10 +217,12 @@ end
 -- canonical name when the route has no metadata under it.
 local CANONICAL = "envoy.filters.http.lua"
 function M.route(ctx, namespace)
-  if check(api.metadata_keys(ctx, ROUTE, namespace, #namespace, nil, 0), 2) == 0 then
+  if check(api.metadata_keys(ctx, ROUTE, namespace, #namespace, nil, 0)) == 0 then
     namespace = CANONICAL
   end
-  return setmetatable({ ctx = ctx, namespace = namespace }, RouteMetadata)
+  return base.new(RouteMetadata, { ctx = ctx, namespace = namespace })
 end
+
+base.scoped(RouteMetadata)
 
 return M

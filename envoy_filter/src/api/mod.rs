@@ -50,6 +50,10 @@ pub struct BodyState {
     fresh_chunk: Cell<bool>,
     /// The headers went on to the next filter.
     headers_continued: Cell<bool>,
+    /// Body data arrived while the script was not waiting for an answer of
+    /// a runtime (the stock filter's "saw body": `body()` after that finds
+    /// the body streamed, `bodyChunks()` finds its processing begun).
+    seen: Cell<bool>,
 }
 
 impl BodyState {
@@ -73,6 +77,14 @@ impl BodyState {
     /// Whether a body hook runs (its chunk is not in the buffered body yet).
     pub fn is_in_body_hook(&self) -> bool {
         self.in_body_hook.get()
+    }
+
+    pub fn data_seen(&self) {
+        self.seen.set(true);
+    }
+
+    pub fn is_data_seen(&self) -> bool {
+        self.seen.get()
     }
 
     pub fn headers_continued(&self) {
@@ -344,7 +356,7 @@ api_table! {
     attribute: fn(*const StreamCtx, c_int, *mut Buf) -> c_int = stream_info::attribute;
     peer_certificate_presented: fn(*const StreamCtx) -> c_int = stream_info::peer_certificate_presented;
     filter_state_get: fn(*const StreamCtx, *const c_char, usize, *mut Buf) -> c_int = stream_info::filter_state_get;
-    filter_state_set: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize) -> c_int = stream_info::filter_state_set;
+    filter_state_set: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = stream_info::filter_state_set;
     clear_route_cache: fn(*const StreamCtx) -> c_int = routing::clear_route_cache;
     set_upstream_override_host: fn(*const StreamCtx, *const c_char, usize, c_int) -> c_int = routing::set_upstream_override_host;
     http_call: fn(*const StreamCtx, c_int, c_int, *const c_char, usize, *mut headers::Header, usize, *const c_char, usize, f64) -> c_int = http_call::http_call;
@@ -389,4 +401,13 @@ pub fn install(lua: &Lua) -> mlua::Result<Function> {
     // Loaded now: resty_ffi.lua tells the host by package.loaded["resty_ffi.envoy"].
     require.call::<()>("resty_ffi.envoy")?;
     require.call("resty_ffi.envoy.handle")
+}
+
+/// As [`install`], for the VM in which a config's check runs the script's
+/// top level once: `ngx.load_ffi` loads no runtime there.
+pub fn install_for_check(lua: &Lua) -> mlua::Result<Function> {
+    let make_handle = install(lua)?;
+    let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
+    loaded.get::<Table>("resty_ffi.envoy")?.set("config_check", true)?;
+    Ok(make_handle)
 }

@@ -3,19 +3,17 @@
 local base = require("resty_ffi.envoy.api")
 
 local api, check, num = base.api, base.check, base.num
-local setmetatable = setmetatable
 
 -- Kinds and operations of api.stat.
 local COUNTER, GAUGE, HISTOGRAM = 0, 1, 2
 local READ, ADD, SUB, SET, RECORD = 0, 1, 2, 3, 4
 
 local function stat(self, op, amount)
-  check(api.stat(self.ctx, self.kind, self.name, #self.name, op, amount or 0, num), 3)
+  check(api.stat(self.ctx, self.kind, self.name, #self.name, op, amount or 0, num))
   return num[0]
 end
 
-local Counter = base.loggable({})
-Counter.__index = Counter
+local Counter = base.class("Counter")
 
 function Counter:inc()
   stat(self, ADD, 1)
@@ -29,8 +27,7 @@ function Counter:value()
   return stat(self, READ)
 end
 
-local Gauge = base.loggable({})
-Gauge.__index = Gauge
+local Gauge = base.class("Gauge")
 
 function Gauge:inc()
   stat(self, ADD, 1)
@@ -56,30 +53,28 @@ function Gauge:value()
   return stat(self, READ)
 end
 
-local Histogram = base.loggable({})
-Histogram.__index = Histogram
+local Histogram = base.class("Histogram")
 
 function Histogram:recordValue(value)
   stat(self, RECORD, base.number_arg(value, 2))
 end
 
-local Stats = base.loggable({})
-Stats.__index = Stats
+local Stats = base.class("Stats")
 
 function Stats:counter(name)
-  return setmetatable({ ctx = self.ctx, kind = COUNTER, name = base.string_arg(name, 2) }, Counter)
+  return base.new(Counter, { ctx = self.ctx, kind = COUNTER, name = base.string_arg(name, 2) })
 end
 
 function Stats:gauge(name)
-  return setmetatable({ ctx = self.ctx, kind = GAUGE, name = base.string_arg(name, 2) }, Gauge)
+  return base.new(Gauge, { ctx = self.ctx, kind = GAUGE, name = base.string_arg(name, 2) })
 end
 
 function Stats:histogram(name)
-  return setmetatable({ ctx = self.ctx, kind = HISTOGRAM, name = base.string_arg(name, 2) }, Histogram)
+  return base.new(Histogram, { ctx = self.ctx, kind = HISTOGRAM, name = base.string_arg(name, 2) })
 end
 
 return {
   new = function(ctx)
-    return setmetatable({ ctx = ctx }, Stats)
+    return base.new(Stats, { ctx = ctx })
   end,
 }

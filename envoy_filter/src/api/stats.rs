@@ -81,8 +81,9 @@ impl Metrics {
         let value = values.entry((kind, name.to_vec())).or_default();
         if let Some(update) = updated {
             *value = match update {
-                MetricUpdate::Add(n) => value.saturating_add(n),
-                MetricUpdate::Sub(n) => value.saturating_sub(n),
+                // u64 arithmetic as Envoy's own stats (a gauge below 0 wraps).
+                MetricUpdate::Add(n) => value.wrapping_add(n),
+                MetricUpdate::Sub(n) => value.wrapping_sub(n),
                 MetricUpdate::Set(n) | MetricUpdate::Record(n) => n,
             };
         }

@@ -7,7 +7,7 @@ local metadata = require("resty_ffi.envoy.metadata")
 
 local api, check, buf = base.api, base.check, base.buf
 local ffi_str = ffi.string
-local setmetatable, next, pairs = setmetatable, next, pairs
+local next, pairs = next, pairs
 
 -- Attribute ids of api.attribute (api/stream_info.rs).
 local PROTOCOL, SOURCE_ADDRESS, DESTINATION_ADDRESS, DIRECT_REMOTE_ADDRESS = 0, 1, 2, 3
@@ -17,7 +17,7 @@ local SUBJECT_PEER, SUBJECT_LOCAL, DNS_SAN_PEER, DNS_SAN_LOCAL, URI_SAN_PEER, UR
 local NOT_TLS = -3
 
 local function attribute(ctx, id)
-  if check(api.attribute(ctx, id, buf), 3) == 1 then
+  if check(api.attribute(ctx, id, buf)) == 1 then
     return ffi_str(buf[0].ptr, buf[0].len)
   end
   return nil
@@ -25,11 +25,10 @@ end
 
 -- The downstream TLS connection --------------------------------------------------
 
-local Ssl = base.loggable({})
-Ssl.__index = Ssl
+local Ssl = base.class("Ssl")
 
 function Ssl:peerCertificatePresented()
-  return check(api.peer_certificate_presented(self.ctx), 2) == 1
+  return check(api.peer_certificate_presented(self.ctx)) == 1
 end
 
 function Ssl:tlsVersion()
@@ -74,16 +73,15 @@ local M = {}
 
 -- The TLS connection object, or nil for plain text.
 function M.ssl(ctx)
-  if check(api.peer_certificate_presented(ctx), 2) == NOT_TLS then
+  if check(api.peer_certificate_presented(ctx)) == NOT_TLS then
     return nil
   end
-  return setmetatable({ ctx = ctx }, Ssl)
+  return base.new(Ssl, { ctx = ctx })
 end
 
 -- Stream info ---------------------------------------------------------------------
 
-local StreamInfo = base.loggable({})
-StreamInfo.__index = StreamInfo
+local StreamInfo = base.class("StreamInfo")
 
 function StreamInfo:protocol()
   return attribute(self.ctx, PROTOCOL)
@@ -125,8 +123,7 @@ end
 
 -- Dynamic metadata ------------------------------------------------------------
 
-local DynamicMetadata = base.loggable({})
-DynamicMetadata.__index = DynamicMetadata
+local DynamicMetadata = base.class("DynamicMetadata")
 
 -- What the script stored in namespace `ns` (see metadata.lua).
 local function stored(self, ns)
@@ -144,7 +141,7 @@ local function stored(self, ns)
 end
 
 function StreamInfo:dynamicMetadata()
-  return setmetatable({ ctx = self.ctx, store = self.store }, DynamicMetadata)
+  return base.new(DynamicMetadata, { ctx = self.ctx, store = self.store })
 end
 
 -- A table of the namespace's values; nothing when the namespace is empty.
@@ -172,25 +169,54 @@ end
 
 -- Filter state ----------------------------------------------------------------------
 
-local FilterState = base.loggable({})
-FilterState.__index = FilterState
+local FilterState = base.class("FilterState")
 
 function StreamInfo:filterState()
-  return setmetatable({ ctx = self.ctx }, FilterState)
+  return base.new(FilterState, { ctx = self.ctx })
 end
 
--- The object named `name` as a string; no value if there is none.
-function FilterState:get(name)
+-- The object named `name` as a string; no value if there is none. A field
+-- of an object cannot be read through Envoy 1.40's ABI: no value either.
+function FilterState:get(name, field)
   name = base.string_arg(name, 2)
-  if check(api.filter_state_get(self.ctx, name, #name, buf), 2) == 1 then
+  if field ~= nil then
+    return
+  end
+  if check(api.filter_state_get(self.ctx, name, #name, buf)) == 1 then
     return ffi_str(buf[0].ptr, buf[0].len)
+  end
+end
+
+-- The factory of plain strings.
+local STRING_FACTORY = "envoy.string"
+
+-- Stores `value` as object `name`, made by the factory `factory`: the
+-- string factory, or the factory registered under the object's own name
+-- (what Envoy 1.40's ABI can reach).
+function FilterState:set(name, factory, value)
+  name, factory, value = base.string_arg(name, 2), base.string_arg(factory, 3), base.string_arg(value, 4)
+  if factory ~= STRING_FACTORY and factory ~= name then
+    base.fail("resty_ffi: filterState():set() takes the factory " .. STRING_FACTORY
+      .. " or the one named as the object (Envoy 1.40's ABI)")
+  end
+  local typed = factory == STRING_FACTORY and 0 or 1
+  if check(api.filter_state_set(self.ctx, typed, name, #name, value, #value)) == 0 then
+    if typed == 1 then
+      base.fail("'" .. factory .. "' does not have an object factory")
+    end
+    base.fail("resty_ffi: Envoy refused filter state object '" .. name .. "' (a read-only one exists)")
   end
 end
 
 -- streamInfo(ctx, store): `store` is the stream's table shared by the
 -- handles of both directions.
 function M.new(ctx, store)
-  return setmetatable({ ctx = ctx, store = store }, StreamInfo)
+  return base.new(StreamInfo, { ctx = ctx, store = store })
 end
+
+base.scoped(Ssl)
+base.scoped(StreamInfo)
+base.scoped(DynamicMetadata)
+base.scoped(FilterState)
 
 return M

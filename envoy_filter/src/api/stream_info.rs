@@ -76,17 +76,21 @@ pub unsafe extern "C" fn filter_state_get(ctx: *const StreamCtx, key: *const c_c
     })
 }
 
-/// Stores `value` as filter state `key`; 0 if Envoy refused.
+/// Stores `value` as filter state `key`: a string object, or (`typed` 1)
+/// what the factory registered for `key` makes of it; 0 if Envoy refused.
 ///
 /// # Safety
 /// `ctx` is live (see [`with_stream`]); `key` and `value` are readable for
 /// their lengths.
 pub unsafe extern "C" fn filter_state_set(
     ctx: *const StreamCtx,
+    typed: c_int,
     key: *const c_char,
     key_len: usize,
     value: *const c_char,
     value_len: usize,
 ) -> c_int {
-    with_stream(ctx, |_, envoy| c_int::from(envoy.set_filter_state(bytes(key, key_len), bytes(value, value_len))))
+    with_stream(ctx, |_, envoy| {
+        c_int::from(envoy.set_filter_state(bytes(key, key_len), bytes(value, value_len), typed != 0))
+    })
 }

@@ -43,10 +43,12 @@ impl Script {
 pub enum Yield {
     /// `host.wait()`: resume when the scheduler event arrives.
     Ffi,
-    /// Resume when more of the stream arrived (the whole body, trailers).
+    /// `body()`: resume when the whole body arrived (buffered).
     Body,
     /// `bodyChunks()`: resume with the next body chunk, without buffering.
     Chunk,
+    /// `trailers()`: resume at the stream's end; the body streams by.
+    Trailers,
     /// `httpCall()`: resume with the callout's answer.
     Callout,
     /// `handle:respond()`: send the local reply yielded with it; never resume.
@@ -54,7 +56,7 @@ pub enum Yield {
 }
 
 impl Yield {
-    const ALL: [Yield; 5] = [Yield::Ffi, Yield::Body, Yield::Chunk, Yield::Callout, Yield::Responded];
+    const ALL: [Yield; 6] = [Yield::Ffi, Yield::Body, Yield::Chunk, Yield::Trailers, Yield::Callout, Yield::Responded];
 
     /// Its name in the prelude's `wait_*` functions.
     fn name(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Yield {
             Yield::Ffi => "ffi",
             Yield::Body => "body",
             Yield::Chunk => "chunk",
+            Yield::Trailers => "trailers",
             Yield::Callout => "callout",
             Yield::Responded => "responded",
         }
@@ -136,6 +139,8 @@ pub struct Vm {
     pub on_response: Option<Function>,
     /// The handle constructor that the layers above installed.
     make_handle: Function,
+    /// Wraps an entry function as the body of a coroutine (prelude.lua).
+    protect: Function,
     /// Why the script failed to load on this worker, if it did.
     pub broken: Option<String>,
 }
@@ -143,6 +148,7 @@ pub struct Vm {
 /// Rejects a script that does not compile (nothing is run).
 pub fn check_syntax(source: &str, chunk_name: &str) -> Result<(), String> {
     new_lua()
+        .map_err(|e| format!("resty_ffi: {e}"))?
         .load(source)
         .set_name(chunk_name)
         .into_function()
@@ -150,18 +156,25 @@ pub fn check_syntax(source: &str, chunk_name: &str) -> Result<(), String> {
         .map_err(|e| format!("resty_ffi: script does not compile: {e}"))
 }
 
-fn new_lua() -> Lua {
+fn new_lua() -> mlua::Result<Lua> {
     // SAFETY: loads every standard library including `ffi`, which the
     // resty_ffi.lua contract needs; like Envoy's Lua filter, scripts come
     // from the trusted Envoy config.
-    unsafe { Lua::unsafe_new_with(StdLib::ALL, LuaOptions::default()) }
+    let lua = unsafe { Lua::unsafe_new_with(StdLib::ALL, LuaOptions::default()) };
+    // As in the stock filter, `ffi` is require("ffi"), not a global.
+    lua.globals().raw_set("ffi", Value::Nil)?;
+    Ok(lua)
 }
 
 /// Sets `package[field]`; `;;` in `configured` stands for the current value.
 fn set_search_path(lua: &Lua, field: &str, configured: &str) -> mlua::Result<()> {
     let package: Table = lua.globals().get("package")?;
     let default: String = package.get(field)?;
-    package.set(field, configured.replace(";;", &format!(";{default};")))
+    let path = match configured.strip_suffix(";;") {
+        Some(entries) if !entries.contains(";;") => format!("{entries};{default}"),
+        _ => configured.replace(";;", &format!(";{default};")),
+    };
+    package.set(field, path)
 }
 
 /// With a private LuaJIT, `require` of a C module and `package.loadlib` raise
@@ -191,15 +204,15 @@ impl Vm {
     /// modules and return the constructor of the handle a script gets), then
     /// the script. A script that fails to run leaves the VM `broken`.
     pub fn new(script: &Script, setup: impl FnOnce(&Lua) -> mlua::Result<Function>) -> mlua::Result<Vm> {
-        let lua = new_lua();
+        let lua = new_lua()?;
         refuse_c_modules(&lua)?;
         let sentinels = lua.create_table()?;
         for y in Yield::ALL {
             sentinels.set(y.name(), sentinel(y))?;
         }
-        lua.load(include_str!("prelude.lua")).set_name("=resty_ffi.envoy.vm").call::<()>(sentinels)?;
+        let protect = lua.load(include_str!("prelude.lua")).set_name("=resty_ffi.envoy.vm").call::<Function>(sentinels)?;
         let make_handle = setup(&lua)?;
-        let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, broken: None };
+        let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, protect, broken: None };
         if let Err(e) = vm.load_script(script) {
             vm.broken = Some(error_message(&e));
         }
@@ -215,9 +228,13 @@ impl Vm {
         }
         self.lua.load(&script.source).set_name(&script.chunk_name).exec()?;
         let globals = self.lua.globals();
-        self.on_request = globals.get("envoy_on_request")?;
-        self.on_response = globals.get("envoy_on_response")?;
+        self.on_request = self.entry(globals.get("envoy_on_request")?)?;
+        self.on_response = self.entry(globals.get("envoy_on_response")?)?;
         Ok(())
+    }
+
+    fn entry(&self, function: Option<Function>) -> mlua::Result<Option<Function>> {
+        function.map(|f| self.protect.call(f)).transpose()
     }
 
     /// A coroutine that runs `entry` when first resumed (with the handle).

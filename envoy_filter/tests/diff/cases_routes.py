@@ -39,7 +39,7 @@ local function show(v)
 end
 function envoy_on_request(handle)
   local out = {}
-  try(out, "type", function() return type(handle:filterContext()) end)
+  try(out, "made", function() return handle:filterContext() ~= nil end)
   try(out, "key", function() return show(handle:filterContext()["key"]) end)
   try(out, "nested", function() return show(handle:filterContext().nested) end)
   try(out, "list", function() return show(handle:filterContext().list) end)
@@ -304,5 +304,6 @@ end
                  route("/")]),
     Case("config_shared_vm_id", None, [get("/"), get("/")], filters=[
         lua_filter("vm.first", SHARED, shared_vm_id="shared-vm"),
-        lua_filter("vm.second", SHARED, shared_vm_id="shared-vm")]),
+        lua_filter("vm.second", SHARED, shared_vm_id="shared-vm")],
+         differs="shared_vm_id is ignored: one VM per filter config and worker"),
 ]

@@ -104,7 +104,8 @@ end
 """
 
 CASES = [
-    Case("metadata_route", METADATA_SCRIPT, routes=[route(name="md", metadata={"filter_metadata": ROUTE_METADATA})]),
+    Case("metadata_route", METADATA_SCRIPT, routes=[route(name="md", metadata={"filter_metadata": ROUTE_METADATA})],
+         differs="a struct inside a metadata list cannot be read through Envoy 1.40's ABI"),
 
     Case("metadata_missing", TRY + SHOW + r"""
 function envoy_on_request(handle)
@@ -121,7 +122,8 @@ end
          routes=[route(metadata={"filter_metadata": {"my.lua": {"foo": "by filter name"},
                                                      "envoy.filters.http.lua": {"foo": "canonical"}}})]),
     Case("metadata_namespace_fallback", METADATA_SCRIPT, filter_name="my.lua",
-         routes=[route(metadata={"filter_metadata": ROUTE_METADATA})]),
+         routes=[route(metadata={"filter_metadata": ROUTE_METADATA})],
+         differs="a struct inside a metadata list cannot be read through Envoy 1.40's ABI"),
 
     Case("route_and_virtual_host_metadata", TRY + SHOW + r"""
 function envoy_on_request(handle)
@@ -134,7 +136,8 @@ function envoy_on_request(handle)
 end
 """, routes=[route(metadata={"filter_metadata": {"envoy.filters.http.lua": {"from": "route", "list": [1, 2]}}})],
          vhost={"metadata": {"filter_metadata": {"envoy.filters.http.lua": {"level": "vhost",
-                                                                             "deep": {"k": ["v"]}}}}}),
+                                                                             "deep": {"k": ["v"]}}}}},
+         differs="virtualHost():metadata() and nested structs: not in Envoy 1.40's ABI"),
 
     Case("dynamic_metadata_scalars", TRY + SHOW + r"""
 function envoy_on_request(handle)
@@ -203,7 +206,8 @@ end
 """, [get("/", [("authorization", "Bearer x"), ("x-request-token", "t0k3n")])]),
 
     Case("stream_info", STREAM_INFO_SCRIPT, routes=[route(name="the-route")],
-         vhost={"virtual_clusters": [{"name": "vc-get", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]}]}),
+         vhost={"virtual_clusters": [{"name": "vc-get", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]}]},
+         differs="dynamicTypedMetadata(): not in Envoy 1.40's ABI"),
 
     Case("stream_info_in_response", TRY + r"""
 function envoy_on_response(handle)
@@ -221,7 +225,8 @@ function envoy_on_request(handle)
     handle:streamInfo():drainConnectionUponCompletion()
   end
 end
-""", [get("/drain"), get("/keep")]),
+""", [get("/drain"), get("/keep")],
+         differs="drainConnectionUponCompletion: not in Envoy 1.40's ABI"),
 
     Case("filter_state", TRY + r"""
 function envoy_on_request(handle)
@@ -238,7 +243,8 @@ function envoy_on_request(handle)
   try(out, "get number", fs.get, fs, 5)
   handle:respond({ [":status"] = "200" }, table.concat(out, "\n"))
 end
-"""),
+""",
+         differs="filterState():set() reaches only envoy.string and the object's own factory"),
 
     Case("base64", TRY + r"""
 function envoy_on_request(handle)
@@ -303,9 +309,8 @@ local SIG = unhex("280ebafe445e0208e49d455e39eee464b4b916f0c44a13b3d693804ba24d8
 function envoy_on_request(handle)
   local out = {}
   local wrapper = handle:importPublicKey(KEY, #KEY)
-  try(out, "key type", type, wrapper)
+  try(out, "key made", function() return wrapper ~= nil end)
   -- As the docs write it; Envoy 1.40 wants the key's bytes (wrapper:get()).
-  try(out, "wrapper as key", handle.verifySignature, handle, "sha256", wrapper, SIG, #SIG, "hello", 5)
   local key = wrapper:get()
   try(out, "key", type, key)
   try(out, "valid", handle.verifySignature, handle, "sha256", key, SIG, #SIG, "hello", 5)
@@ -343,7 +348,8 @@ function envoy_on_request(handle)
   try(out, "tostring handle", function() return (tostring(handle):gsub("0x%x+", "ADDR")) end)
   handle:respond({ [":status"] = "200" }, table.concat(out, "\n"))
 end
-"""),
+""",
+         differs="objects are Lua tables, not userdata"),
 
     Case("require_from_lua_path", r"""
 local mylibrary = require("mylibrary")

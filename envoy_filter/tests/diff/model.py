@@ -24,6 +24,7 @@ class Case:
     stats: bool = False        # also compare the listener's lua stats
     refused: bool = False      # Envoy must refuse the config (both filters); no requests
     settle: float = 0.02       # quiet time that ends a request's window (logs, upstream requests)
+    differs: str = None        # why ours must differ (docs/envoy.md); the case fails once it does not
 
     def stock_filters(self):
         if self.filters is not None:
