@@ -96,4 +96,5 @@ def check_maps(pid, preloaded):
     paths = {line.split(maxsplit=5)[5] for line in maps.splitlines() if len(line.split(maxsplit=5)) == 6}
     opened = sorted(p for p in paths if os.path.basename(p).startswith("libresty_ffi_envoy"))
     assert not opened, f"static mode, yet Envoy (pid {pid}) opened {opened}"
-    assert preloaded is None or str(preloaded) in paths, f"Envoy (pid {pid}) does not map {preloaded}"
+    # /proc/PID/maps names files by their real path (target/ may be a symlink).
+    assert preloaded is None or os.path.realpath(preloaded) in paths, f"Envoy (pid {pid}) does not map {preloaded}"
