@@ -137,6 +137,38 @@ local function drain(sink, wake)
 end
 
 
+-- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
+-- fast runtime is answered sooner than that. So a call that is the only one
+-- in flight first busy-waits for its answer for at most SPIN_US (answers
+-- arriving meanwhile do not wake the host: it is watching). A runtime that
+-- misses the window is not waited for so again for a while (the pause
+-- doubles on each miss), so slow runtimes do not spin. The wait is a C loop:
+-- a Lua loop here would keep LuaJIT from compiling the call path. Returns
+-- true once the caller's answer was delivered (`wake(waiter)` for each).
+local SPIN_US = 50
+local MAX_SPIN_PAUSE = 4096
+
+local function spin(waiter, sink, rt, wake)
+  if pending ~= 1 then
+    return false   -- not the only call in flight
+  end
+  if rt.spin_pause > 0 then
+    rt.spin_pause = rt.spin_pause - 1
+    return false
+  end
+  if C.resty_ffi_sink_spin(sink, SPIN_US) ~= 0 then
+    drain(sink, wake)
+    if waiter.done then
+      rt.spin_backoff = 1
+      return true
+    end
+  end
+  rt.spin_pause = rt.spin_backoff
+  rt.spin_backoff = math.min(rt.spin_backoff * 2, MAX_SPIN_PAUSE)
+  return false
+end
+
+
 -- Hosts. Each provides:
 --   sink()             the completion queue of the caller's context
 --   wait(waiter, sink, timeout, rt)   (rt: the runtime's private state;
@@ -229,7 +261,10 @@ if envoy then
       end
       return ffi.cast("resty_ffi_sink *", sink)
     end,
-    wait = function(waiter, sink, timeout)
+    wait = function(waiter, sink, timeout, rt)
+      if spin(waiter, sink, rt, nothing) then
+        return true
+      end
       local token = waiter.token
       -- The deadline is taken before the wake-up is armed, so the wake-up
       -- never comes before it. Each call has its own wake-up.
@@ -311,39 +346,10 @@ else
     end
   end
 
-  -- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
-  -- fast runtime is answered sooner than that. So a call that is the only one
-  -- in flight, made while the worker has nothing else queued to run (such as
-  -- coroutines woken by other answers), first busy-waits for its answer for
-  -- at most SPIN_US. A runtime that misses the window is not waited for so
-  -- again for a while (the pause doubles on each miss), so slow runtimes do
-  -- not spin. The wait is a C loop: a Lua loop here would keep LuaJIT from
-  -- compiling the call path.
-  local SPIN_US = 50
-  local MAX_SPIN_PAUSE = 4096
-
-  local function spin(waiter, sink, rt)
-    if pending ~= 1 or C.ngx_http_resty_ffi_worker_has_posted_events() ~= 0 then
-      return false   -- not the only call in flight, or other work waits
-    end
-    if rt.spin_pause > 0 then
-      rt.spin_pause = rt.spin_pause - 1
-      return false
-    end
-    if C.resty_ffi_sink_spin(sink, SPIN_US) ~= 0 then
-      -- With one call in flight, the answer waiting is this caller's.
-      if C.resty_ffi_sink_drain(sink, completions, 1) == 1 then
-        deliver(completions[0], post_waiter)
-      end
-      if waiter.done then
-        rt.spin_backoff = 1
-        return true
-      end
-      drain(sink, post_waiter)   -- (not while one call is in flight)
-    end
-    rt.spin_pause = rt.spin_backoff
-    rt.spin_backoff = math.min(rt.spin_backoff * 2, MAX_SPIN_PAUSE)
-    return false
+  -- A lone call spins first (see `spin`), unless the worker has other work
+  -- queued to run (such as coroutines woken by other answers).
+  local function spin_alone(waiter, sink, rt)
+    return C.ngx_http_resty_ffi_worker_has_posted_events() == 0 and spin(waiter, sink, rt, post_waiter)
   end
 
   -- Runs while calls wait: it ends after a second without any (a timer
@@ -434,7 +440,7 @@ else
       return vm_sink_or_error()
     end,
     wait = function(waiter, sink, timeout, rt)
-      if spin(waiter, sink, rt) then
+      if spin_alone(waiter, sink, rt) then
         return true
       end
       local started, start_err = start_dispatcher()
