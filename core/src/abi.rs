@@ -91,3 +91,89 @@ pub extern "C" fn ngx_http_lua_ffi_respond(task: *mut c_void, rc: c_int, rsp: *m
         }
     });
 }
+
+// Extensions (SPEC §2, "Runtime ABI extensions"): new names, same rules.
+
+/// Blocks like `task_poll` until at least one task is there; writes up to
+/// `max` tasks into `tasks[]` and returns how many (>= 1). Returns 0 once the
+/// runtime is unloaded (after the pending tasks were handed out), like
+/// `task_poll`'s NULL; and 0 for a NULL `tq` or `tasks`, or `max` < 1.
+#[no_mangle]
+pub extern "C" fn resty_ffi_task_poll_many(tq: *mut c_void, tasks: *mut *mut c_void, max: c_int) -> c_int {
+    let Ok(max) = usize::try_from(max) else { return 0 };
+    if tq.is_null() || tasks.is_null() || max == 0 {
+        return 0;
+    }
+    // SAFETY: as in `ngx_http_lua_ffi_task_poll`.
+    let queue = unsafe { task_queue(tq) };
+    // SAFETY: the caller passes room for `max` pointers.
+    let out = unsafe { std::slice::from_raw_parts_mut(tasks, max) };
+    no_unwind(0, || {
+        let mut n = 0;
+        queue.poll_many(max, |task| {
+            out[n] = Box::into_raw(task) as *mut c_void;
+            n += 1;
+        }) as c_int
+    })
+}
+
+/// Never blocks: 1 = `*task` set, 0 = nothing now, -1 = unloaded (`tq` is
+/// gone afterwards). -1 too for a NULL `tq` or `task`.
+#[no_mangle]
+pub extern "C" fn resty_ffi_task_try_poll(tq: *mut c_void, task: *mut *mut c_void) -> c_int {
+    if tq.is_null() || task.is_null() {
+        return -1;
+    }
+    // SAFETY: as in `ngx_http_lua_ffi_task_poll`; an event-loop poller is
+    // counted until its first -1 (see `TaskQueue::try_poll`).
+    let queue = unsafe { task_queue(tq) };
+    no_unwind(-1, || match queue.try_poll() {
+        Ok(Some(polled)) => {
+            // SAFETY: the caller passes a writable `void *`.
+            unsafe { *task = Box::into_raw(polled) as *mut c_void };
+            1
+        }
+        Ok(None) => 0,
+        Err(()) => -1,
+    })
+}
+
+/// A file descriptor readable while tasks wait in `tq` (level-triggered), and
+/// at the end of the queue. Owned by the core (never close it); valid until
+/// the runtime received its -1/0/NULL. -1 if `tq` is NULL or no eventfd
+/// can be made.
+#[no_mangle]
+pub extern "C" fn resty_ffi_queue_fd(tq: *mut c_void) -> c_int {
+    if tq.is_null() {
+        return -1;
+    }
+    // SAFETY: as in `ngx_http_lua_ffi_task_poll`.
+    let queue = unsafe { task_queue(tq) };
+    no_unwind(-1, || queue.fd().unwrap_or(-1))
+}
+
+/// Writes `msg` (`len` bytes; `len` < 0 means NUL-terminated) to the host's
+/// log at `level` (nginx's numbering: 1 emerg ... 4 err, 5 warn, 6 notice,
+/// 7 info, 8 debug; others are clamped to 1..8), prefixed with the runtime's
+/// library name (no prefix when `tq` is NULL). Never blocks: a full log queue
+/// drops the message (the host's log then says how many were dropped). A
+/// NULL `msg` is ignored; messages over 16 KiB are cut.
+#[no_mangle]
+pub extern "C" fn resty_ffi_log(tq: *mut c_void, level: c_int, msg: *const c_char, len: c_int) {
+    if msg.is_null() {
+        return;
+    }
+    let message = match usize::try_from(len) {
+        // SAFETY: the caller passes `len` readable bytes.
+        Ok(n) => unsafe { std::slice::from_raw_parts(msg as *const u8, n) },
+        // SAFETY: a negative `len` means a NUL-terminated string.
+        Err(_) => unsafe { CStr::from_ptr(msg) }.to_bytes(),
+    };
+    let prefix = if tq.is_null() {
+        None
+    } else {
+        // SAFETY: as in `ngx_http_lua_ffi_task_poll`.
+        unsafe { task_queue(tq) }.name()
+    };
+    no_unwind((), || crate::log::log(prefix, level, message));
+}

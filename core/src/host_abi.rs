@@ -2,7 +2,7 @@
 //! FFI) call. `include/resty_ffi.h` is generated from this file by cbindgen.
 #![allow(non_camel_case_types)]
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::abi::no_unwind;
 use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
 use crate::queue::PostError;
 use crate::runtime::{LoadError, LoadOptions, Runtime};
+use crate::stats::HostEvent;
 
 pub const RESTY_FFI_OK: c_int = 0;
 pub const RESTY_FFI_QUEUE_FULL: c_int = 1;
@@ -284,4 +285,119 @@ pub unsafe extern "C" fn resty_ffi_sink_free(sink: *mut resty_ffi_sink) {
         let sink = Box::from_raw(sink);
         sink.queue.close();
     }
+}
+
+/// A runtime's counters ([`resty_ffi_runtime_stats`]). Latencies are from
+/// post to answer, in µs, over the last 1024 answers (`samples`).
+#[repr(C)]
+pub struct resty_ffi_stats {
+    pub posted: u64,
+    pub answered: u64,
+    /// Answered with rc != 0.
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    pub queue_full: u64,
+    pub in_flight: u64,
+    pub queue_len: u64,
+    pub p50_us: u32,
+    pub p99_us: u32,
+    pub max_us: u32,
+    pub samples: u32,
+}
+
+/// Fills `out` with the counters of `rt`'s runtime (shared by every holder
+/// of a shared runtime).
+///
+/// # Safety
+/// `rt` is a live handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_runtime_stats(rt: *const resty_ffi_runtime, out: *mut resty_ffi_stats) {
+    let queue = (*rt).runtime.queue();
+    let s = queue.stats().snapshot();
+    *out = resty_ffi_stats {
+        posted: s.posted,
+        answered: s.answered,
+        failed: s.failed,
+        timed_out: s.timed_out,
+        cancelled: s.cancelled,
+        queue_full: s.queue_full,
+        in_flight: s.in_flight,
+        queue_len: queue.len() as u64,
+        p50_us: s.p50_us,
+        p99_us: s.p99_us,
+        max_us: s.max_us,
+        samples: s.samples,
+    };
+}
+
+/// [`resty_ffi_runtime_count`]: a caller gave up waiting (its timeout).
+pub const RESTY_FFI_TIMED_OUT: c_int = 1;
+/// [`resty_ffi_runtime_count`]: a caller went away (client abort, stream reset).
+pub const RESTY_FFI_CANCELLED: c_int = 2;
+
+/// Counts an event only the host sees (`RESTY_FFI_TIMED_OUT`,
+/// `RESTY_FFI_CANCELLED`); other values are ignored.
+///
+/// # Safety
+/// `rt` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_runtime_count(rt: *const resty_ffi_runtime, event: c_int) {
+    let event = match event {
+        RESTY_FFI_TIMED_OUT => HostEvent::TimedOut,
+        RESTY_FFI_CANCELLED => HostEvent::Cancelled,
+        _ => return,
+    };
+    (*rt).runtime.queue().stats().host_event(event);
+}
+
+/// The host drains runtime log messages itself (nginx: its worker, through
+/// its own log): returns an eventfd that is readable while messages wait
+/// (owned by the core: watch a `dup()` if the loop closes what it watches),
+/// then call [`resty_ffi_log_drain`]. -1 if another consumer took the log
+/// first (one per process), or no eventfd can be made.
+#[no_mangle]
+pub extern "C" fn resty_ffi_log_use_eventfd() -> c_int {
+    crate::log::use_eventfd().unwrap_or(-1)
+}
+
+/// Writes one log line for the host: `level` in nginx's numbering (1 emerg
+/// .. 8 debug), `msg` is `len` bytes (no NUL), valid during the call.
+pub type resty_ffi_log_write = extern "C" fn(ctx: *mut c_void, level: c_int, msg: *const c_char, len: usize);
+
+/// A thread of the core hands runtime log messages to `write` (with `ctx`)
+/// one at a time (Envoy: its log is thread-safe). Returns 0, or -1 if another
+/// consumer took the log first, or the thread cannot start.
+///
+/// # Safety
+/// `write` may be called with `ctx` from the core's thread until the process exits.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_log_use_writer(write: resty_ffi_log_write, ctx: *mut c_void) -> c_int {
+    struct Ctx(*mut c_void);
+    // SAFETY: the caller's contract: `ctx` may be used from the core's thread.
+    unsafe impl Send for Ctx {}
+    unsafe impl Sync for Ctx {}
+    let ctx = Ctx(ctx);
+    let writer = Box::new(move |level: i32, text: &[u8]| {
+        let ctx = &ctx;
+        write(ctx.0, level, text.as_ptr() as *const c_char, text.len())
+    });
+    match crate::log::use_writer(writer) {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// Hands up to `max` waiting log messages to `write` (with `ctx`) on the
+/// calling thread, the first one a "resty_ffi: N log messages dropped"
+/// warning if the queue overflowed since the last drain; returns how many.
+/// Call again while it returns `max`. For the host that took the eventfd.
+///
+/// # Safety
+/// `write` is callable with `ctx` during the call.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_log_drain(write: resty_ffi_log_write, ctx: *mut c_void, max: usize) -> usize {
+    no_unwind(0, || {
+        crate::log::drain(max, |level, text| write(ctx, level, text.as_ptr() as *const c_char, text.len()))
+    })
 }

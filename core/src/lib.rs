@@ -40,10 +40,12 @@ mod completion;
 mod glibc_heap;
 pub mod host_abi;
 mod library;
+pub mod log;
 mod queue;
 mod reaper;
 mod runtime;
 mod spin;
+mod stats;
 mod task;
 mod threads;
 mod wake_timer;
@@ -52,4 +54,5 @@ pub use completion::{CallbackHook, Completion, CompletionHook, CompletionQueue, 
 pub use queue::{PostError, TaskQueue};
 pub use reaper::retired_runtimes;
 pub use runtime::{LoadError, LoadOptions, Runtime};
+pub use stats::{HostEvent, Stats, StatsSnapshot, LATENCY_WINDOW};
 pub use task::{ResponseBuffer, Task};

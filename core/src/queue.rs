@@ -2,15 +2,16 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crossbeam_utils::CachePadded;
 
-use crate::completion::CompletionQueue;
+use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
 use crate::spin::spin_until;
+use crate::stats::Stats;
 use crate::task::Task;
 
 /// Why a task could not be posted. The caller gets it at once; posting never blocks.
@@ -42,6 +43,19 @@ pub struct TaskQueue {
     posting: CachePadded<Posting>,
     polling: CachePadded<Polling>,
     pollers: CachePadded<Pollers>,
+    /// The runtime's library name, for its log lines.
+    name: OnceLock<Box<str>>,
+    /// Readable while tasks wait, once a runtime asked for it (`fd`).
+    ready: OnceLock<ReadyFd>,
+}
+
+/// An eventfd that is readable while tasks wait (level-triggered for the
+/// runtime's event loop). Posts write it when `signalled` was clear;
+/// pollers that found the queue empty reset it, clear `signalled`, and look
+/// again (the same handshake as `CompletionQueue`'s wake-up).
+struct ReadyFd {
+    hook: EventFdHook,
+    signalled: AtomicBool,
 }
 
 /// The threads that poll a queue, so that it is freed (and an unpinned
@@ -49,10 +63,15 @@ pub struct TaskQueue {
 struct Pollers {
     /// Tells queues apart in threads' lists (an address may be reused).
     id: u64,
-    /// One reference here and one per task posted and not yet answered.
-    unanswered: Arc<()>,
-    /// Threads that polled and did not yet receive the end (NULL).
+    /// One reference here and one per task posted and not yet answered
+    /// (which count there as they are answered).
+    unanswered: Arc<Stats>,
+    /// Threads that polled and did not yet receive the end (NULL), plus one
+    /// while an event loop polls with `try_poll` (`event_loop`).
     active: AtomicUsize,
+    /// Whether an event loop counts among `active`: set by the first
+    /// `try_poll` or `fd`, cleared by the first `try_poll` that ends.
+    event_loop: AtomicU8,
     /// Counts threads starting to poll and receiving the end.
     events: AtomicU64,
 }
@@ -80,6 +99,11 @@ struct Polling {
     spinning: AtomicBool,
 }
 
+/// `Pollers::event_loop`: no event loop polls / one does / it received the end.
+const LOOP_NONE: u8 = 0;
+const LOOP_POLLING: u8 = 1;
+const LOOP_ENDED: u8 = 2;
+
 /// Longest spin before sleeping: longer than a sleep/wake-up pair costs here.
 const MAX_SPIN_US: u32 = 100;
 
@@ -101,10 +125,13 @@ impl TaskQueue {
             }),
             pollers: CachePadded::new(Pollers {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                unanswered: Arc::new(()),
+                unanswered: Arc::new(Stats::default()),
                 active: AtomicUsize::new(0),
+                event_loop: AtomicU8::new(LOOP_NONE),
                 events: AtomicU64::new(0),
             }),
+            name: OnceLock::new(),
+            ready: OnceLock::new(),
         })
     }
 
@@ -127,12 +154,16 @@ impl TaskQueue {
         if *queued >= posting.max_queue {
             *queued = posting.tx.len();
             if *queued >= posting.max_queue {
+                self.pollers.unanswered.queue_full();
                 return Err(PostError::QueueFull);
             }
         }
         // The receiver lives in `self`, so sending cannot fail.
         let _ = posting.tx.send(Some(Task::new(request, token, sink, &self.pollers.unanswered)));
         *queued += 1;
+        self.pollers.unanswered.posted();
+        drop(queued);
+        self.signal_ready();
         Ok(())
     }
 
@@ -145,7 +176,23 @@ impl TaskQueue {
             return false;
         }
         let _ = posting.tx.send(None);
+        drop(_gate);
+        self.signal_ready();
         true
+    }
+
+    /// The runtime's library name (its log lines start with it); set once.
+    pub fn set_name(&self, name: &str) {
+        let _ = self.name.set(name.into());
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.get().map(|n| &**n)
+    }
+
+    /// The counters of this queue's calls.
+    pub fn stats(&self) -> &Stats {
+        &self.pollers.unanswered
     }
 
     pub fn is_finished(&self) -> bool {
@@ -175,8 +222,126 @@ impl TaskQueue {
         let task = self.next_task();
         if task.is_none() {
             self.stop_polling();
+        } else {
+            self.reset_ready();
         }
         task
+    }
+
+    /// Like `poll`, then takes up to `max` − 1 more tasks already waiting;
+    /// returns how many it put into `out` (0 only at the end of the queue,
+    /// after every task was handed out, like `poll`'s `None`).
+    pub fn poll_many(&self, max: usize, mut out: impl FnMut(Box<Task>)) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        let Some(first) = self.poll() else { return 0 };
+        out(first);
+        let mut n = 1;
+        while n < max {
+            match self.polling.rx.try_recv() {
+                Ok(Some(task)) => out(task),
+                Ok(None) => {
+                    // The end: handed out by the next call.
+                    let _ = self.task_or_end(None);
+                    break;
+                }
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        self.reset_ready();
+        n
+    }
+
+    /// Never blocks: a task, `Ok(None)` when none waits now, `Err(())` at the
+    /// end of the queue (then the caller must not use the queue again).
+    ///
+    /// An event loop may call it from any thread: the queue counts one
+    /// event-loop poller (not one per thread), which the first end releases;
+    /// other threads polling it so must stop within the grace period.
+    pub fn try_poll(&self) -> Result<Option<Box<Task>>, ()> {
+        self.start_event_loop();
+        match self.polling.rx.try_recv() {
+            Ok(Some(task)) => {
+                self.reset_ready();
+                Ok(Some(task))
+            }
+            Err(TryRecvError::Empty) => {
+                self.reset_ready();
+                Ok(None)
+            }
+            Ok(None) | Err(TryRecvError::Disconnected) => {
+                let _ = self.task_or_end(None);
+                self.stop_event_loop();
+                Err(())
+            }
+        }
+    }
+
+    /// The queue's readiness eventfd (readable while tasks wait, or at the
+    /// end), created on first use; `None` if no eventfd can be made. It
+    /// stays open until the queue is freed. Counts an event-loop poller
+    /// (see `try_poll`): a runtime that asks for it polls until the end.
+    pub fn fd(&self) -> Option<i32> {
+        if self.ready.get().is_none() {
+            // Under the gate: no post slips between the look and the fd.
+            let _gate = self.posting.gate.lock().unwrap_or_else(|e| e.into_inner());
+            if self.ready.get().is_none() {
+                let hook = EventFdHook::new().ok()?;
+                let waiting = !self.polling.rx.is_empty();
+                if waiting {
+                    hook.wake();
+                }
+                let _ = self.ready.set(ReadyFd { hook, signalled: AtomicBool::new(waiting) });
+            }
+        }
+        self.start_event_loop();
+        self.ready.get().map(|ready| ready.hook.fd())
+    }
+
+    /// After a post: make the readiness fd readable, if there is one.
+    fn signal_ready(&self) {
+        let Some(ready) = self.ready.get() else { return };
+        fence(Ordering::SeqCst);
+        if !ready.signalled.load(Ordering::Relaxed) && !ready.signalled.swap(true, Ordering::AcqRel) {
+            ready.hook.wake();
+        }
+    }
+
+    /// After a poll: if nothing waits, make the fd unreadable; then look
+    /// again, so that a post racing with us leaves it readable.
+    fn reset_ready(&self) {
+        let Some(ready) = self.ready.get() else { return };
+        let rx = &self.polling.rx;
+        if !rx.is_empty() || !ready.signalled.load(Ordering::Relaxed) {
+            return;
+        }
+        ready.hook.acknowledge();
+        ready.signalled.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if !rx.is_empty() && !ready.signalled.swap(true, Ordering::AcqRel) {
+            ready.hook.wake();
+        }
+    }
+
+    fn start_event_loop(&self) {
+        let Pollers { active, events, event_loop, .. } = &*self.pollers;
+        if event_loop.load(Ordering::Acquire) == LOOP_NONE
+            && event_loop.compare_exchange(LOOP_NONE, LOOP_POLLING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            active.fetch_add(1, Ordering::AcqRel);
+            events.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn stop_event_loop(&self) {
+        let Pollers { active, events, event_loop, .. } = &*self.pollers;
+        // Every end counts as activity: the grace period starts again.
+        events.fetch_add(1, Ordering::AcqRel);
+        if event_loop.compare_exchange(LOOP_POLLING, LOOP_ENDED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     fn next_task(&self) -> Option<Box<Task>> {

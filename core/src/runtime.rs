@@ -78,6 +78,7 @@ impl Runtime {
             None => None,
         };
         let queue = TaskQueue::new(opts.max_queue);
+        queue.set_name(library_name(lib));
         let cfg_ptr = cfg.as_ref().map_or(std::ptr::null_mut(), |c| c.as_ptr() as *mut _);
         let tq = Arc::as_ptr(&queue) as *mut c_void;
         // SAFETY: `init` has the SPEC §2 signature; `cfg_ptr` is NULL or a C string
@@ -104,6 +105,11 @@ impl Runtime {
         self.queue.unload()
     }
 
+    /// The runtime's queue (its stats, its length).
+    pub fn queue(&self) -> &TaskQueue {
+        &self.queue
+    }
+
     pub fn is_unloaded(&self) -> bool {
         self.queue.is_finished()
     }
@@ -127,6 +133,14 @@ impl Runtime {
         shared.insert(key, Arc::downgrade(&runtime));
         Ok(runtime)
     }
+}
+
+/// The name a runtime's log lines start with: the file name of `lib`
+/// without `lib` and `.so` (`/x/libdemo.so` and `demo` both give `demo`).
+fn library_name(lib: &str) -> &str {
+    let file = lib.rsplit('/').next().unwrap_or(lib);
+    let file = file.strip_prefix("lib").filter(|_| file.contains(".so")).unwrap_or(file);
+    file.split(".so").next().filter(|n| !n.is_empty()).unwrap_or(file)
 }
 
 impl Drop for Runtime {

@@ -1,9 +1,11 @@
 //! A task: one request travelling host → runtime → host.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::completion::{Completion, CompletionQueue, Fault};
 use crate::glibc_heap;
+use crate::stats::Stats;
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -89,8 +91,10 @@ pub struct Task {
     request: RequestBytes,
     token: u64,
     sink: Arc<CompletionQueue>,
-    /// Counts the task among its queue's tasks not yet answered.
-    _unanswered: Arc<()>,
+    /// Counts the task among its queue's tasks not yet answered, and its
+    /// answer in the queue's stats.
+    stats: Arc<Stats>,
+    posted_at: Instant,
 }
 
 /// Requests up to this size (NUL included) live inside the task: one
@@ -127,13 +131,13 @@ impl Task {
         request: Option<&[u8]>,
         token: u64,
         sink: &Arc<CompletionQueue>,
-        unanswered: &Arc<()>,
+        stats: &Arc<Stats>,
     ) -> Box<Task> {
         let request = match request {
             None => RequestBytes::Null,
             Some(request) => RequestBytes::copy(request),
         };
-        Box::new(Task { request, token, sink: Arc::clone(sink), _unanswered: Arc::clone(unanswered) })
+        Box::new(Task { request, token, sink: Arc::clone(sink), stats: Arc::clone(stats), posted_at: Instant::now() })
     }
 
     /// The request bytes, without the trailing NUL (empty for a NULL request).
@@ -168,7 +172,8 @@ impl Task {
     }
 
     fn complete(self: Box<Self>, rc: i32, response: ResponseBuffer, fault: Option<Fault>) {
-        let Task { token, sink, .. } = *self;
+        let Task { token, sink, stats, posted_at, .. } = *self;
+        stats.answered(rc, posted_at);
         sink.complete(Completion { token, rc, response, fault });
     }
 }
