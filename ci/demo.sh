@@ -39,7 +39,7 @@ stop
 
 mkdir -p "$nginx_prefix"/{logs,modules,lua,runtimes}
 cp -f bazel-bin/nginx_module/ngx_http_resty_ffi_module.so bazel-bin/nginx_module/libresty_ffi.so "$nginx_prefix/modules/"
-cp -f lua/resty_ffi.lua "$nginx_prefix/lua/"
+cp -f lua/resty_ffi.lua examples/nginx/resty_ffi_metrics.lua "$nginx_prefix/lua/"
 cp -f bazel-bin/cargo/librust_echo.so "$nginx_prefix/runtimes/"
 LD_LIBRARY_PATH="$nginx_prefix/runtimes" nohup nginx -p "$nginx_prefix" -c "$root/examples/nginx/nginx.conf" \
   >"$nginx_prefix/logs/stderr.log" 2>&1 &

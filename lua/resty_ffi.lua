@@ -18,6 +18,7 @@ local ffi_new = ffi.new
 local ffi_str = ffi.string
 local error = error
 local pcall = pcall
+local pairs = pairs
 local setmetatable = setmetatable
 local tostring = tostring
 local tonumber = tonumber
@@ -51,7 +52,19 @@ int resty_ffi_sink_wake_in(const resty_ffi_sink *sink, uint64_t token,
 void resty_ffi_sink_cancel(const resty_ffi_sink *sink, uint64_t token);
 void free(void *ptr);
 unsigned int geteuid(void);
+
+typedef struct resty_ffi_stats {
+  uint64_t posted, answered, failed, timed_out, cancelled, queue_full,
+           in_flight, queue_len;
+  uint32_t p50_us, p99_us, max_us, samples;
+} resty_ffi_stats;
+void resty_ffi_runtime_stats(const resty_ffi_runtime *rt, resty_ffi_stats *out);
+void resty_ffi_runtime_count(const resty_ffi_runtime *rt, int event);
 ]]
+
+-- Events of resty_ffi_runtime_count.
+local TIMED_OUT, CANCELLED = 1, 2
+
 
 -- Return codes of resty_ffi_runtime_post (include/resty_ffi.h).
 local POST_ERRORS = {
@@ -341,6 +354,7 @@ else
     for waiter in pairs(sleepers) do
       if waiter.sem:count() >= 0 then
         sleepers[waiter] = nil
+        C.resty_ffi_runtime_count(waiter.rt.ptr, CANCELLED)
         forget(vm_sink, waiter.token)
       end
     end
@@ -476,6 +490,7 @@ end
 
 
 local runtimes = {}   -- cache key -> runtime object, per Lua VM
+local after_call = host.after_call   -- host-specific, after each answered call
 
 -- Every string key of a runtime object is a method name (SPEC §1), so the
 -- object keeps its state under this private key.
@@ -523,14 +538,21 @@ local function call(self, req, extra, more)
     waiter = { done = false, rc = 0, res = false, err = false, token = 0 }
   end
   waiter.token = token
+  waiter.rt = rt
   waiters[token] = waiter
   pending = pending + 1
   local ok, err = host.wait(waiter, sink, rt.timeout, rt)
   if not ok then
     -- The caller gives up. The waiter is not reused (its semaphore saw a
     -- timeout).
+    if err == "timeout" then
+      C.resty_ffi_runtime_count(rt.ptr, TIMED_OUT)
+    end
     forget(sink, token)
     return false, "resty_ffi: " .. (err == "timeout" and "runtime did not answer in time" or err)
+  end
+  if after_call then
+    after_call(rt)
   end
   local rc, res, err = waiter.rc, waiter.res, waiter.err
   waiter.done = false
@@ -549,8 +571,30 @@ end
 Runtime.__index = function(self, name)
   if name == "__unload" then
     return Runtime.unload
+  elseif name == "__stats" then
+    return Runtime.stats
   end
   return call
+end
+
+local stats_buf = ffi_new("resty_ffi_stats")
+local STATS_FIELDS = { "posted", "answered", "failed", "timed_out", "cancelled", "queue_full",
+                       "in_flight", "queue_len", "p50_us", "p99_us", "max_us", "samples" }
+
+local function stats_of(rt)
+  C.resty_ffi_runtime_stats(rt.ptr, stats_buf)
+  local t = {}
+  for i = 1, #STATS_FIELDS do
+    local field = STATS_FIELDS[i]
+    t[field] = tonumber(stats_buf[field])
+  end
+  return t
+end
+
+-- rt:__stats(): this runtime's counters (SPEC §1). A shared runtime's are
+-- those of every holder.
+function Runtime.stats(self)
+  return stats_of(state_of(self))
 end
 
 function Runtime.unload(self)
@@ -664,4 +708,13 @@ if not ngx then
 end
 ngx.load_ffi = load_ffi
 
-return { load_ffi = load_ffi, _VERSION = "0.1.0" }
+-- Every runtime loaded in this Lua VM (and not unloaded), by cache key.
+local function all_stats()
+  local all = {}
+  for key, rt in pairs(runtimes) do
+    all[key] = stats_of(rt[STATE])
+  end
+  return all
+end
+
+return { load_ffi = load_ffi, stats = all_stats, _VERSION = "0.1.0" }

@@ -12,6 +12,11 @@
  * per VM, which Lua keeps alive until it closes the queue (the finalizer of
  * the VM's handle, run at the latest when the VM is closed), so C never posts
  * a semaphore that may be freed.
+ *
+ * Runtime log messages (resty_ffi_log) wait in the core's log queue; the
+ * worker watches its eventfd and writes them with ngx_log_error(), so
+ * error_log's level, file and rotation (reopen, USR1) apply to them. A
+ * runtime thread never writes the log itself.
  */
 
 #include <ngx_config.h>
@@ -41,7 +46,15 @@ int ngx_http_resty_ffi_worker_has_posted_events(void);
 
 static void ngx_http_resty_ffi_wake_handler(ngx_event_t *ev);
 static void ngx_http_resty_ffi_release(ngx_http_resty_ffi_vm_t *vm);
+static ngx_int_t ngx_http_resty_ffi_init_process(ngx_cycle_t *cycle);
 static void ngx_http_resty_ffi_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_resty_ffi_log_handler(ngx_event_t *ev);
+static void ngx_http_resty_ffi_log_write(void *ctx, int level,
+    const char *msg, size_t len);
+
+
+/* The connection watching the core's log eventfd, in a worker. */
+static ngx_connection_t  *ngx_http_resty_ffi_log_conn;
 
 
 /* The queues of the worker's Lua VMs that are still open. */
@@ -69,7 +82,7 @@ ngx_module_t  ngx_http_resty_ffi_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_resty_ffi_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     ngx_http_resty_ffi_exit_process,       /* exit process */
@@ -222,6 +235,79 @@ ngx_http_resty_ffi_release(ngx_http_resty_ffi_vm_t *vm)
 
 
 /*
+ * Takes the process's runtime log (one consumer per process: a worker, or
+ * the single process with master_process off). Failing to watch it is not
+ * fatal: runtime log messages are then dropped (and counted).
+ */
+static ngx_int_t
+ngx_http_resty_ffi_init_process(ngx_cycle_t *cycle)
+{
+    int                core_fd, fd;
+    ngx_connection_t  *c;
+
+    core_fd = resty_ffi_log_use_eventfd();
+    if (core_fd == -1) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "resty_ffi: runtime log messages cannot reach "
+                      "the error log in this process");
+        return NGX_OK;
+    }
+
+    /* nginx closes the fd it watches: give it a duplicate of the core's. */
+    fd = dup(core_fd);
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "resty_ffi: dup() of the log eventfd failed");
+        return NGX_OK;
+    }
+
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        close(fd);
+        return NGX_OK;
+    }
+
+    c->read->handler = ngx_http_resty_ffi_log_handler;
+    c->read->log = cycle->log;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
+        ngx_close_connection(c);
+        return NGX_OK;
+    }
+
+    ngx_http_resty_ffi_log_conn = c;
+
+    /* Messages logged before the eventfd was watched. */
+    ngx_http_resty_ffi_log_handler(c->read);
+
+    return NGX_OK;
+}
+
+
+#define NGX_HTTP_RESTY_FFI_LOG_BATCH  256
+
+static void
+ngx_http_resty_ffi_log_handler(ngx_event_t *ev)
+{
+    while (resty_ffi_log_drain(ngx_http_resty_ffi_log_write, NULL,
+                               NGX_HTTP_RESTY_FFI_LOG_BATCH)
+           == NGX_HTTP_RESTY_FFI_LOG_BATCH)
+    {
+        /* void */
+    }
+}
+
+
+/* Levels are nginx's (1 emerg .. 8 debug); the core clamps them. */
+static void
+ngx_http_resty_ffi_log_write(void *ctx, int level, const char *msg,
+    size_t len)
+{
+    ngx_log_error((ngx_uint_t) level, ngx_cycle->log, 0, "%*s", len, msg);
+}
+
+
+/*
  * The worker's connections must be closed before it exits. The handles stay
  * allocated: Lua's finalizers close them when the VMs are closed, later.
  */
@@ -229,6 +315,12 @@ static void
 ngx_http_resty_ffi_exit_process(ngx_cycle_t *cycle)
 {
     ngx_queue_t  *q;
+
+    if (ngx_http_resty_ffi_log_conn != NULL) {
+        ngx_http_resty_ffi_log_handler(ngx_http_resty_ffi_log_conn->read);
+        ngx_close_connection(ngx_http_resty_ffi_log_conn);
+        ngx_http_resty_ffi_log_conn = NULL;
+    }
 
     for (q = ngx_queue_head(&ngx_http_resty_ffi_vms);
          q != ngx_queue_sentinel(&ngx_http_resty_ffi_vms);

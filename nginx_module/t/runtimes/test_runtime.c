@@ -3,6 +3,10 @@
  * against the runtime C ABI. cfg: "init_rc=N" (libffi_init returns N), or
  * options separated by ',':
  *   "threads=N"            poll threads (default 1)
+ *   "poll=many:<n>"        poll threads take up to <n> tasks per call with
+ *                          resty_ffi_task_poll_many
+ *   "poll=fd"              poll threads wait in poll(2) on resty_ffi_queue_fd
+ *                          and take tasks with resty_ffi_task_try_poll
  *   "null_tag"             a NULL request is answered "NULL" (by default it
  *                          echoes as empty)
  *   "trace=<path>"         appends a line to <path> for each request polled
@@ -29,6 +33,10 @@
  *                          handle on libc.so.6 (as jnr-ffi's load("c") and
  *                          Python's ctypes.CDLL("libc.so.6") do; on Envoy the
  *                          process's malloc is tcmalloc's)
+ *   "log:<level>:<msg>"    resty_ffi_log(tq, level, msg) and answers "logged"
+ *   "logs:<n>:<level>:<msg>"
+ *                          logs "<msg> <i>" n times (i = 1..n), then answers
+ *                          "logged <n>"
  *   "never"                never answers (the task is kept, reachable, for the
  *                          life of the process, as a runtime that hangs would)
  *   anything else          echoed back unchanged
@@ -36,6 +44,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +65,8 @@ typedef struct {
     void  *tq;
     int    null_tag;
     int    threads;
+    int    batch;              /* poll=many:<n>; 0: task_poll */
+    int    use_fd;             /* poll=fd */
     char   trace[PATH_MAX_];   /* "" when not tracing */
 } runtime_t;
 
@@ -281,6 +292,24 @@ keep_forever(void *task)
 }
 
 
+/* "logs:<n>:<level>:<msg>" */
+static void
+log_many(runtime_t *rt, void *task, char *spec)
+{
+    int   i, n, level, len;
+    char  line[512];
+
+    n = (int) strtol(spec, &spec, 10);
+    level = (int) strtol(spec + 1, &spec, 10);
+    for (i = 1; i <= n; i++) {
+        len = snprintf(line, sizeof(line), "%s %d", spec + 1, i);
+        resty_ffi_log(rt->tq, level, line, len);
+    }
+    len = snprintf(line, sizeof(line), "logged %d", n);
+    respond_copy(task, 0, line, (size_t) len);
+}
+
+
 static void
 handle(runtime_t *rt, void *task)
 {
@@ -337,6 +366,18 @@ handle(runtime_t *rt, void *task)
         return;
     }
 
+    if (len > 4 && strncmp(req, "log:", 4) == 0) {
+        sep = strchr(req + 4, ':');
+        resty_ffi_log(rt->tq, atoi(req + 4), sep ? sep + 1 : "", -1);
+        respond_copy(task, 0, "logged", 6);
+        return;
+    }
+
+    if (len > 5 && strncmp(req, "logs:", 5) == 0) {
+        log_many(rt, task, req + 5);
+        return;
+    }
+
     if (len == 5 && strcmp(req, "never") == 0) {
         keep_forever(task);
         return;
@@ -346,14 +387,68 @@ handle(runtime_t *rt, void *task)
 }
 
 
+#define BATCH_MAX  1024
+
+
+/* poll=many:<n> */
+static void
+serve_many(runtime_t *rt)
+{
+    int    i, n;
+    void  *tasks[BATCH_MAX];
+
+    while ((n = resty_ffi_task_poll_many(rt->tq, tasks, rt->batch)) > 0) {
+        for (i = 0; i < n; i++) {
+            handle(rt, tasks[i]);
+        }
+    }
+}
+
+
+/* poll=fd: an event loop of one descriptor */
+static void
+serve_fd(runtime_t *rt)
+{
+    int            rc;
+    void          *task;
+    struct pollfd  pfd;
+
+    pfd.fd = resty_ffi_queue_fd(rt->tq);
+    pfd.events = POLLIN;
+    if (pfd.fd == -1) {
+        return;
+    }
+
+    for ( ;; ) {
+        if (poll(&pfd, 1, -1) == -1) {
+            continue;
+        }
+        while ((rc = resty_ffi_task_try_poll(rt->tq, &task)) == 1) {
+            handle(rt, task);
+        }
+        if (rc == -1) {
+            return;
+        }
+    }
+}
+
+
 static void *
 serve(void *arg)
 {
     void       *task;
     runtime_t  *rt = arg;
 
-    while ((task = ngx_http_lua_ffi_task_poll(rt->tq)) != NULL) {
-        handle(rt, task);
+    if (rt->batch > 0) {
+        serve_many(rt);
+
+    } else if (rt->use_fd) {
+        serve_fd(rt);
+
+    } else {
+        while ((task = ngx_http_lua_ffi_task_poll(rt->tq)) != NULL) {
+            handle(rt, task);
+        }
     }
 
     if (__atomic_sub_fetch(&rt->threads, 1, __ATOMIC_ACQ_REL) == 0) {
@@ -389,6 +484,16 @@ libffi_init(char *cfg, void *tq)
         }
         if (strncmp(opt, "threads=", 8) == 0) {
             threads = atoi(opt + 8);
+
+        } else if (strncmp(opt, "poll=many:", 10) == 0) {
+            rt->batch = atoi(opt + 10);
+            if (rt->batch < 1 || rt->batch > BATCH_MAX) {
+                free(rt);
+                return 2;
+            }
+
+        } else if (strncmp(opt, "poll=fd", 7) == 0) {
+            rt->use_fd = 1;
 
         } else if (strncmp(opt, "null_tag", 8) == 0) {
             rt->null_tag = 1;
