@@ -209,6 +209,7 @@ if envoy then
   ]]
   local CLOCK_MONOTONIC = 1
   local MAX_WAKE_MS = 2 ^ 32 - 1
+  local PUBLISH_EVERY = 1
   local ts = ffi_new("resty_ffi_timespec")
 
   local function now()
@@ -301,6 +302,15 @@ if envoy then
       return envoy.config_check
     end,
     log_error = log_error,
+    -- A runtime's stats become metrics of the filter config (Envoy's
+    -- /stats), at most once a second per runtime and VM, after a call.
+    after_call = function(rt)
+      local t = now()
+      if t >= rt.next_publish then
+        rt.next_publish = t + PUBLISH_EVERY
+        envoy.publish_stats(rt.ptr, rt.key)
+      end
+    end,
     extra_arg_ok = is_stream_handle,
     no_core = "resty_ffi: the resty_ffi core is not in the process's global scope"
               .. " (undefined symbol resty_ffi_runtime_load): load the filter with"
@@ -535,7 +545,7 @@ local function call(self, req, extra, more)
   if waiter then
     waiter_pool[n] = nil
   else
-    waiter = { done = false, rc = 0, res = false, err = false, token = 0 }
+    waiter = { done = false, rc = 0, res = false, err = false, token = 0, rt = false }
   end
   waiter.token = token
   waiter.rt = rt
@@ -558,6 +568,7 @@ local function call(self, req, extra, more)
   waiter.done = false
   waiter.res = false
   waiter.err = false
+  waiter.rt = false   -- a pooled waiter must not keep its runtime from being collected
   waiter_pool[#waiter_pool + 1] = waiter
   if err then
     return false, err
@@ -697,7 +708,8 @@ local function load_ffi(lib, cfg, opts)
   end
 
   rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
-                                  timeout = timeout, spin_pause = 0, spin_backoff = 1 } }, Runtime)
+                                  timeout = timeout, spin_pause = 0, spin_backoff = 1,
+                                  next_publish = 0 } }, Runtime)
   runtimes[key] = rt
   return rt
 end

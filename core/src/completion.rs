@@ -137,9 +137,12 @@ impl CompletionQueue {
         }
     }
 
-    pub(crate) fn complete(&self, completion: Completion) {
+    /// Queues an answer; returns false if its caller is gone (the host
+    /// closed the queue, and had not given up on the call itself).
+    pub(crate) fn complete(&self, completion: Completion) -> bool {
         if self.closed.load(Ordering::Acquire) {
-            return; // dropping the completion frees the response
+            // Dropping the completion frees the response.
+            return self.take_cancelled(completion.token);
         }
         self.done.push(completion);
         // Pairs with the fence in `drain`: either the drain sees this answer or
@@ -149,6 +152,7 @@ impl CompletionQueue {
         if !self.wake_pending.load(Ordering::Relaxed) && !self.wake_pending.swap(true, Ordering::AcqRel) {
             self.hook.wake();
         }
+        true
     }
 
     /// Hands up to `max` answers to `deliver`, on the host thread; returns how

@@ -313,8 +313,7 @@ pub struct resty_ffi_stats {
 /// `rt` is a live handle; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn resty_ffi_runtime_stats(rt: *const resty_ffi_runtime, out: *mut resty_ffi_stats) {
-    let queue = (*rt).runtime.queue();
-    let s = queue.stats().snapshot();
+    let s = (*rt).runtime.queue().snapshot();
     *out = resty_ffi_stats {
         posted: s.posted,
         answered: s.answered,
@@ -323,12 +322,22 @@ pub unsafe extern "C" fn resty_ffi_runtime_stats(rt: *const resty_ffi_runtime, o
         cancelled: s.cancelled,
         queue_full: s.queue_full,
         in_flight: s.in_flight,
-        queue_len: queue.len() as u64,
+        queue_len: s.queue_len,
         p50_us: s.p50_us,
         p99_us: s.p99_us,
         max_us: s.max_us,
         samples: s.samples,
     };
+}
+
+/// For hosts written in Rust: see [`Runtime::stats_since_published`].
+///
+/// # Safety
+/// `rt` is a live handle.
+pub unsafe fn runtime_stats_since_published(
+    rt: *const resty_ffi_runtime,
+) -> (crate::StatsSnapshot, crate::StatsSnapshot) {
+    (*rt).runtime.stats_since_published()
 }
 
 /// [`resty_ffi_runtime_count`]: a caller gave up waiting (its timeout).

@@ -11,7 +11,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
 use crate::spin::spin_until;
-use crate::stats::Stats;
+use crate::stats::{Stats, StatsSnapshot};
 use crate::task::Task;
 
 /// Why a task could not be posted. The caller gets it at once; posting never blocks.
@@ -193,6 +193,11 @@ impl TaskQueue {
     /// The counters of this queue's calls.
     pub fn stats(&self) -> &Stats {
         &self.pollers.unanswered
+    }
+
+    /// A snapshot of the counters, with the queue's length.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot { queue_len: self.len() as u64, ..self.stats().snapshot() }
     }
 
     pub fn is_finished(&self) -> bool {

@@ -10,6 +10,7 @@ use crate::glibc_heap;
 use crate::library::{resolve_name, Library};
 use crate::queue::{PostError, TaskQueue};
 use crate::reaper;
+use crate::stats::StatsSnapshot;
 
 /// How to load a runtime (SPEC §1 `opts`).
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ impl std::error::Error for LoadError {}
 /// them any more (see `reaper`).
 pub struct Runtime {
     queue: Arc<TaskQueue>,
+    /// What [`Runtime::stats_since_published`] returned last.
+    published: Mutex<StatsSnapshot>,
     /// `None` once retired.
     library: Option<Library>,
 }
@@ -85,7 +88,7 @@ impl Runtime {
         // that outlives the call; `tq` points to a queue that the reaper keeps
         // alive while the runtime may use it.
         let rc = unsafe { init(cfg_ptr, tq) };
-        let runtime = Runtime { queue, library: Some(library) };
+        let runtime = Runtime { queue, published: Mutex::default(), library: Some(library) };
         if rc != 0 {
             return Err(LoadError::Init(rc)); // the runtime may have started threads: retired
         }
@@ -108,6 +111,15 @@ impl Runtime {
     /// The runtime's queue (its stats, its length).
     pub fn queue(&self) -> &TaskQueue {
         &self.queue
+    }
+
+    /// The counters last published and the counters now, which become the
+    /// last published: a host that adds the difference to its own metrics
+    /// counts each call once, however many holders (workers) publish.
+    pub fn stats_since_published(&self) -> (StatsSnapshot, StatsSnapshot) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.queue.snapshot();
+        (std::mem::replace(&mut *published, now), now)
     }
 
     pub fn is_unloaded(&self) -> bool {

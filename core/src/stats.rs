@@ -56,6 +56,8 @@ pub struct StatsSnapshot {
     pub max_us: u32,
     /// How many answers the percentiles are taken over (≤ `LATENCY_WINDOW`).
     pub samples: u32,
+    /// Tasks waiting to be polled (filled in by the queue).
+    pub queue_len: u64,
 }
 
 impl Default for Stats {
@@ -133,6 +135,7 @@ impl Stats {
             p99_us: percentile(99),
             max_us: latencies.last().copied().unwrap_or(0),
             samples: samples as u32,
+            queue_len: 0,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::completion::{Completion, CompletionQueue, Fault};
 use crate::glibc_heap;
-use crate::stats::Stats;
+use crate::stats::{HostEvent, Stats};
 
 /// A response buffer allocated by a runtime with `malloc()` (or by us with
 /// [`ResponseBuffer::from`]); freed with `free()` when dropped.
@@ -174,6 +174,8 @@ impl Task {
     fn complete(self: Box<Self>, rc: i32, response: ResponseBuffer, fault: Option<Fault>) {
         let Task { token, sink, stats, posted_at, .. } = *self;
         stats.answered(rc, posted_at);
-        sink.complete(Completion { token, rc, response, fault });
+        if !sink.complete(Completion { token, rc, response, fault }) {
+            stats.host_event(HostEvent::Cancelled);
+        }
     }
 }

@@ -275,3 +275,19 @@ fn runtime_logs_reach_the_host_through_its_eventfd_and_drops_are_counted() {
     assert_eq!(got[0].1.len(), resty_ffi::log::MAX_MESSAGE + 3);
     assert!(got[0].1.ends_with("zzz..."));
 }
+
+#[test]
+fn answers_to_a_closed_sink_count_as_cancelled_unless_the_caller_gave_up() {
+    let sink = sink();
+    let queue = TaskQueue::new(8);
+    for token in 0..3 {
+        queue.post(b"x", token, &sink).unwrap();
+    }
+    sink.cancel(1); // this caller timed out (counted by the host)
+    sink.close(); // the other callers went away with their host (a stream reset)
+    let mut tasks = [std::ptr::null_mut(); 3];
+    assert_eq!(resty_ffi_task_poll_many(tq(&queue), tasks.as_mut_ptr(), 3), 3);
+    tasks.iter().for_each(|&t| ngx_http_lua_ffi_respond(t, 0, std::ptr::null_mut(), 0));
+    let s = queue.snapshot();
+    assert_eq!((s.answered, s.cancelled, s.in_flight), (3, 2, 0));
+}

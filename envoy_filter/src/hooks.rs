@@ -190,6 +190,7 @@ fn route_config_of(envoy: EnvoyFilter) -> Option<Arc<PerRouteConfig>> {
 
 hook! {
     fn envoy_dynamic_module_on_program_init() -> *const c_char {
+        crate::api::log::take_runtime_logs();
         ABI_VERSION.as_ptr() as *const c_char
     }
 }

@@ -32,6 +32,7 @@ declare -A CASES=(
   [test_diff.py]=118
   [test_lua_neighbours.py]=2
   [test_mixed_calls.py]=2
+  [test_extensions.py]=5
 )
 script_timeout=${RESTY_FFI_SCRIPT_TIMEOUT:-300}
 
@@ -44,7 +45,7 @@ fi
 # test_ffi.py runs twice: Envoy with one worker thread, then two.
 tests=(test_readme.py test_ffi.py:1 test_ffi.py:2 test_fixture.py test_reliability.py test_c_modules.py test_shared.py
        test_runtimes.py test_java.py test_nodejs.py test_convert.py test_diff.py test_lua_neighbours.py
-       test_mixed_calls.py)
+       test_mixed_calls.py test_extensions.py)
 [ $# -eq 0 ] || tests=("$@")
 for test in "${tests[@]}"; do
   echo "== $test"

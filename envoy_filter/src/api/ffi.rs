@@ -4,14 +4,14 @@
 //! that touches the core's C API.
 
 use std::cell::RefCell;
-use std::ffi::c_void;
+use std::ffi::{c_char, c_int, c_void};
 use std::rc::Rc;
 
-use resty_ffi::host_abi::{resty_ffi_sink, resty_ffi_sink_free};
+use resty_ffi::host_abi::{resty_ffi_runtime, resty_ffi_sink, resty_ffi_sink_free, runtime_stats_since_published};
 use resty_ffi::CallbackHook;
 
 use crate::abi::Scheduler;
-use crate::api::StreamCtx;
+use crate::api::{bytes, StreamCtx};
 
 /// Owns a `resty_ffi_sink *` handed to Lua. Dropping it closes the sink:
 /// answers arriving later are freed by the core, and the scheduler is
@@ -66,4 +66,20 @@ pub unsafe extern "C" fn current_sink() -> *mut c_void {
         .with(|c| c.borrow().last().cloned())
         .and_then(|ctx| ctx.sink_ptr())
         .map_or(std::ptr::null_mut(), |sink| sink as *mut c_void)
+}
+
+/// Publishes the stats of runtime `rt` (a `resty_ffi_runtime *`, cache key
+/// `key`) as the current stream's filter config's metrics; 0 outside a
+/// stream (nothing published), 1 otherwise.
+///
+/// # Safety
+/// `rt` is a live `resty_ffi_runtime *` (Lua's runtime object holds it);
+/// `key` is readable for `len` bytes.
+pub unsafe extern "C" fn publish_stats(rt: *mut c_void, key: *const c_char, len: usize) -> c_int {
+    let Some(ctx) = CURRENT.with(|c| c.borrow().last().cloned()) else { return 0 };
+    let Some(envoy) = ctx.envoy() else { return 0 };
+    // SAFETY: the caller's contract.
+    let (was, now) = unsafe { runtime_stats_since_published(rt as *const resty_ffi_runtime) };
+    ctx.metrics.publish_runtime(envoy, bytes(key, len), &was, &now);
+    1
 }

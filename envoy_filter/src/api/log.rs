@@ -32,3 +32,23 @@ pub unsafe extern "C" fn log(raw: c_int, message: *const c_char, len: usize) -> 
     log_bytes(level(raw), bytes(message, len));
     0
 }
+
+/// Envoy's level for a runtime's (nginx's numbering: 1 emerg … 8 debug).
+fn runtime_level(nginx: c_int) -> LogLevel {
+    match nginx {
+        ..=3 => LogLevel::Critical,
+        4 => LogLevel::Error,
+        5 => LogLevel::Warn,
+        6 | 7 => LogLevel::Info,
+        _ => LogLevel::Debug,
+    }
+}
+
+/// Runtime log messages (`resty_ffi_log`) go to Envoy's log, written by a
+/// thread of the core (Envoy's log is thread-safe), never by the runtime's.
+pub fn take_runtime_logs() {
+    let taken = resty_ffi::log::use_writer(Box::new(|level, text| log_bytes(runtime_level(level), text)));
+    if taken.is_err() {
+        log_bytes(LogLevel::Warn, b"resty_ffi: runtime log messages cannot reach Envoy's log in this process");
+    }
+}

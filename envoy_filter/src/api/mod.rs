@@ -340,6 +340,7 @@ macro_rules! api_table {
 api_table! {
     ctx_release: fn(*const StreamCtx) -> c_int = ctx_release;
     current_sink: fn() -> *mut c_void = ffi::current_sink;
+    publish_stats: fn(*mut c_void, *const c_char, usize) -> c_int = ffi::publish_stats;
     log_enabled: fn(c_int) -> c_int = log::log_enabled;
     log: fn(c_int, *const c_char, usize) -> c_int = log::log;
     header_get: fn(*const StreamCtx, c_int, *const c_char, usize, usize, *mut Buf) -> c_int = headers::header_get;

@@ -11,8 +11,25 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int};
 use std::sync::Mutex;
 
+use resty_ffi::StatsSnapshot;
+
 use crate::abi::{EnvoyConfig, EnvoyFilter, MetricKind, MetricUpdate};
 use crate::api::{bytes, with_stream, StreamCtx};
+
+/// Per-runtime metrics (SPEC §1's `rt:__stats()` fields), tagged `runtime`.
+const RUNTIME_METRICS: [(MetricKind, &str); 11] = [
+    (MetricKind::Counter, "posted"),
+    (MetricKind::Counter, "answered"),
+    (MetricKind::Counter, "failed"),
+    (MetricKind::Counter, "timed_out"),
+    (MetricKind::Counter, "cancelled"),
+    (MetricKind::Counter, "queue_full"),
+    (MetricKind::Gauge, "in_flight"),
+    (MetricKind::Gauge, "queue_len"),
+    (MetricKind::Gauge, "p50_us"),
+    (MetricKind::Gauge, "p99_us"),
+    (MetricKind::Gauge, "max_us"),
+];
 
 const KINDS: [(MetricKind, &str); 3] =
     [(MetricKind::Counter, "counter"), (MetricKind::Gauge, "gauge"), (MetricKind::Histogram, "histogram")];
@@ -26,6 +43,8 @@ pub struct Metrics {
     tagged: HashMap<MetricKind, usize>,
     errors: Option<usize>,
     executions: Option<usize>,
+    /// resty_ffi's per-runtime metrics (tag `runtime`), by name.
+    runtime: Vec<(MetricKind, &'static str, usize)>,
     /// Current values, for `value()`.
     values: Mutex<HashMap<(MetricKind, Vec<u8>), u64>>,
 }
@@ -56,6 +75,13 @@ impl Metrics {
             executions: envoy.define_metric(MetricKind::Counter, &full(b"executions"), &[]),
             ..Metrics::default()
         };
+        let runtime_prefix = if stat_prefix.is_empty() { "resty_ffi.".to_owned() } else { format!("resty_ffi.{stat_prefix}.") };
+        for (kind, name) in RUNTIME_METRICS {
+            let full = [runtime_prefix.as_bytes(), name.as_bytes()].concat();
+            if let Some(id) = envoy.define_metric(kind, &full, &[b"runtime"]) {
+                metrics.runtime.push((kind, name, id));
+            }
+        }
         for (kind, call) in KINDS {
             if let Some(id) = envoy.define_metric(kind, &full(call.as_bytes()), &[b"name"]) {
                 metrics.tagged.insert(kind, id);
@@ -94,6 +120,37 @@ impl Metrics {
     pub fn count_execution(&self, envoy: EnvoyFilter) {
         if let Some(id) = self.executions {
             envoy.update_metric(MetricKind::Counter, id, &[], MetricUpdate::Add(1));
+        }
+    }
+
+    /// Adds what runtime `key` did since it was last published (`was` →
+    /// `now`): counters grow by the difference, so each call counts once
+    /// however many workers publish it; `in_flight` and `queue_len` move by
+    /// theirs, so the gauges sum the workers' runtimes; latencies are set.
+    pub fn publish_runtime(&self, envoy: EnvoyFilter, key: &[u8], was: &StatsSnapshot, now: &StatsSnapshot) {
+        for &(kind, name, id) in &self.runtime {
+            let value = |s: &StatsSnapshot| match name {
+                "posted" => s.posted,
+                "answered" => s.answered,
+                "failed" => s.failed,
+                "timed_out" => s.timed_out,
+                "cancelled" => s.cancelled,
+                "queue_full" => s.queue_full,
+                "in_flight" => s.in_flight,
+                "queue_len" => s.queue_len,
+                "p50_us" => s.p50_us.into(),
+                "p99_us" => s.p99_us.into(),
+                _ => s.max_us.into(),
+            };
+            let (before, after) = (value(was), value(now));
+            let update = match (kind, name) {
+                (MetricKind::Counter, _) if after > before => MetricUpdate::Add(after - before),
+                (MetricKind::Counter, _) => continue,
+                (_, "in_flight" | "queue_len") if after >= before => MetricUpdate::Add(after - before),
+                (_, "in_flight" | "queue_len") => MetricUpdate::Sub(before - after),
+                _ => MetricUpdate::Set(after),
+            };
+            envoy.update_metric(kind, id, &[key], update);
         }
     }
 

@@ -1,0 +1,157 @@
+"""The runtime ABI extensions on Envoy (issue 15): batch and event-loop
+polling, runtime logs in Envoy's log at the mapped level, per-runtime stats
+as rt:__stats() and as Envoy metrics (/stats, /stats/prometheus)."""
+
+import concurrent.futures
+import re
+import time
+
+import harness
+
+SCRIPT = r"""
+require("resty_ffi")
+local modes = { many = "poll=many:8", fd = "poll=fd,threads=2", plain = nil }
+
+local function show(s)
+  return string.format("posted=%d answered=%d failed=%d timed_out=%d cancelled=%d queue_full=%d in_flight=%d",
+    s.posted, s.answered, s.failed, s.timed_out, s.cancelled, s.queue_full, s.in_flight)
+end
+
+function envoy_on_request(handle)
+  local h = handle:headers()
+  local mode = h:get("x-mode") or "plain"
+  local rt = assert(ngx.load_ffi("test_runtime", modes[mode], { timeout = 0.3 }))
+  local what = h:get("x-what")
+  if what == "stats" then
+    local s = rt:__stats()
+    local all = require("resty_ffi").stats()
+    handle:respond({ [":status"] = "200" }, show(s) .. " all=" .. tostring(all[rt_key or "test_runtime"] ~= nil))
+    return
+  end
+  local ok, res, err = rt:call(h:get("x-req"))
+  handle:respond({ [":status"] = "200" }, tostring(ok) .. "|" .. tostring(res) .. "|" .. tostring(err))
+end
+"""
+
+
+def start(concurrency=1):
+    port, admin = harness.free_ports(2)
+    envoy = harness.Envoy([harness.listener("ext", port, harness.ours(SCRIPT, stat_prefix="ext"))], admin,
+                          concurrency=concurrency)
+    return envoy, port
+
+
+def call(port, req, mode="plain"):
+    return harness.request(port, "/", headers={"x-req": req, "x-mode": mode})[2].decode()
+
+
+def case_every_polling_mode_answers_concurrent_calls():
+    envoy, port = start(concurrency=2)
+    try:
+        for mode in ["many", "fd", "plain"]:
+            with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                got = list(pool.map(lambda i: call(port, f"{mode} {i}", mode), range(300)))
+            assert got == [f"true|{mode} {i}|nil" for i in range(300)], [g for g in got if "true" not in g][:3]
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def case_runtime_logs_reach_envoys_log_at_the_mapped_level():
+    envoy, port = start()
+    try:
+        for req in ["log:7:an info line", "log:8:a debug line", "log:5:a warning", "log:1:an emergency",
+                    "log:4:an error"]:
+            assert call(port, req) == "true|logged|nil"
+        harness.wait_until(lambda: "test_runtime: an error" in envoy.log_text(), 10)
+        log = envoy.log_text()
+        assert "[error] test_runtime: an error" in log, envoy.log_tail()
+        assert "[warning] test_runtime: a warning" in log
+        assert "[critical] test_runtime: an emergency" in log
+        # Envoy runs at -l warning: info and debug are not written.
+        assert "an info line" not in log and "a debug line" not in log
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def case_a_log_flood_drops_with_one_line():
+    envoy, port = start()
+    total = 300_000
+    try:
+        assert call(port, f"logs:{total}:4:spam") == f"true|logged {total}|nil"
+
+        def counts():
+            text = envoy.log_text()
+            written = len(re.findall(r"^\[error\] test_runtime: spam \d+$", text, re.M))
+            dropped = sum(int(d) for d in re.findall(r"^\[warning\] resty_ffi: (\d+) log messages dropped$",
+                                                      text, re.M))
+            return written, dropped
+
+        harness.wait_until(lambda: sum(counts()) == total, 30)
+        written, dropped = counts()
+        assert written > 0 and dropped > 0, (written, dropped)
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def stats_lines(envoy, fmt=""):
+    _, text = envoy.admin(f"/stats{fmt}?filter=resty_ffi")
+    return text
+
+
+def case_stats_after_known_calls_failures_and_timeouts():
+    envoy, port = start()
+    try:
+        for i in range(10):
+            assert call(port, f"ok {i}") == f"true|ok {i}|nil"
+        for _ in range(3):
+            assert call(port, "rc:5:bad") == "false|5|bad"
+        assert call(port, "sleep:600:slow") == "false|resty_ffi: runtime did not answer in time|nil"
+        time.sleep(1.2)   # the slow answer arrives; Lua publishes at most once a second
+        body = harness.request(port, "/", headers={"x-what": "stats"})[2].decode()
+        assert body == ("posted=14 answered=14 failed=3 timed_out=1 cancelled=0 queue_full=0 in_flight=0"
+                        " all=true"), body
+        assert call(port, "one more") == "true|one more|nil"
+        text = stats_lines(envoy)
+        names = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            names[key] = value
+        def stat(name):
+            # Counters never incremented are not shown.
+            return int(names.get(f"dynamicmodulescustom.resty_ffi.ext.{name}.runtime.test_runtime", 0))
+        assert stat("posted") == 15 and stat("answered") == 15, text
+        assert stat("failed") == 3 and stat("timed_out") == 1 and stat("queue_full") == 0, text
+        assert stat("in_flight") == 0, text
+        assert stat("max_us") >= 600_000, text
+        _, prom = envoy.admin("/stats/prometheus")
+        assert re.search(r'resty_ffi.*posted.*\{.*runtime="test_runtime".*\} 15', prom), \
+            [l for l in prom.splitlines() if "resty_ffi" in l]
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def case_stats_count_streams_that_went_away():
+    envoy, port = start()
+    try:
+        assert call(port, "warm") == "true|warm|nil"
+        import socket
+        for i in range(3):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(f"GET / HTTP/1.1\r\nHost: x\r\nx-req: sleep:200:{i}\r\n\r\n".encode())
+                time.sleep(0.05)
+        time.sleep(0.5)
+        body = harness.request(port, "/", headers={"x-what": "stats"})[2].decode()
+        assert body.startswith("posted=4 answered=4 failed=0 timed_out=0 cancelled=3 "), body
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+CASES = [(name, fn) for name, fn in globals().items() if name.startswith("case_")]
+
+if __name__ == "__main__":
+    harness.run(CASES)
