@@ -47,12 +47,13 @@ function M.serial()
   ngx.say(string.format("%.0f %d", (ngx.now() - t0) * 1e9 / n, cpu_ticks() - cpu0))
 end
 
--- GET /concurrent?n=&c=&threads=  ->  "calls_per_second cpu_ticks"
--- (c coroutines, n calls in all, a rust_echo runtime with `threads` poll threads)
+-- GET /concurrent?n=&c=&threads=[&lib=&cfg=]  ->  "calls_per_second cpu_ticks"
+-- (c coroutines, n calls in all, a rust_echo runtime with `threads` poll
+-- threads, or runtime `lib` with `cfg`)
 function M.concurrent()
   local args = ngx.req.get_uri_args()
   local n, c = tonumber(args.n), tonumber(args.c)
-  local rt = assert(ngx.load_ffi("rust_echo", args.threads))
+  local rt = assert(ngx.load_ffi(args.lib or "rust_echo", args.lib and args.cfg or args.threads))
   local per = math.floor(n / c)
   local function worker()
     for _ = 1, per do

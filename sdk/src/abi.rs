@@ -15,15 +15,25 @@ extern "C" {
     pub(crate) fn ngx_http_lua_ffi_task_poll(tq: *mut c_void) -> *mut c_void;
     pub(crate) fn ngx_http_lua_ffi_get_req(task: *mut c_void, len: *mut c_int) -> *mut c_char;
     pub(crate) fn ngx_http_lua_ffi_respond(task: *mut c_void, rc: c_int, rsp: *mut c_char, rsp_len: c_int);
+
+    // Extensions (SPEC §2).
+    pub(crate) fn resty_ffi_task_poll_many(tq: *mut c_void, tasks: *mut *mut c_void, max: c_int) -> c_int;
+    pub(crate) fn resty_ffi_task_try_poll(tq: *mut c_void, task: *mut *mut c_void) -> c_int;
+    pub(crate) fn resty_ffi_queue_fd(tq: *mut c_void) -> c_int;
+    pub(crate) fn resty_ffi_log(tq: *mut c_void, level: c_int, msg: *const c_char, len: c_int);
 }
 
 #[cfg(test)]
 mod tests {
     /// The prototypes above, as the core's generated header spells them.
-    const PROTOTYPES: [&str; 3] = [
+    const PROTOTYPES: [&str; 7] = [
         "void *ngx_http_lua_ffi_task_poll(void *tq);",
         "char *ngx_http_lua_ffi_get_req(void *task, int *len);",
         "void ngx_http_lua_ffi_respond(void *task, int rc, char *rsp, int rsp_len);",
+        "int resty_ffi_task_poll_many(void *tq, void **tasks, int max);",
+        "int resty_ffi_task_try_poll(void *tq, void **task);",
+        "int resty_ffi_queue_fd(void *tq);",
+        "void resty_ffi_log(void *tq, int level, const char *msg, int len);",
     ];
 
     #[test]

@@ -10,7 +10,10 @@
 //! - [`TaskQueue::serve_async`] (feature `tokio`, on by default): `async`
 //!   handlers, each request a tokio task, many in flight at once;
 //! - [`Response`] / [`Error`]: `true, body` or `false, rc, err` in Lua;
-//! - [`TaskQueue::poll`] / [`Task`] for a poll loop of your own.
+//! - [`TaskQueue::poll`] / [`Task`] for a poll loop of your own, and
+//!   [`TaskQueue::poll_many`], [`TaskQueue::try_poll`] and [`TaskQueue::fd`]
+//!   for batches and event loops;
+//! - [`logger`]: the `log` crate's macros write to the host's log.
 //!
 //! It is not a host: it does not link the resty_ffi core. The runtime ABI
 //! symbols stay undefined in your library and are resolved from the host
@@ -72,6 +75,7 @@
 //! [resty_ffi]: https://github.com/search?q=lua-resty-ffi
 
 mod abi;
+pub mod logger;
 mod serve;
 mod task;
 
@@ -80,7 +84,7 @@ pub use serve::{handle_task, PANIC_RC};
 /// `rt-multi-thread`, `sync`, `time`).
 #[cfg(feature = "tokio")]
 pub use tokio;
-pub use task::{Error, Response, Task, TaskQueue};
+pub use task::{Error, Level, Response, Task, TaskQueue, TryPoll};
 
 /// `libffi_init`'s rc when `cfg` is not UTF-8.
 pub const CFG_NOT_UTF8: i32 = 22;

@@ -2,6 +2,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 use std::fmt;
+use std::os::fd::RawFd;
 
 use crate::abi;
 
@@ -25,6 +26,10 @@ impl TaskQueue {
         TaskQueue(tq)
     }
 
+    pub(crate) fn as_ptr(&self) -> *mut c_void {
+        self.0
+    }
+
     /// Blocks until the next task arrives; `None` once the runtime was
     /// unloaded and every task posted before was handed out.
     pub fn poll(&self) -> Option<Task> {
@@ -33,6 +38,76 @@ impl TaskQueue {
         let task = unsafe { abi::ngx_http_lua_ffi_task_poll(self.0) };
         (!task.is_null()).then_some(Task(task))
     }
+
+    /// Blocks like [`TaskQueue::poll`] until a task arrives, then takes up
+    /// to `max` waiting tasks at once into `out`; returns how many (0 once
+    /// the runtime was unloaded and every task was handed out).
+    pub fn poll_many(&self, max: usize, out: &mut Vec<Task>) -> usize {
+        let max = max.clamp(1, c_int::MAX as usize);
+        let mut raw = vec![std::ptr::null_mut(); max];
+        // SAFETY: as in `poll`; `raw` has room for `max` pointers.
+        let n = unsafe { abi::resty_ffi_task_poll_many(self.0, raw.as_mut_ptr(), max as c_int) };
+        let n = usize::try_from(n).unwrap_or(0);
+        out.extend(raw[..n].iter().map(|&task| Task(task)));
+        n
+    }
+
+    /// Never blocks: a task, nothing now, or the end (then stop using the
+    /// queue). For event loops woken by [`TaskQueue::fd`].
+    pub fn try_poll(&self) -> TryPoll {
+        let mut task = std::ptr::null_mut();
+        // SAFETY: as in `poll`; `task` is a writable local.
+        match unsafe { abi::resty_ffi_task_try_poll(self.0, &mut task) } {
+            1 => TryPoll::Task(Task(task)),
+            0 => TryPoll::Empty,
+            _ => TryPoll::Unloaded,
+        }
+    }
+
+    /// A descriptor readable while tasks wait (and at the end), owned by the
+    /// host: wait on it (epoll, tokio's `AsyncFd`), never close it. `None` if
+    /// the host could not make one.
+    pub fn fd(&self) -> Option<RawFd> {
+        // SAFETY: as in `poll`.
+        let fd = unsafe { abi::resty_ffi_queue_fd(self.0) };
+        (fd >= 0).then_some(fd)
+    }
+
+    /// Writes `message` to the host's log (nginx's error log, Envoy's log),
+    /// prefixed with the runtime's library name. Never blocks. See also
+    /// [`crate::logger`], the `log` crate's facade.
+    pub fn log(&self, level: Level, message: &str) {
+        log_raw(self.0, level, message)
+    }
+}
+
+/// Host log levels (nginx's numbering, which `resty_ffi_log` takes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Emerg = 1,
+    Alert = 2,
+    Crit = 3,
+    Err = 4,
+    Warn = 5,
+    Notice = 6,
+    Info = 7,
+    Debug = 8,
+}
+
+pub(crate) fn log_raw(tq: *mut c_void, level: Level, message: &str) {
+    let len = c_int::try_from(message.len()).unwrap_or(c_int::MAX);
+    // SAFETY: `tq` is NULL or the host's queue; the message is `len`
+    // readable bytes, copied by the host during the call.
+    unsafe { abi::resty_ffi_log(tq, level as c_int, message.as_ptr() as *const c_char, len) }
+}
+
+/// What [`TaskQueue::try_poll`] found.
+pub enum TryPoll {
+    Task(Task),
+    /// Nothing waits now.
+    Empty,
+    /// The runtime was unloaded: stop using the queue.
+    Unloaded,
 }
 
 /// One request, owned by the runtime until it is answered.

@@ -28,6 +28,34 @@ fn init(cfg: Option<&str>, queue: TaskQueue) -> Result<(), i32> {
     match cfg {
         Some("sync") => queue.serve(2, sync_handler).map_err(|_| 2),
         Some("async") => queue.serve_async(2, async_handler).map_err(|_| 2),
+        Some("async-poll-thread") => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            queue.serve_on_poll_thread(runtime, async_handler).map_err(|_| 2)
+        }
+        Some("many") => {
+            std::thread::spawn(move || {
+                let mut tasks = Vec::new();
+                while queue.poll_many(16, &mut tasks) > 0 {
+                    let n = tasks.len();
+                    for task in tasks.drain(..) {
+                        task.respond(format!("batch of {n}"));
+                    }
+                }
+            });
+            Ok(())
+        }
+        Some("log") => {
+            assert!(resty_ffi_sdk::logger::init(&queue, log::LevelFilter::Info));
+            assert!(!resty_ffi_sdk::logger::init(&queue, log::LevelFilter::Info), "once");
+            queue.serve(1, |req: &[u8]| {
+                let text = String::from_utf8_lossy(req);
+                log::warn!("warned {text}");
+                log::debug!("not logged: above Info");
+                log::error!("failed {text}");
+                "logged"
+            })
+            .map_err(|_| 2)
+        }
         Some("drop") => {
             std::thread::spawn(move || {
                 while let Some(task) = queue.poll() {
@@ -154,6 +182,72 @@ fn async_requests_in_flight_are_answered_after_unload() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(answers, vec![(0, b"late".to_vec()); 10]);
+}
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm")).unwrap_or_default();
+            comm.starts_with(prefix)
+        })
+        .count()
+}
+
+#[test]
+fn async_serving_waits_on_the_queue_fd_without_a_poll_thread_and_both_ways_answer() {
+    // Tests run in parallel: only this one starts "async-poll-thread".
+    let fd_host = Host::load(b"async");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(threads_named("resty_ffi_sdk_p"), 0, "served without a poll thread");
+    let thread_host = Host::load(b"async-poll-thread");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while threads_named("resty_ffi_sdk_p") == 0 {
+        assert!(Instant::now() < deadline, "the old way has its poll thread (named when it runs)");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for host in [&fd_host, &thread_host] {
+        let reqs: Vec<Vec<u8>> = (0..50).map(|i| format!("r{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = reqs.iter().map(Vec::as_slice).collect();
+        let answers = host.call_all(&refs);
+        assert!(answers.iter().zip(&reqs).all(|((rc, body), req)| *rc == 0 && body == req));
+    }
+    assert!(fd_host.queue.stats().snapshot().answered >= 50);
+}
+
+#[test]
+fn poll_many_takes_what_waits() {
+    let host = Host::load(b"many");
+    let answers = host.call_all(&[&b"a"[..]; 40]);
+    assert!(answers.iter().all(|(rc, body)| *rc == 0 && body.starts_with(b"batch of ")));
+    let largest = answers.iter().map(|(_, b)| String::from_utf8_lossy(&b[9..]).parse::<usize>().unwrap()).max();
+    assert!(largest.unwrap() > 1, "posted together, taken together: {answers:?}");
+}
+
+#[test]
+fn the_log_facade_writes_to_the_host_log() {
+    use resty_ffi::host_abi::{resty_ffi_log_drain, resty_ffi_log_use_eventfd};
+    use std::ffi::c_int;
+    use std::sync::Mutex;
+
+    extern "C" fn collect(ctx: *mut c_void, level: c_int, msg: *const c_char, len: usize) {
+        // SAFETY: ctx is the Mutex below; msg has len bytes.
+        let lines = unsafe { &*(ctx as *const Mutex<Vec<(c_int, String)>>) };
+        let text = unsafe { std::slice::from_raw_parts(msg as *const u8, len) };
+        lines.lock().unwrap().push((level, String::from_utf8_lossy(text).into_owned()));
+    }
+    assert!(resty_ffi_log_use_eventfd() >= 0);
+    let host = Host::load(b"log");
+    host.queue.set_name("sdk_test");
+    assert_eq!(host.call_all(&[b"x"]), vec![(0, b"logged".to_vec())]);
+    let lines: Mutex<Vec<(c_int, String)>> = Mutex::new(Vec::new());
+    // SAFETY: `collect` with the Mutex as ctx.
+    unsafe { resty_ffi_log_drain(collect, &lines as *const _ as *mut c_void, 64) };
+    assert_eq!(
+        lines.into_inner().unwrap(),
+        vec![(5, "sdk_test: runtime: warned x".to_owned()), (4, "sdk_test: runtime: failed x".to_owned())]
+    );
 }
 
 #[test]

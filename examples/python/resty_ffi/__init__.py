@@ -19,14 +19,20 @@ other ``BaseException`` (``SystemExit``, ``CancelledError``): every task is
 answered exactly once. A body over 2 GB - 1 answers an error. Plain functions run
 on ``threads`` poll threads; ``async def`` handlers run on an asyncio loop of
 their own, every request a task, so slow requests overlap.
+
+:class:`LogHandler` is a ``logging.Handler`` that writes to the host's log
+(nginx's error.log, with its level, format and rotation; Envoy's log)::
+
+    logging.getLogger("mymodule").addHandler(resty_ffi.LogHandler(tq))
 """
 
 import asyncio
 import concurrent.futures
 import ctypes
+import logging
 import threading
 
-__all__ = ["Error", "serve", "config"]
+__all__ = ["Error", "LogHandler", "serve", "config"]
 
 MAX_BODY = 2**31 - 1  # the ABI's rsp_len is a C int
 
@@ -37,8 +43,33 @@ _C.ngx_http_lua_ffi_get_req.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c
 _C.ngx_http_lua_ffi_get_req.restype = ctypes.c_void_p
 _C.ngx_http_lua_ffi_respond.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 _C.ngx_http_lua_ffi_respond.restype = None
+_C.resty_ffi_log.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+_C.resty_ffi_log.restype = None
 _C.malloc.argtypes = [ctypes.c_size_t]
 _C.malloc.restype = ctypes.c_void_p
+
+
+class LogHandler(logging.Handler):
+    """Writes records to the host's log: nginx's error log (written by the
+    worker, so ``error_log``'s level and ``reopen``/USR1 rotation apply: the
+    original's WatchedFileHandler wish) or Envoy's log, each line prefixed
+    with the loader's name (``ffi_python3: ...``; none when ``tq`` is None).
+    Never blocks: a flooded host log drops lines and says how many."""
+
+    # Python's levels to nginx's (3 crit, 4 err, 5 warn, 7 info, 8 debug).
+    LEVELS = ((logging.CRITICAL, 3), (logging.ERROR, 4), (logging.WARNING, 5), (logging.INFO, 7))
+
+    def __init__(self, tq=None, level=logging.NOTSET):
+        super().__init__(level)
+        self._tq = ctypes.c_void_p(tq) if tq else None
+
+    def emit(self, record):
+        try:
+            msg = self.format(record).encode("utf-8", "replace")
+            level = next((n for at, n in self.LEVELS if record.levelno >= at), 8)
+            _C.resty_ffi_log(self._tq, level, msg, len(msg))
+        except Exception:
+            self.handleError(record)
 
 
 class Error(Exception):
