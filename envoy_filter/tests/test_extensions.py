@@ -4,6 +4,7 @@ as rt:__stats() and as Envoy metrics (/stats, /stats/prometheus)."""
 
 import concurrent.futures
 import re
+import subprocess
 import time
 
 import harness
@@ -146,6 +147,51 @@ def case_stats_count_streams_that_went_away():
         time.sleep(0.5)
         body = harness.request(port, "/", headers={"x-what": "stats"})[2].decode()
         assert body.startswith("posted=4 answered=4 failed=0 timed_out=0 cancelled=3 "), body
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def start_fixture(log_level="info"):
+    """Envoy serving tests/fixtures/runtime_cases.lua, with the Python loader
+    and the Go echo built next to the test runtimes."""
+    subprocess.run([str(harness.ROOT / "examples" / "python" / "build.sh"),
+                    str(harness.RUNTIMES / "libffi_python3.so")], check=True)
+    subprocess.run([str(harness.ROOT / "examples" / "go_echo" / "build.sh"),
+                    str(harness.RUNTIMES / "libgo_echo.so")], check=True)
+    port, admin = harness.free_ports(2)
+    env = {"PYTHONPATH": f"{harness.ROOT / 'examples' / 'python'}:{harness.FIXTURES / 'python'}"}
+    envoy = harness.Envoy([harness.fixture_listener("cases", port, harness.RUNTIME_CASES_SCRIPT)], admin, env=env,
+                          extra_args=("--component-log-level", f"dynamic_modules:{log_level}"))
+    return envoy, port
+
+
+def case_python_logging_handler_writes_envoys_log():
+    envoy, port = start_fixture()
+    try:
+        for req in [b"debug:not shown", b"info:an info line", b"warning:a warning", b"error:an error"]:
+            assert harness.post_case(port, "python_log", req) == b"true|logged", req
+        harness.wait_until(lambda: "log_demo ERROR an error" in envoy.log_text(), 10)
+        log = envoy.log_text()
+        assert "[error] ffi_python3: log_demo ERROR an error" in log, envoy.log_tail()
+        assert "[warning] ffi_python3: log_demo WARNING a warning" in log
+        assert "[info] ffi_python3: log_demo INFO an info line" in log
+        assert "not shown" not in log
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def case_go_logger_and_netpoll_serving():
+    envoy, port = start_fixture()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(lambda i: harness.post_case(port, "go_netpoll", b"echo%d" % i), range(200)))
+        assert got == [b"true|echo%d" % i for i in range(200)]
+        assert harness.post_case(port, "go_netpoll", b"log:warn:slow upstream") == b"true|logged"
+        assert harness.post_case(port, "go_netpoll", b"log:error:failed") == b"true|logged"
+        harness.wait_until(lambda: "go_echo: failed from=go" in envoy.log_text(), 10)
+        assert '[warning] go_echo: slow upstream from=go note="a b"' in envoy.log_text(), envoy.log_tail()
         envoy.assert_no_crash()
     finally:
         envoy.stop()

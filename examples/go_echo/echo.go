@@ -3,6 +3,11 @@
 //
 // Build: go build -buildmode=c-shared -o libgo_echo.so .
 // Lua:   local rt = ngx.load_ffi("go_echo"); local ok, res = rt:echo("hi")
+//
+// cfg (optional, comma-separated): "netpoll" serves from Go's netpoller
+// (restyffi.ServeNetpoll: no goroutine blocks in task_poll); "log" makes a
+// request "log:<level>:<msg>" write <msg> to the host's log with
+// restyffi.Logger (level: debug, info, warn, error) and answer "logged".
 package main
 
 /*
@@ -17,17 +22,33 @@ void ngx_http_lua_ffi_respond(void *task, int rc, char *rsp, int rsp_len);
 */
 import "C"
 
-import "unsafe"
+import (
+	"strings"
+	"unsafe"
+
+	"resty_ffi/examples/go_echo/restyffi"
+)
 
 // serve answers the tasks of one queue until the runtime is unloaded.
-func serve(tq unsafe.Pointer) {
+func serve(tq unsafe.Pointer, log *restyffi.Logger) {
 	for {
 		task := C.ngx_http_lua_ffi_task_poll(tq)
 		if task == nil {
 			return // unloaded: tq is gone
 		}
+		answer(task, log)
+	}
+}
+
+// answer echoes the task's request (or logs it, see the cfg above).
+func answer(task unsafe.Pointer, log *restyffi.Logger) {
+	{
 		var n C.int
 		req := C.ngx_http_lua_ffi_get_req(task, &n)
+		if log != nil && n > 4 && C.GoStringN(req, 4) == "log:" {
+			logRequest(task, log, C.GoStringN(req, n)[4:])
+			return
+		}
 		// A NULL response with length 0 is an empty answer; a non-NULL one
 		// with length 0 would be read as a C string.
 		var rsp *C.char
@@ -39,9 +60,30 @@ func serve(tq unsafe.Pointer) {
 	}
 }
 
+// logRequest: "<level>:<msg>" -> the host's log, answered "logged".
+func logRequest(task unsafe.Pointer, log *restyffi.Logger, spec string) {
+	level, msg, _ := strings.Cut(spec, ":")
+	levels := map[string]restyffi.Level{"debug": restyffi.LevelDebug, "info": restyffi.LevelInfo,
+		"warn": restyffi.LevelWarn, "error": restyffi.LevelError}
+	log.Log(levels[level], msg, "from", "go", "note", "a b")
+	C.ngx_http_lua_ffi_respond(task, 0, C.CString("logged"), 0)
+}
+
 //export libffi_init
 func libffi_init(cfg *C.char, tq unsafe.Pointer) C.int {
-	go serve(tq)
+	opts := ""
+	if cfg != nil {
+		opts = C.GoString(cfg)
+	}
+	var log *restyffi.Logger
+	if strings.Contains(opts, "log") {
+		log = restyffi.NewLogger(tq)
+	}
+	if strings.Contains(opts, "netpoll") {
+		go restyffi.ServeNetpoll(tq, func(task unsafe.Pointer) { answer(task, log) })
+	} else {
+		go serve(tq, log)
+	}
 	return 0
 }
 

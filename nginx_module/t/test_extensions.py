@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Trace, fan_out_lua, wait_until
+from conftest import FIXTURES, Trace, fan_out_lua, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "nginx"
 
@@ -213,3 +213,38 @@ def test_prometheus_example_location(nginx):
     assert 'resty_ffi_failed_total{runtime="test_runtime",worker="0"} 1' in text
     assert 'resty_ffi_in_flight{runtime="test_runtime",worker="0"} 0' in text
     assert "# TYPE resty_ffi_p99_us gauge" in text
+
+
+# Each language's logging path, through the shared fixture (Envoy runs it too).
+
+PYTHONPATH = f"{Path(__file__).resolve().parents[2] / 'examples' / 'python'}:{FIXTURES / 'python'}"
+
+
+def fixture_location(case):
+    return f"""location /{case} {{ content_by_lua_block {{
+        ngx.say(require('runtime_cases').{case}(ngx.unescape_uri(ngx.var.arg_req))) }} }}"""
+
+
+def test_python_logging_handler_writes_the_error_log(nginx, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
+    n = nginx(main="env PYTHONPATH;", log_level="info", server=fixture_location("python_log"))
+    for req in ["debug:not%20shown", "info:an%20info%20line", "warning:a%20warning", "error:an%20error"]:
+        assert n.get(f"/python_log?req={req}") == (200, b"true|logged\n"), req
+    assert wait_until(lambda: log_lines(n, r"ffi_python3: log_demo ERROR an error$"), 10), n.log.read_text()[-2000:]
+    pid = n.worker_pids()[0]
+    assert log_lines(n, r"\[warn\] (\d+)#\d+: ffi_python3: log_demo WARNING a warning$") == [str(pid)]
+    assert log_lines(n, r"\[info\] \d+#\d+: ffi_python3: log_demo INFO an info line$")
+    assert not log_lines(n, r"not shown")
+
+
+def test_go_logger_and_netpoll_serving(nginx):
+    n = nginx(log_level="info", server=fixture_location("go_netpoll"))
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda i: n.get(f"/go_netpoll?req=echo{i}"), range(200)))
+    assert got == [(200, f"true|echo{i}\n".encode()) for i in range(200)]
+    assert n.get("/go_netpoll?req=log:warn:slow%20upstream") == (200, b"true|logged\n")
+    assert n.get("/go_netpoll?req=log:error:failed") == (200, b"true|logged\n")
+    assert wait_until(lambda: log_lines(n, r"go_echo: failed from=go"), 10)
+    assert log_lines(n, r'\[warn\] \d+#\d+: (go_echo: slow upstream from=go note="a b")$') == \
+        ['go_echo: slow upstream from=go note="a b"']
+    assert n.errors() == []
