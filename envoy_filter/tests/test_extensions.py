@@ -159,8 +159,11 @@ def start_fixture(log_level="info"):
                     str(harness.RUNTIMES / "libffi_python3.so")], check=True)
     subprocess.run([str(harness.ROOT / "examples" / "go_echo" / "build.sh"),
                     str(harness.RUNTIMES / "libgo_echo.so")], check=True)
+    subprocess.run([str(harness.ROOT / "examples" / "nodejs" / "build.sh"), str(harness.RUNTIMES / "libffi_nodejs.so"),
+                    str(harness.RELEASE / "include")], check=True)
     port, admin = harness.free_ports(2)
-    env = {"PYTHONPATH": f"{harness.ROOT / 'examples' / 'python'}:{harness.FIXTURES / 'python'}"}
+    env = {"PYTHONPATH": f"{harness.ROOT / 'examples' / 'python'}:{harness.FIXTURES / 'python'}",
+           "NODE_PATH": str(harness.ROOT / "examples" / "nodejs")}
     envoy = harness.Envoy([harness.fixture_listener("cases", port, harness.RUNTIME_CASES_SCRIPT)], admin, env=env,
                           extra_args=("--component-log-level", f"dynamic_modules:{log_level}"))
     return envoy, port
@@ -192,6 +195,25 @@ def case_go_logger_and_netpoll_serving():
         assert harness.post_case(port, "go_netpoll", b"log:error:failed") == b"true|logged"
         harness.wait_until(lambda: "go_echo: failed from=go" in envoy.log_text(), 10)
         assert '[warning] go_echo: slow upstream from=go note="a b"' in envoy.log_text(), envoy.log_tail()
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def case_node_console_goes_to_envoys_log():
+    envoy, port = start_fixture()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(lambda i: harness.post_case(port, "node_log", b"r%d" % i), range(200)))
+        assert got == [b"true|r%d" % i for i in range(200)]
+        for req in [b"debug:hidden", b"info:an info", b"warn:careful", b"error:broken"]:
+            assert harness.post_case(port, "node_log", req) == b"true|logged", req
+        harness.wait_until(lambda: "node says broken" in envoy.log_text(), 10)
+        log = envoy.log_text()
+        assert "[error] ffi_nodejs: node says broken { n: 1 }" in log, envoy.log_tail()
+        assert "[warning] ffi_nodejs: node says careful" in log
+        assert "[info] ffi_nodejs: node says an info" in log
+        assert "hidden" not in log
         envoy.assert_no_crash()
     finally:
         envoy.stop()

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -65,6 +66,14 @@ v8::Global<v8::Function> load_fn;
 const char BOOTSTRAP[] = R"JS(
 const Module = require('module');
 const path = require('path');
+// console.* of runtime code goes to the host's log (nginx's error log,
+// Envoy's log): error -> err, warn -> warn, log/info -> info, debug/trace -> debug.
+{
+  const util = require('util');
+  const binding = process._linkedBinding('resty_ffi');
+  const to = (level) => (...args) => binding.log(level, 'ffi_nodejs: ' + util.format(...args));
+  Object.assign(console, { error: to(4), warn: to(5), log: to(7), info: to(7), debug: to(8), trace: to(8) });
+}
 process.on('uncaughtException', (e) => console.error('ffi_nodejs: uncaught exception:', e));
 process.on('unhandledRejection', (e) => console.error('ffi_nodejs: unhandled rejection:', e));
 process.env.NODE_PATH = [process.env.NODE_PATH, process.env.RESTY_FFI_NODEJS_DIR]
@@ -293,9 +302,109 @@ napi_value poll_async(napi_env env, napi_callback_info info)
     return nullptr;
 }
 
+// log(level, text): text to the host's log (resty_ffi_log, no library prefix).
+napi_value log(napi_env env, napi_callback_info info)
+{
+    napi_value argv[2];
+    args(env, info, 2, argv);
+    int32_t level = 4;
+    napi_get_value_int32(env, argv[0], &level);
+    size_t len = 0;
+    if (napi_get_value_string_utf8(env, argv[1], nullptr, 0, &len) != napi_ok) {
+        napi_throw_type_error(env, nullptr, "log: text must be a string");
+        return nullptr;
+    }
+    std::string text(len, '\0');
+    napi_get_value_string_utf8(env, argv[1], text.data(), len + 1, &len);
+    resty_ffi_log(nullptr, level, text.data(), (int) std::min(len, (size_t) INT_MAX));
+    return nullptr;
+}
+
+// poll_loop(tq, callback): calls callback(task) for each task of tq on this JS
+// thread, from its own libuv loop: a uv_poll_t watches the queue's fd
+// (resty_ffi_queue_fd), tasks are taken with resty_ffi_task_try_poll. No
+// thread polls. Ends (and lets the loop go) once the runtime is unloaded.
+struct LoopPoller {
+    uv_poll_t poll;
+    void *tq;
+    napi_env env;
+    napi_ref callback;
+    napi_async_context async;
+};
+
+void loop_poller_closed(uv_handle_t *handle)
+{
+    LoopPoller *p = (LoopPoller *) handle->data;
+    napi_delete_reference(p->env, p->callback);
+    napi_async_destroy(p->env, p->async);
+    delete p;
+}
+
+void on_queue_readable(uv_poll_t *poll, int status, int)
+{
+    LoopPoller *p = (LoopPoller *) poll->data;
+    napi_handle_scope scope;
+    napi_open_handle_scope(p->env, &scope);
+    napi_value cb, recv;
+    napi_get_reference_value(p->env, p->callback, &cb);
+    napi_get_global(p->env, &recv);
+    void *task;
+    int rc;
+    while ((rc = resty_ffi_task_try_poll(p->tq, &task)) == 1) {
+        napi_value argv[1] = {bigint(p->env, task)};
+        // Runs the microtasks (promise reactions) the callback queued. A
+        // callback that could not even be called leaves the task to us.
+        napi_status status = napi_make_callback(p->env, p->async, recv, cb, 1, argv, nullptr);
+        if (status != napi_ok && status != napi_pending_exception) {
+            respond_error(task, RC_JS_GONE, JS_GONE);
+        }
+    }
+    napi_close_handle_scope(p->env, scope);
+    if (rc == -1 || status < 0) {
+        uv_poll_stop(poll);
+        uv_close((uv_handle_t *) poll, loop_poller_closed);
+    }
+}
+
+napi_value poll_loop(napi_env env, napi_callback_info info)
+{
+    napi_value argv[2], name;
+    args(env, info, 2, argv);
+    napi_valuetype type;
+    napi_typeof(env, argv[1], &type);
+    if (type != napi_function) {
+        napi_throw_type_error(env, nullptr, "poll_loop: callback must be a function");
+        return nullptr;
+    }
+    void *tq = (void *) (uintptr_t) to_u64(env, argv[0]);
+    int fd = resty_ffi_queue_fd(tq);
+    uv_loop_t *loop = nullptr;
+    if (fd < 0 || napi_get_uv_event_loop(env, &loop) != napi_ok) {
+        napi_throw_error(env, nullptr, "poll_loop: the host has no queue fd");
+        return nullptr;
+    }
+    LoopPoller *p = new LoopPoller{};
+    p->tq = tq;
+    p->env = env;
+    napi_create_reference(env, argv[1], 1, &p->callback);
+    napi_create_string_utf8(env, "resty_ffi.poll_loop", NAPI_AUTO_LENGTH, &name);
+    napi_async_init(env, nullptr, name, &p->async);
+    p->poll.data = p;
+    if (uv_poll_init(loop, &p->poll, fd) != 0 || uv_poll_start(&p->poll, UV_READABLE, on_queue_readable) != 0) {
+        napi_delete_reference(env, p->callback);
+        napi_async_destroy(env, p->async);
+        delete p;
+        napi_throw_error(env, nullptr, "poll_loop: cannot watch the queue fd");
+        return nullptr;
+    }
+    return nullptr;
+}
+
 napi_value binding(napi_env env, napi_value exports)
 {
     const napi_property_descriptor fns[] = {
+        {"log", nullptr, log, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+        {"poll_loop", nullptr, poll_loop, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
         {"poll_task", nullptr, poll_task, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
         {"get_req", nullptr, get_req, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
         {"respond", nullptr, respond, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

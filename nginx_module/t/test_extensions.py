@@ -248,3 +248,25 @@ def test_go_logger_and_netpoll_serving(nginx):
     assert log_lines(n, r'\[warn\] \d+#\d+: (go_echo: slow upstream from=go note="a b")$') == \
         ['go_echo: slow upstream from=go note="a b"']
     assert n.errors() == []
+
+
+def test_node_console_goes_to_the_error_log_and_serve_uses_nodes_loop(nginx, monkeypatch):
+    monkeypatch.setenv("NODE_PATH", str(Path(__file__).resolve().parents[2] / "examples" / "nodejs"))
+    n = nginx(main="env NODE_PATH;", log_level="info", server=fixture_location("node_log") + """
+        location /threads { content_by_lua_block { ngx.say(ngx.worker.pid()) } }""")
+    pid = int(n.get("/threads")[1])
+    assert n.get("/node_log?req=warm") == (200, b"true|warm\n")
+    threads = n.threads(pid)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda i: n.get(f"/node_log?req=r{i}"), range(200)))
+    assert got == [(200, f"true|r{i}\n".encode()) for i in range(200)]
+    for req in ["debug:hidden", "info:an%20info", "warn:careful", "error:broken"]:
+        assert n.get(f"/node_log?req={req}") == (200, b"true|logged\n"), req
+    assert wait_until(lambda: log_lines(n, r"ffi_node.*broken"), 10), n.log.read_text()[-2000:]
+    assert log_lines(n, r"\[error\] \d+#\d+: (ffi_nodejs: node says broken \{ n: 1 \})$") == \
+        ["ffi_nodejs: node says broken { n: 1 }"]
+    assert log_lines(n, r"\[warn\] \d+#\d+: ffi_nodejs: node says careful")
+    assert log_lines(n, r"\[info\] \d+#\d+: ffi_nodejs: node says an info")
+    assert not log_lines(n, "hidden")
+    # Served from Node's own loop: no poll thread was started for it.
+    assert n.threads(pid) == threads
