@@ -161,9 +161,12 @@ def start_fixture(log_level="info"):
                     str(harness.RUNTIMES / "libgo_echo.so")], check=True)
     subprocess.run([str(harness.ROOT / "examples" / "nodejs" / "build.sh"), str(harness.RUNTIMES / "libffi_nodejs.so"),
                     str(harness.RELEASE / "include")], check=True)
+    subprocess.run([str(harness.ROOT / "examples" / "java" / "build.sh"), str(harness.RUNTIMES / "libffi_java.so"),
+                    str(harness.RELEASE / "include")], check=True)
     port, admin = harness.free_ports(2)
     env = {"PYTHONPATH": f"{harness.ROOT / 'examples' / 'python'}:{harness.FIXTURES / 'python'}",
-           "NODE_PATH": str(harness.ROOT / "examples" / "nodejs")}
+           "NODE_PATH": str(harness.ROOT / "examples" / "nodejs"),
+           "CLASSPATH": str(harness.RUNTIMES / "examples.jar"), "JAVA_OPTS": "-Xmx128m"}
     envoy = harness.Envoy([harness.fixture_listener("cases", port, harness.RUNTIME_CASES_SCRIPT)], admin, env=env,
                           extra_args=("--component-log-level", f"dynamic_modules:{log_level}"))
     return envoy, port
@@ -213,6 +216,22 @@ def case_node_console_goes_to_envoys_log():
         assert "[error] ffi_nodejs: node says broken { n: 1 }" in log, envoy.log_tail()
         assert "[warning] ffi_nodejs: node says careful" in log
         assert "[info] ffi_nodejs: node says an info" in log
+        assert "hidden" not in log
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def case_java_logging_handler_writes_envoys_log():
+    envoy, port = start_fixture()
+    try:
+        for req in [b"FINE:hidden", b"INFO:an info", b"WARNING:careful", b"SEVERE:broken"]:
+            assert harness.post_case(port, "java_log", req) == b"true|logged", req
+        harness.wait_until(lambda: "demo.log SEVERE broken" in envoy.log_text(), 10)
+        log = envoy.log_text()
+        assert "[error] ffi_java: demo.log SEVERE broken" in log, envoy.log_tail()
+        assert "[warning] ffi_java: demo.log WARNING careful" in log
+        assert "[info] ffi_java: demo.log INFO an info" in log
         assert "hidden" not in log
         envoy.assert_no_crash()
     finally:

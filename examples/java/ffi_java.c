@@ -113,8 +113,30 @@ ffi_respond(JNIEnv *env, jclass cls, jlong task, jint rc, jbyteArray body)
 }
 
 
+static void JNICALL
+ffi_log(JNIEnv *env, jclass cls, jlong tq, jint level, jbyteArray msg)
+{
+    jsize   len;
+    jbyte  *bytes;
+
+    if (msg == NULL) {
+        return;
+    }
+
+    len = (*env)->GetArrayLength(env, msg);
+    bytes = (*env)->GetByteArrayElements(env, msg, NULL);
+    if (bytes == NULL) {
+        return;
+    }
+
+    resty_ffi_log((void *) (uintptr_t) tq, level, (const char *) bytes, len);
+    (*env)->ReleaseByteArrayElements(env, msg, bytes, JNI_ABORT);
+}
+
+
 static JNINativeMethod ffi_natives[] = {
     { "poll", "(J)J", (void *) ffi_poll },
+    { "log", "(JI[B)V", (void *) ffi_log },
     { "request", "(J)[B", (void *) ffi_request },
     { "respond", "(JI[B)V", (void *) ffi_respond },
 };

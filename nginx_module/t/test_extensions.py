@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, Trace, fan_out_lua, wait_until
+from conftest import FIXTURES, RUNTIMES, Trace, fan_out_lua, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "nginx"
 
@@ -270,3 +270,17 @@ def test_node_console_goes_to_the_error_log_and_serve_uses_nodes_loop(nginx, mon
     assert not log_lines(n, "hidden")
     # Served from Node's own loop: no poll thread was started for it.
     assert n.threads(pid) == threads
+
+
+def test_java_logging_handler_writes_the_error_log(nginx, monkeypatch):
+    examples = next(Path(d) / "examples.jar" for d in RUNTIMES.split(":") if (Path(d) / "examples.jar").exists())
+    monkeypatch.setenv("CLASSPATH", str(examples))
+    monkeypatch.setenv("JAVA_OPTS", "-Xmx128m")
+    n = nginx(main="env CLASSPATH; env JAVA_OPTS;", log_level="info", server=fixture_location("java_log"))
+    for req in ["FINE:hidden", "INFO:an%20info", "WARNING:careful", "SEVERE:broken"]:
+        assert n.get(f"/java_log?req={req}") == (200, b"true|logged\n"), req
+    assert wait_until(lambda: log_lines(n, r"demo.log SEVERE broken$"), 10), n.log.read_text()[-2000:]
+    assert log_lines(n, r"\[error\] \d+#\d+: (ffi_java: demo.log SEVERE broken)$") == ["ffi_java: demo.log SEVERE broken"]
+    assert log_lines(n, r"\[warn\] \d+#\d+: ffi_java: demo.log WARNING careful$")
+    assert log_lines(n, r"\[info\] \d+#\d+: ffi_java: demo.log INFO an info$")
+    assert not log_lines(n, "hidden")

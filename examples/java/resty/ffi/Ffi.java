@@ -37,6 +37,14 @@ public final class Ffi {
     /** Answers {@code task}, exactly once: rc 0 is {@code true, body}, else {@code false, rc, body}. */
     public static native void respond(long task, int rc, byte[] body);
 
+    /**
+     * Writes {@code msg} (UTF-8) to the host's log (nginx's error log, Envoy's
+     * log) at {@code level}, nginx's numbering (4 err, 5 warn, 7 info, 8 debug),
+     * prefixed with the runtime's library name (none when {@code tq} is 0).
+     * Never blocks. {@link LogHandler} does it for java.util.logging.
+     */
+    public static native void log(long tq, int level, byte[] msg);
+
     /** A blocking handler: runs on the pool of {@link #serve(long, int, Handler)}. */
     @FunctionalInterface
     public interface Handler {
