@@ -32,7 +32,7 @@ declare -A CASES=(
   [test_diff.py]=118
   [test_lua_neighbours.py]=2
   [test_mixed_calls.py]=2
-  [test_extensions.py]=9
+  [test_extensions.py]=10
 )
 script_timeout=${RESTY_FFI_SCRIPT_TIMEOUT:-300}
 

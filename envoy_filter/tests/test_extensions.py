@@ -152,7 +152,7 @@ def case_stats_count_streams_that_went_away():
         envoy.stop()
 
 
-def start_fixture(log_level="info"):
+def start_fixture(log_level="info", concurrency=1):
     """Envoy serving tests/fixtures/runtime_cases.lua, with the Python loader
     and the Go echo built next to the test runtimes."""
     subprocess.run([str(harness.ROOT / "examples" / "python" / "build.sh"),
@@ -168,6 +168,7 @@ def start_fixture(log_level="info"):
            "NODE_PATH": str(harness.ROOT / "examples" / "nodejs"),
            "CLASSPATH": str(harness.RUNTIMES / "examples.jar"), "JAVA_OPTS": "-Xmx128m"}
     envoy = harness.Envoy([harness.fixture_listener("cases", port, harness.RUNTIME_CASES_SCRIPT)], admin, env=env,
+                          concurrency=concurrency,
                           extra_args=("--component-log-level", f"dynamic_modules:{log_level}"))
     return envoy, port
 
@@ -233,6 +234,33 @@ def case_java_logging_handler_writes_envoys_log():
         assert "[warning] ffi_java: demo.log WARNING careful" in log
         assert "[info] ffi_java: demo.log INFO an info" in log
         assert "hidden" not in log
+        envoy.assert_no_crash()
+    finally:
+        envoy.stop()
+
+
+def case_two_venvs_in_one_envoy_import_their_own_package_versions():
+    import sys
+    import tempfile
+    sys.path.insert(0, str(harness.FIXTURES))
+    from python_venvs import make_venvs
+
+    base = tempfile.mkdtemp(prefix="resty_ffi_venvs_")
+    venv1, venv2 = make_venvs(base)
+    envoy, port = start_fixture(concurrency=2)
+    try:
+        def call(i):
+            venv = (venv1, venv2)[i % 2]
+            return harness.post_case(port, "python_venv", venv.encode()), venv
+        # Both worker threads, each with runtimes in both venvs (one
+        # sub-interpreter per venv, shared by the workers).
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(call, range(64)))
+        for body, venv in got:
+            assert body == f"true|tinypkg {venv[-1]} prefix {venv}".encode(), (body, venv)
+        assert harness.post_case(port, "python_venv", b"") == b"nil|-1"
+        assert harness.post_case(port, "python_venv", base.encode()) == b"nil|4"
+        harness.wait_until(lambda: f'venv "{base}" is not a virtual environment' in envoy.log_text(), 5)
         envoy.assert_no_crash()
     finally:
         envoy.stop()

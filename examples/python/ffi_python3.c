@@ -17,7 +17,16 @@
  * start); -1 when the import or the call raised. Each failure is explained
  * on stderr (nginx's error log; Envoy's stderr).
  *
- * One interpreter per process, started by the first libffi_init; the GIL is
+ * cfg may start with "venv=<dir>," (ngx.load_ffi("ffi_python3",
+ * "venv=/srv/venv1,mymod,init")): the module then runs in a sub-interpreter
+ * of its own for that virtual environment (one per venv directory, shared by
+ * the runtimes that name it), with the venv's site-packages first on sys.path,
+ * so two runtimes of one process can import different versions of a package.
+ * Python 3.11's sub-interpreters share the GIL; extension modules without
+ * sub-interpreter support (single-phase init with global state, e.g. some
+ * C-accelerated packages) may misbehave in them: see docs/runtimes.md.
+ *
+ * One main interpreter per process, started by the first libffi_init; the GIL is
  * held only while a runtime is being initialized or runs Python code. The
  * loader is linked with -z nodelete: the interpreter cannot be finalized and
  * started again, so an unpinned load never unmaps the loader (hot reload of
@@ -46,6 +55,8 @@
 #define RC_NO_PYTHON    3       /* Python cannot run: loaded without is_global,
                                    or the interpreter could not start */
 #define RC_PY_ERROR     -1      /* import or call raised: see the error log */
+#define RC_BAD_VENV     4       /* venv=<dir> is not a virtual environment,
+                                   or its interpreter could not be made */
 
 
 static pthread_once_t  python_once = PTHREAD_ONCE_INIT;
@@ -320,12 +331,143 @@ done:
 }
 
 
+/* One sub-interpreter per venv directory, for the life of the process. */
+typedef struct venv_interp {
+    struct venv_interp    *next;
+    char                  *dir;
+    PyInterpreterState    *interp;
+} venv_interp_t;
+
+static pthread_mutex_t  venv_lock = PTHREAD_MUTEX_INITIALIZER;
+static venv_interp_t   *venvs;
+
+
+/* Runs in the new sub-interpreter: the venv's site-packages (and its .pth
+ * files) go first on sys.path; sys.prefix names the venv, as `python` of
+ * the venv would set it. */
+static const char VENV_SETUP[] =
+    "import glob, site, sys\n"
+    "def _setup(venv):\n"
+    "    dirs = sorted(glob.glob(venv + '/lib/python%d.%d/site-packages' % sys.version_info[:2]))\n"
+    "    if not dirs:\n"
+    "        raise ImportError('no lib/python%d.%d/site-packages in venv ' % sys.version_info[:2] + venv)\n"
+    "    before = list(sys.path)\n"
+    "    for d in dirs:\n"
+    "        site.addsitedir(d)\n"
+    "    sys.path[:] = [p for p in sys.path if p not in before] + before\n"
+    "    sys.prefix = sys.exec_prefix = venv\n";
+
+
+/*
+ * The sub-interpreter of venv `dir`, made on first use (the GIL is not held
+ * by the caller). NULL (explained on stderr) if `dir` is not a venv or the
+ * interpreter cannot be made.
+ */
+static PyInterpreterState *
+venv_interpreter(const char *dir)
+{
+    char                cfg[4096];
+    venv_interp_t      *v;
+    PyObject           *globals, *res;   /* PyDict_GetItemString: borrowed */
+    PyThreadState      *main_ts, *sub;
+    PyGILState_STATE    gil;
+    PyInterpreterState *interp = NULL;
+
+    if (snprintf(cfg, sizeof(cfg), "%s/pyvenv.cfg", dir) >= (int) sizeof(cfg) || access(cfg, R_OK) != 0) {
+        fprintf(stderr, "ffi_python3: venv \"%s\" is not a virtual environment (no readable %s: %s)\n",
+                dir, cfg, strerror(errno));
+        explain_unreadable("the venv", dir);
+        return NULL;
+    }
+
+    pthread_mutex_lock(&venv_lock);
+
+    for (v = venvs; v != NULL; v = v->next) {
+        if (strcmp(v->dir, dir) == 0) {
+            interp = v->interp;
+            goto done;
+        }
+    }
+
+    gil = PyGILState_Ensure();
+    main_ts = PyThreadState_Get();
+    sub = Py_NewInterpreter();          /* switches to the new interpreter */
+    if (sub == NULL) {
+        PyThreadState_Swap(main_ts);
+        PyGILState_Release(gil);
+        fprintf(stderr, "ffi_python3: cannot create a sub-interpreter for venv \"%s\"\n", dir);
+        goto done;
+    }
+
+    res = NULL;
+    globals = PyDict_New();
+    if (globals != NULL) {
+        res = PyRun_String(VENV_SETUP, Py_file_input, globals, globals);
+        Py_XDECREF(res);
+        res = res != NULL ? PyObject_CallFunction(PyDict_GetItemString(globals, "_setup"), "s", dir) : NULL;
+        Py_DECREF(globals);
+    }
+
+    if (res == NULL) {
+        fprintf(stderr, "ffi_python3: venv \"%s\":\n", dir);
+        PyErr_Print();
+        fflush(stderr);
+        Py_EndInterpreter(sub);
+        PyThreadState_Swap(main_ts);
+        PyGILState_Release(gil);
+        goto done;
+    }
+    Py_DECREF(res);
+
+    /* The sub-interpreter's first thread state stays, unused: runtimes'
+     * calls make their own (see call_in_venv). */
+    interp = sub->interp;
+    PyThreadState_Swap(main_ts);
+    PyGILState_Release(gil);
+
+    v = calloc(1, sizeof(venv_interp_t));
+    if (v == NULL || (v->dir = strdup(dir)) == NULL) {
+        free(v);
+        goto done;              /* works, just not cached */
+    }
+    v->interp = interp;
+    v->next = venvs;
+    venvs = v;
+
+done:
+
+    pthread_mutex_unlock(&venv_lock);
+    return interp;
+}
+
+
+/* call_init in `interp`, on a thread state of this thread made for the call. */
+static int
+call_in_venv(PyInterpreterState *interp, char *module, const char *func, const char *rest, void *tq)
+{
+    int             rc;
+    PyThreadState  *ts;
+
+    ts = PyThreadState_New(interp);
+    if (ts == NULL) {
+        return RC_BAD_VENV;
+    }
+
+    PyEval_RestoreThread(ts);
+    rc = call_init(module, func, rest, tq);
+    PyThreadState_Clear(ts);
+    PyThreadState_DeleteCurrent();      /* and releases the GIL */
+    return rc;
+}
+
+
 int
 libffi_init(char *cfg, void *tq)
 {
-    int               rc;
-    char             *copy, *module, *func, *rest;
-    PyGILState_STATE  gil;
+    int                  rc;
+    char                *copy, *module, *func, *rest, *venv = NULL;
+    PyGILState_STATE     gil;
+    PyInterpreterState  *interp;
 
     if (cfg == NULL) {
         fprintf(stderr, "ffi_python3: cfg \"module,function[,rest]\" is required\n");
@@ -339,10 +481,19 @@ libffi_init(char *cfg, void *tq)
 
     rest = copy;
     module = strsep(&rest, ",");
-    func = strsep(&rest, ",");
+    if (strncmp(module, "venv=", 5) == 0) {
+        venv = module + 5;
+        module = rest != NULL ? strsep(&rest, ",") : "";
+        if (venv[0] == '\0') {
+            fprintf(stderr, "ffi_python3: bad cfg \"%s\": venv= needs a directory\n", cfg);
+            free(copy);
+            return RC_BAD_CFG;
+        }
+    }
+    func = rest != NULL ? strsep(&rest, ",") : NULL;
 
     if (module[0] == '\0' || func == NULL || func[0] == '\0') {
-        fprintf(stderr, "ffi_python3: bad cfg \"%s\": want \"module,function[,rest]\"\n", cfg);
+        fprintf(stderr, "ffi_python3: bad cfg \"%s\": want \"[venv=<dir>,]module,function[,rest]\"\n", cfg);
         free(copy);
         return RC_BAD_CFG;
     }
@@ -350,6 +501,13 @@ libffi_init(char *cfg, void *tq)
     if (!python_is_global() || !python_running()) {
         free(copy);
         return RC_NO_PYTHON;
+    }
+
+    if (venv != NULL) {
+        interp = venv_interpreter(venv);
+        rc = interp != NULL ? call_in_venv(interp, module, func, rest, tq) : RC_BAD_VENV;
+        free(copy);
+        return rc;
     }
 
     gil = PyGILState_Ensure();

@@ -284,3 +284,27 @@ def test_java_logging_handler_writes_the_error_log(nginx, monkeypatch):
     assert log_lines(n, r"\[warn\] \d+#\d+: ffi_java: demo.log WARNING careful$")
     assert log_lines(n, r"\[info\] \d+#\d+: ffi_java: demo.log INFO an info$")
     assert not log_lines(n, "hidden")
+
+
+def test_two_venvs_in_one_worker_import_their_own_package_versions(nginx, monkeypatch, tmp_path):
+    import sys
+    sys.path.insert(0, str(FIXTURES))
+    from python_venvs import make_venvs
+
+    venv1, venv2 = make_venvs(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
+    n = nginx(main="env PYTHONPATH;", server=fixture_location("python_venv") + """
+        location /pid { content_by_lua_block { ngx.say(ngx.worker.pid()) } }""")
+    pid = n.get("/pid")[1]
+    assert n.get(f"/python_venv?req={venv1}") == (200, f"true|tinypkg 1 prefix {venv1}\n".encode())
+    assert n.get(f"/python_venv?req={venv2}") == (200, f"true|tinypkg 2 prefix {venv2}\n".encode())
+    # Both stay loaded in the same worker, each with its version.
+    assert n.get(f"/python_venv?req={venv1}") == (200, f"true|tinypkg 1 prefix {venv1}\n".encode())
+    assert n.get("/pid")[1] == pid
+    # Without a venv, tinypkg is not found: the venvs' paths did not leak.
+    assert n.get("/python_venv?req=") == (200, b"nil|-1\n")
+    assert wait_until(lambda: "No module named 'tinypkg'" in n.log.read_text(), 5)
+    # Not a venv: a clear error, rc 4.
+    assert n.get(f"/python_venv?req={tmp_path}") == (200, b"nil|4\n")
+    assert wait_until(lambda: f'venv "{tmp_path}" is not a virtual environment' in n.log.read_text(), 5)
+    assert n.errors() == []
