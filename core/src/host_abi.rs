@@ -287,24 +287,11 @@ pub unsafe extern "C" fn resty_ffi_sink_free(sink: *mut resty_ffi_sink) {
     }
 }
 
-/// A runtime's counters ([`resty_ffi_runtime_stats`]). Latencies are from
-/// post to answer, in µs, over the last 1024 answers (`samples`).
-#[repr(C)]
-pub struct resty_ffi_stats {
-    pub posted: u64,
-    pub answered: u64,
-    /// Answered with rc != 0.
-    pub failed: u64,
-    pub timed_out: u64,
-    pub cancelled: u64,
-    pub queue_full: u64,
-    pub in_flight: u64,
-    pub queue_len: u64,
-    pub p50_us: u32,
-    pub p99_us: u32,
-    pub max_us: u32,
-    pub samples: u32,
-}
+/// A runtime's counters ([`resty_ffi_runtime_stats`]): posted, answered,
+/// failed (rc != 0), timed_out, cancelled, queue_full, in_flight, queue_len,
+/// and latencies from post to answer in µs (p50_us, p99_us, max_us) over the
+/// last 1024 answers (`samples`).
+pub type resty_ffi_stats = crate::StatsSnapshot;
 
 /// Fills `out` with the counters of `rt`'s runtime (shared by every holder
 /// of a shared runtime).
@@ -313,21 +300,7 @@ pub struct resty_ffi_stats {
 /// `rt` is a live handle; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn resty_ffi_runtime_stats(rt: *const resty_ffi_runtime, out: *mut resty_ffi_stats) {
-    let s = (*rt).runtime.queue().snapshot();
-    *out = resty_ffi_stats {
-        posted: s.posted,
-        answered: s.answered,
-        failed: s.failed,
-        timed_out: s.timed_out,
-        cancelled: s.cancelled,
-        queue_full: s.queue_full,
-        in_flight: s.in_flight,
-        queue_len: s.queue_len,
-        p50_us: s.p50_us,
-        p99_us: s.p99_us,
-        max_us: s.max_us,
-        samples: s.samples,
-    };
+    *out = (*rt).runtime.queue().snapshot();
 }
 
 /// For hosts written in Rust: see [`Runtime::stats_since_published`].

@@ -39,25 +39,27 @@ pub struct Stats {
     runtime: CachePadded<RuntimeSide>,
 }
 
-/// A snapshot of [`Stats`].
+/// A snapshot of [`Stats`]; also the C host API's `resty_ffi_stats`.
+/// Latencies are from post to answer, in µs, over the last answers.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub posted: u64,
     pub answered: u64,
+    /// Answered with rc != 0.
     pub failed: u64,
     pub timed_out: u64,
     pub cancelled: u64,
     pub queue_full: u64,
     /// Posted and not yet answered.
     pub in_flight: u64,
-    /// Latency percentiles (µs, post to answer) over the last answers.
+    /// Tasks waiting to be polled (filled in by the queue).
+    pub queue_len: u64,
     pub p50_us: u32,
     pub p99_us: u32,
     pub max_us: u32,
     /// How many answers the percentiles are taken over (≤ `LATENCY_WINDOW`).
     pub samples: u32,
-    /// Tasks waiting to be polled (filled in by the queue).
-    pub queue_len: u64,
 }
 
 impl Default for Stats {
@@ -131,11 +133,11 @@ impl Stats {
             cancelled: host.cancelled.load(Ordering::Relaxed),
             queue_full: host.queue_full.load(Ordering::Relaxed),
             in_flight: posted.saturating_sub(answered),
+            queue_len: 0,
             p50_us: percentile(50),
             p99_us: percentile(99),
             max_us: latencies.last().copied().unwrap_or(0),
             samples: samples as u32,
-            queue_len: 0,
         }
     }
 }

@@ -173,18 +173,27 @@ def start_fixture(log_level="info", concurrency=1):
     return envoy, port
 
 
+def assert_logged(envoy, port, case, reqs, lines, hidden):
+    """Each request of `reqs` to fixture `case` answers "logged"; then Envoy's
+    log holds every line of `lines` (the last one waited for) and not `hidden`."""
+    for req in reqs:
+        assert harness.post_case(port, case, req) == b"true|logged", req
+    harness.wait_until(lambda: lines[-1] in envoy.log_text(), 10)
+    log = envoy.log_text()
+    for line in lines:
+        assert line in log, (line, envoy.log_tail())
+    assert hidden not in log
+    envoy.assert_no_crash()
+
+
 def case_python_logging_handler_writes_envoys_log():
     envoy, port = start_fixture()
     try:
-        for req in [b"debug:not shown", b"info:an info line", b"warning:a warning", b"error:an error"]:
-            assert harness.post_case(port, "python_log", req) == b"true|logged", req
-        harness.wait_until(lambda: "log_demo ERROR an error" in envoy.log_text(), 10)
-        log = envoy.log_text()
-        assert "[error] ffi_python3: log_demo ERROR an error" in log, envoy.log_tail()
-        assert "[warning] ffi_python3: log_demo WARNING a warning" in log
-        assert "[info] ffi_python3: log_demo INFO an info line" in log
-        assert "not shown" not in log
-        envoy.assert_no_crash()
+        assert_logged(envoy, port, "python_log",
+                      [b"debug:not shown", b"info:an info line", b"warning:a warning", b"error:an error"],
+                      ["[info] ffi_python3: log_demo INFO an info line",
+                       "[warning] ffi_python3: log_demo WARNING a warning",
+                       "[error] ffi_python3: log_demo ERROR an error"], "not shown")
     finally:
         envoy.stop()
 
@@ -210,15 +219,9 @@ def case_node_console_goes_to_envoys_log():
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             got = list(pool.map(lambda i: harness.post_case(port, "node_log", b"r%d" % i), range(200)))
         assert got == [b"true|r%d" % i for i in range(200)]
-        for req in [b"debug:hidden", b"info:an info", b"warn:careful", b"error:broken"]:
-            assert harness.post_case(port, "node_log", req) == b"true|logged", req
-        harness.wait_until(lambda: "node says broken" in envoy.log_text(), 10)
-        log = envoy.log_text()
-        assert "[error] ffi_nodejs: node says broken { n: 1 }" in log, envoy.log_tail()
-        assert "[warning] ffi_nodejs: node says careful" in log
-        assert "[info] ffi_nodejs: node says an info" in log
-        assert "hidden" not in log
-        envoy.assert_no_crash()
+        assert_logged(envoy, port, "node_log", [b"debug:hidden", b"info:an info", b"warn:careful", b"error:broken"],
+                      ["[info] ffi_nodejs: node says an info", "[warning] ffi_nodejs: node says careful",
+                       "[error] ffi_nodejs: node says broken { n: 1 }"], "hidden")
     finally:
         envoy.stop()
 
@@ -226,15 +229,9 @@ def case_node_console_goes_to_envoys_log():
 def case_java_logging_handler_writes_envoys_log():
     envoy, port = start_fixture()
     try:
-        for req in [b"FINE:hidden", b"INFO:an info", b"WARNING:careful", b"SEVERE:broken"]:
-            assert harness.post_case(port, "java_log", req) == b"true|logged", req
-        harness.wait_until(lambda: "demo.log SEVERE broken" in envoy.log_text(), 10)
-        log = envoy.log_text()
-        assert "[error] ffi_java: demo.log SEVERE broken" in log, envoy.log_tail()
-        assert "[warning] ffi_java: demo.log WARNING careful" in log
-        assert "[info] ffi_java: demo.log INFO an info" in log
-        assert "hidden" not in log
-        envoy.assert_no_crash()
+        assert_logged(envoy, port, "java_log", [b"FINE:hidden", b"INFO:an info", b"WARNING:careful", b"SEVERE:broken"],
+                      ["[info] ffi_java: demo.log INFO an info", "[warning] ffi_java: demo.log WARNING careful",
+                       "[error] ffi_java: demo.log SEVERE broken"], "hidden")
     finally:
         envoy.stop()
 

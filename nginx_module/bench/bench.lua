@@ -53,7 +53,8 @@ end
 function M.concurrent()
   local args = ngx.req.get_uri_args()
   local n, c = tonumber(args.n), tonumber(args.c)
-  local rt = assert(ngx.load_ffi(args.lib or "rust_echo", args.lib and args.cfg or args.threads))
+  local rt = assert(ngx.load_ffi(args.lib or "rust_echo", args.lib and args.cfg or args.threads,
+                                 { is_global = args.global ~= nil }))
   local per = math.floor(n / c)
   local function worker()
     for _ = 1, per do

@@ -3,6 +3,10 @@
 # the C test runtime polling with task_poll vs resty_ffi_task_poll_many (64 per
 # call) vs queue_fd + try_poll, at 1 and 1,000 concurrent coroutines; ROUNDS
 # rounds with the modes interleaved, medians and ratios to task_poll printed.
+# Then each event-loop runtime against its thread-based version, at 1,000
+# coroutines: the Rust SDK's serve_async (tokio AsyncFd on the queue fd) vs
+# serve_on_poll_thread, the Node.js loader's serve (uv_poll on its own loop)
+# vs { pollThread: true }, the Go echo's netpoller vs a goroutine in task_poll.
 # With BASE=<dir> (a build of another commit: <dir>/module/ngx_http_resty_ffi_module.so
 # and <dir>/lua/resty_ffi.lua), also the rust_echo 1,000-coroutine throughput
 # of both builds, interleaved (the cost of the stats counting).
@@ -16,6 +20,10 @@ rounds=${ROUNDS:-5}
 mkdir -p "$out"/{runtimes,new/conf,new/logs,base/conf,base/logs}
 
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_ffi -p rust_echo
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p resty_ffi_sdk --example async_echo
+cp -f "$root/target/release/examples/libasync_echo.so" "$out/runtimes/"
+"$root/examples/go_echo/build.sh" "$out/runtimes/libgo_echo.so"
+"$root/examples/nodejs/build.sh" "$out/runtimes/libffi_nodejs.so" "$root/target/release/include"
 "$root/nginx_module/build.sh" "$out/module" "$root/target/release/include" "$root/target/release" >/dev/null
 cp -f "$root/target/release/librust_echo.so" "$out/runtimes/"
 cc -O2 -shared -fPIC -pthread -I"$root/target/release/include" \
@@ -34,6 +42,7 @@ worker_processes 1;
 error_log logs/error.log warn;
 pid logs/nginx.pid;
 env LD_LIBRARY_PATH;
+env NODE_PATH;
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
 load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
 load_module $module/ngx_http_resty_ffi_module.so;
@@ -47,7 +56,7 @@ http {
     }
 }
 CONF
-  LD_LIBRARY_PATH="$out/runtimes" nginx -p "$prefix" -c conf/nginx.conf >"$prefix/logs/stdout.log" 2>&1 &
+  NODE_PATH="$root/examples/nodejs" LD_LIBRARY_PATH="$out/runtimes" nginx -p "$prefix" -c conf/nginx.conf >"$prefix/logs/stdout.log" 2>&1 &
   echo $! >"$prefix/pid"
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "$port"
@@ -78,6 +87,23 @@ for c in 1 1000; do
   done
   unset results
 done
+
+# compare <label> <query A (event loop)> <query B (thread)>
+compare() {
+  local a="" b="" am bm
+  for _ in $(seq 1 "$rounds"); do
+    a+="$(rate "$new_port" "$2") "
+    b+="$(rate "$new_port" "$3") "
+  done
+  am=$(echo "$a" | tr ' ' '\n' | grep . | median)
+  bm=$(echo "$b" | tr ' ' '\n' | grep . | median)
+  printf '%-8s event loop median %9s calls/s (%s), thread %9s (%s), ratio %.2f\n' "$1" "$am" "$(echo $a)" \
+    "$bm" "$(echo $b)" "$(awk -v a="$am" -v b="$bm" 'BEGIN { print a / b }')"
+}
+c="n=$((n / 2))&c=1000"
+compare rust "$c&lib=async_echo&cfg=fd" "$c&lib=async_echo&cfg=thread"
+compare node "$c&lib=ffi_nodejs&cfg=demo/log,init&global=1" "$c&lib=ffi_nodejs&cfg=demo/log,init,thread&global=1"
+compare go "$c&lib=go_echo&cfg=netpoll" "$c&lib=go_echo&cfg=plain"
 
 if [[ -n "${BASE:-}" ]]; then
   base_port=$(start "$out/base" "$BASE/module" "$BASE/lua")
