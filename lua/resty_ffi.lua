@@ -345,7 +345,7 @@ else
   local vm_handle        -- keeps vm_sink open; collected with the VM
   local dispatcher_sem
   local dispatching = false
-  local sleepers = {}    -- waiter -> true while its caller sleeps on its semaphore
+  local sleepers = {}    -- waiter -> its runtime's state while its caller sleeps on its semaphore
   local next_sweep = 0
 
   -- A spinning waiter needs no wake-up. (The semaphore object's `sem` is
@@ -361,10 +361,10 @@ else
   -- was killed (client abort, ngx.thread.kill, its request ended): its call
   -- is forgotten, so that `pending` counts only callers that wait.
   local function sweep()
-    for waiter in pairs(sleepers) do
+    for waiter, rt in pairs(sleepers) do
       if waiter.sem:count() >= 0 then
         sleepers[waiter] = nil
-        C.resty_ffi_runtime_count(waiter.rt.ptr, CANCELLED)
+        C.resty_ffi_runtime_count(rt.ptr, CANCELLED)
         forget(vm_sink, waiter.token)
       end
     end
@@ -476,7 +476,7 @@ else
         sem = semaphore.new(0)
         waiter.sem = sem
       end
-      sleepers[waiter] = true
+      sleepers[waiter] = rt
       local ok, err = sem:wait(timeout)
       sleepers[waiter] = nil
       return ok, err
@@ -545,10 +545,9 @@ local function call(self, req, extra, more)
   if waiter then
     waiter_pool[n] = nil
   else
-    waiter = { done = false, rc = 0, res = false, err = false, token = 0, rt = false }
+    waiter = { done = false, rc = 0, res = false, err = false, token = 0 }
   end
   waiter.token = token
-  waiter.rt = rt
   waiters[token] = waiter
   pending = pending + 1
   local ok, err = host.wait(waiter, sink, rt.timeout, rt)
@@ -568,7 +567,6 @@ local function call(self, req, extra, more)
   waiter.done = false
   waiter.res = false
   waiter.err = false
-  waiter.rt = false   -- a pooled waiter must not keep its runtime from being collected
   waiter_pool[#waiter_pool + 1] = waiter
   if err then
     return false, err

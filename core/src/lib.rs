@@ -36,6 +36,7 @@
 //! ```
 
 pub mod abi;
+mod clock;
 mod completion;
 mod glibc_heap;
 pub mod host_abi;

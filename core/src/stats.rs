@@ -2,8 +2,9 @@
 //! metrics. Hosts count posts on their thread, runtimes count answers on
 //! theirs: each side writes its own cache line.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::clock::{ticks_per_us, Stamp};
 
 use crossbeam_utils::CachePadded;
 
@@ -26,11 +27,11 @@ struct HostSide {
 }
 
 struct RuntimeSide {
+    /// Also the number of the next slot of `latency` to write.
     answered: AtomicU64,
     failed: AtomicU64,
-    /// Next slot of `latency_us` to write.
-    next: AtomicUsize,
-    latency_us: Box<[AtomicU32]>,
+    /// Latencies in ticks of `clock` (converted to µs when read).
+    latency: Box<[AtomicU64]>,
 }
 
 /// The counters of one runtime's queue.
@@ -69,8 +70,7 @@ impl Default for Stats {
             runtime: CachePadded::new(RuntimeSide {
                 answered: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
-                next: AtomicUsize::new(0),
-                latency_us: (0..LATENCY_WINDOW).map(|_| AtomicU32::new(0)).collect(),
+                latency: (0..LATENCY_WINDOW).map(|_| AtomicU64::new(0)).collect(),
             }),
         }
     }
@@ -101,25 +101,27 @@ impl Stats {
     }
 
     /// A task posted at `posted_at` was answered with `rc`. Several runtime
-    /// threads may answer at once: these are real atomic adds.
-    pub(crate) fn answered(&self, rc: i32, posted_at: Instant) {
+    /// threads may answer at once: one atomic add (two for a failure); a
+    /// snapshot taken meanwhile may see the slot's previous latency.
+    pub(crate) fn answered(&self, rc: i32, posted_at: Stamp) {
         let side = &self.runtime;
-        let us = u32::try_from(posted_at.elapsed().as_micros()).unwrap_or(u32::MAX);
-        let slot = side.next.fetch_add(1, Ordering::Relaxed) % LATENCY_WINDOW;
-        side.latency_us[slot].store(us, Ordering::Relaxed);
+        let ticks = posted_at.ticks_since();
         if rc != 0 {
             side.failed.fetch_add(1, Ordering::Relaxed);
         }
-        // Last: a snapshot that sees the answer sees its latency.
-        side.answered.fetch_add(1, Ordering::Release);
+        let n = side.answered.fetch_add(1, Ordering::Relaxed);
+        side.latency[(n % LATENCY_WINDOW as u64) as usize].store(ticks, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
         let (host, runtime) = (&*self.host, &*self.runtime);
-        let answered = runtime.answered.load(Ordering::Acquire);
+        let answered = runtime.answered.load(Ordering::Relaxed);
         let posted = host.posted.load(Ordering::Relaxed);
-        let samples = runtime.next.load(Ordering::Relaxed).min(LATENCY_WINDOW);
-        let mut latencies: Vec<u32> = runtime.latency_us[..samples].iter().map(|l| l.load(Ordering::Relaxed)).collect();
+        let samples = (answered as usize).min(LATENCY_WINDOW);
+        let per_us = if samples > 0 { ticks_per_us() } else { 1.0 };
+        let to_us = |ticks: u64| (ticks as f64 / per_us).min(u32::MAX as f64) as u32;
+        let mut latencies: Vec<u32> =
+            runtime.latency[..samples].iter().map(|l| to_us(l.load(Ordering::Relaxed))).collect();
         latencies.sort_unstable();
         let percentile = |p: usize| match latencies.len() {
             0 => 0,
@@ -145,7 +147,6 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn counts_and_percentiles() {
@@ -154,9 +155,8 @@ mod tests {
             stats.posted();
         }
         stats.queue_full();
-        let long_ago = Instant::now() - Duration::from_millis(20);
-        stats.answered(0, Instant::now());
-        stats.answered(3, long_ago);
+        stats.answered(0, Stamp::now());
+        stats.answered(3, Stamp::micros_ago(20_000));
         stats.host_event(HostEvent::TimedOut);
         stats.host_event(HostEvent::Cancelled);
         let s = stats.snapshot();
@@ -168,10 +168,9 @@ mod tests {
     #[test]
     fn window_keeps_the_last_answers() {
         let stats = Stats::default();
-        let slow = Instant::now() - Duration::from_millis(50);
-        stats.answered(0, slow);
+        stats.answered(0, Stamp::micros_ago(50_000));
         for _ in 0..LATENCY_WINDOW {
-            stats.answered(0, Instant::now());
+            stats.answered(0, Stamp::now());
         }
         let s = stats.snapshot();
         assert_eq!(s.samples as usize, LATENCY_WINDOW);

@@ -1,8 +1,8 @@
 //! A task: one request travelling host → runtime → host.
 
 use std::sync::Arc;
-use std::time::Instant;
 
+use crate::clock::Stamp;
 use crate::completion::{Completion, CompletionQueue, Fault};
 use crate::glibc_heap;
 use crate::stats::{HostEvent, Stats};
@@ -94,7 +94,7 @@ pub struct Task {
     /// Counts the task among its queue's tasks not yet answered, and its
     /// answer in the queue's stats.
     stats: Arc<Stats>,
-    posted_at: Instant,
+    posted_at: Stamp,
 }
 
 /// Requests up to this size (NUL included) live inside the task: one
@@ -137,7 +137,7 @@ impl Task {
             None => RequestBytes::Null,
             Some(request) => RequestBytes::copy(request),
         };
-        Box::new(Task { request, token, sink: Arc::clone(sink), stats: Arc::clone(stats), posted_at: Instant::now() })
+        Box::new(Task { request, token, sink: Arc::clone(sink), stats: Arc::clone(stats), posted_at: Stamp::now() })
     }
 
     /// The request bytes, without the trailing NUL (empty for a NULL request).

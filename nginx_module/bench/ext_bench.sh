@@ -70,8 +70,9 @@ pids+=("$(cat "$out/new/pid")")
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 rate() { curl -s "http://127.0.0.1:$1/concurrent?$2" | awk '{ print $1 }'; }
 
+# ONLY=stats runs just the comparison with BASE.
 declare -A MODES=([poll]="threads=1" [poll_many]="poll=many:64" [queue_fd]="poll=fd")
-for c in 1 1000; do
+for c in $([[ "${ONLY:-}" == stats ]] || echo 1 1000); do
   calls=$(( c == 1 ? n / 4 : n ))
   declare -A results=()
   for _ in $(seq 1 "$rounds"); do
@@ -100,18 +101,27 @@ compare() {
   printf '%-8s event loop median %9s calls/s (%s), thread %9s (%s), ratio %.2f\n' "$1" "$am" "$(echo $a)" \
     "$bm" "$(echo $b)" "$(awk -v a="$am" -v b="$bm" 'BEGIN { print a / b }')"
 }
-c="n=$((n / 2))&c=1000"
-compare rust "$c&lib=async_echo&cfg=fd" "$c&lib=async_echo&cfg=thread"
-compare node "$c&lib=ffi_nodejs&cfg=demo/log,init&global=1" "$c&lib=ffi_nodejs&cfg=demo/log,init,thread&global=1"
-compare go "$c&lib=go_echo&cfg=netpoll" "$c&lib=go_echo&cfg=plain"
+for conc in $([[ "${ONLY:-}" == stats ]] || echo 1 1000); do
+  c="n=$(( conc == 1 ? n / 20 : n / 2 ))&c=$conc"
+  echo "c=$conc:"
+  compare rust "$c&lib=async_echo&cfg=fd" "$c&lib=async_echo&cfg=thread"
+  compare node "$c&lib=ffi_nodejs&cfg=demo/log,init&global=1" "$c&lib=ffi_nodejs&cfg=demo/log,init,thread&global=1"
+  compare go "$c&lib=go_echo&cfg=netpoll" "$c&lib=go_echo&cfg=plain"
+done
 
 if [[ -n "${BASE:-}" ]]; then
   base_port=$(start "$out/base" "$BASE/module" "$BASE/lua")
   pids+=("$(cat "$out/base/pid")")
   new_rates="" base_rates=""
-  for _ in $(seq 1 "$rounds"); do
-    new_rates+="$(rate "$new_port" "n=$((n * 5))&c=1000&threads=1") "
-    base_rates+="$(rate "$base_port" "n=$((n * 5))&c=1000&threads=1") "
+  # Which build goes first alternates from round to round.
+  for round in $(seq 1 "$rounds"); do
+    if (( round % 2 )); then
+      new_rates+="$(rate "$new_port" "n=$((n * 5))&c=1000&threads=1") "
+      base_rates+="$(rate "$base_port" "n=$((n * 5))&c=1000&threads=1") "
+    else
+      base_rates+="$(rate "$base_port" "n=$((n * 5))&c=1000&threads=1") "
+      new_rates+="$(rate "$new_port" "n=$((n * 5))&c=1000&threads=1") "
+    fi
   done
   nm=$(echo "$new_rates" | tr ' ' '\n' | grep . | median)
   bm=$(echo "$base_rates" | tr ' ' '\n' | grep . | median)
