@@ -358,6 +358,7 @@ pub unsafe extern "C" fn resty_ffi_log_use_writer(write: resty_ffi_log_write, ct
     struct Ctx(*mut c_void);
     // SAFETY: the caller's contract: `ctx` may be used from the core's thread.
     unsafe impl Send for Ctx {}
+    // SAFETY: only the core's one log thread calls the writer.
     unsafe impl Sync for Ctx {}
     let ctx = Ctx(ctx);
     let writer = Box::new(move |level: i32, text: &[u8]| {

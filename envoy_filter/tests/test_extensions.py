@@ -239,7 +239,7 @@ def case_java_logging_handler_writes_envoys_log():
 def case_two_venvs_in_one_envoy_import_their_own_package_versions():
     import sys
     import tempfile
-    sys.path.insert(0, str(harness.FIXTURES))
+    sys.path.insert(0, str(harness.FIXTURES / "python"))
     from python_venvs import make_venvs
 
     base = tempfile.mkdtemp(prefix="resty_ffi_venvs_")

@@ -288,7 +288,7 @@ def test_java_logging_handler_writes_the_error_log(nginx, monkeypatch):
 
 def test_two_venvs_in_one_worker_import_their_own_package_versions(nginx, monkeypatch, tmp_path):
     import sys
-    sys.path.insert(0, str(FIXTURES))
+    sys.path.insert(0, str(FIXTURES / "python"))
     from python_venvs import make_venvs
 
     venv1, venv2 = make_venvs(tmp_path)
