@@ -11,7 +11,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::completion::CompletionQueue;
 use crate::spin::spin_until;
-use crate::task::Task;
+use crate::task::{RequestPool, Task};
 
 /// Why a task could not be posted. The caller gets it at once; posting never blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,8 @@ struct Posting {
     /// channel's length (a cache line pollers write) only near `max_queue`.
     gate: Mutex<usize>,
     finished: AtomicBool,
+    /// Buffers of large requests, filled here and given back by the runtime.
+    pool: Arc<RequestPool>,
 }
 
 struct Polling {
@@ -93,6 +95,7 @@ impl TaskQueue {
                 max_queue: max_queue.max(1),
                 gate: Mutex::new(0),
                 finished: AtomicBool::new(false),
+                pool: RequestPool::new(),
             }),
             polling: CachePadded::new(Polling {
                 rx,
@@ -131,7 +134,8 @@ impl TaskQueue {
             }
         }
         // The receiver lives in `self`, so sending cannot fail.
-        let _ = posting.tx.send(Some(Task::new(request, token, sink, &self.pollers.unanswered)));
+        let task = Task::new(request, token, sink, &self.pollers.unanswered, &posting.pool);
+        let _ = posting.tx.send(Some(task));
         *queued += 1;
         Ok(())
     }
