@@ -142,7 +142,8 @@ pub(crate) struct RequestPool {
 }
 
 const POOL_MIN: usize = 32 << 10;
-const POOL_MAX: usize = 1 << 20;
+/// (1 MiB of payload and its NUL.)
+const POOL_MAX: usize = (1 << 20) + 1;
 const POOL_SLOTS: usize = 4;
 /// Pooled buffers are rounded up to whole pages, so that a request a little
 /// larger than the last one still fits.
