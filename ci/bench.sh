@@ -7,7 +7,8 @@
 # BENCH_RUNS=1 for a quick look. The drivers' own knobs pass through (see
 # docs/benchmarks.md). Each step prints a progress line with the load average.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# (`bazel run //ci:bench` runs it from its runfiles: the tree is BUILD_WORKSPACE_DIRECTORY.)
+root=${BUILD_WORKSPACE_DIRECTORY:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 all=(core nginx envoy)
