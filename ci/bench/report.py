@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -68,12 +69,12 @@ def plot_nginx_latency(nginx, path):
     ax.plot(sizes, [r["uds_ns"] / 1000 for r in nginx["serial"]], "s-", label="Unix-socket echo (cosocket)")
     for r in nginx["serial"]:
         ax.annotate(f"{r['speedup']:.1f}x", (r["size"], r["ffi_ns"] / 1000), textcoords="offset points",
-                    xytext=(0, -14), ha="center", fontsize=8)
+                    xytext=(0, 7), ha="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(sizes, [size_label(s) for s in sizes])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.yaxis.set_major_formatter(PLAIN)
-    ax.yaxis.set_minor_formatter(PLAIN)
     ax.set_xlabel("payload (request = answer)")
     ax.set_ylabel("µs per serial call (median)")
     ax.set_title(f"nginx, one worker: serial echo latency ({nginx['machine_before']['cores']} cores, "
@@ -96,6 +97,7 @@ def plot_envoy_peers(envoy, path):
     for ax in (rps_ax, p99_ax):
         ax.set_xscale("log")
         ax.set_xticks(conns, [str(c) for c in conns])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("connections (wrk -t1)")
         ax.grid(True, which="both", alpha=0.3)
     p99_ax.set_yscale("log")
@@ -138,7 +140,7 @@ def cpu_rows(nginx, envoy):
 
 
 def plot_cpu(rows, path):
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6))
     labels = [r[0] for r in rows][::-1]
     host = [r[1] for r in rows][::-1]
     sidecar = [r[2] for r in rows][::-1]
@@ -146,9 +148,10 @@ def plot_cpu(rows, path):
     ax.barh(labels, sidecar, left=host, label="sidecar process")
     for i, (h, s) in enumerate(zip(host, sidecar)):
         ax.text(h + s, i, f" {h + s:.1f}", va="center", fontsize=8)
-    ax.set_xlabel("CPU µs per request (nginx: wrk -c32, 1 worker; Envoy: wrk -c32, --concurrency 1)")
-    ax.set_title("CPU per request and per call, by host")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlim(0, max(h + s for h, s in zip(host, sidecar)) * 1.12)
+    ax.set_xlabel("CPU µs per request (wrk -c32; nginx: 1 worker, Envoy: --concurrency 1)")
+    ax.set_title("CPU per request, by host and peer")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
