@@ -50,6 +50,15 @@ if [[ ! -x "$HOME/.cargo/bin/cargo" ]] && ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# //:tsan_test rebuilds std under ThreadSanitizer, which needs the nightly's
+# rust-src. Best effort: without it (offline), ci/sanitize.sh fails and says so.
+export PATH="$HOME/.cargo/bin:$PATH"
+if cargo +nightly --version >/dev/null 2>&1 &&
+  [[ ! -d "$(rustc +nightly --print sysroot)/lib/rustlib/src/rust/library" ]]; then
+  echo "ci/install.sh: installing the nightly's rust-src"
+  rustup component add rust-src --toolchain nightly >/dev/null 2>&1 || true
+fi
+
 bash "$(dirname "${BASH_SOURCE[0]}")/../envoy_filter/install.sh"
 
 # Debian starts the packaged nginx on install; our tests and demo run their own.

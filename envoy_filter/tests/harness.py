@@ -371,11 +371,49 @@ def fixture_listener(name, port, script):
         script, lua_package_path=f"{LUA_DIR}/?.lua;{FIXTURES}/?.lua;;"), buffer_limit=4 << 20)
 
 
+# Serves tests/fixtures/runtime_cases.lua: POST /<case> runs the case on the
+# request body. The answer names the worker thread that ran it (x-worker, its
+# thread id: one Lua VM per worker thread).
+RUNTIME_CASES_SCRIPT = r"""
+local ffi = require("ffi")
+local cases = require("runtime_cases")
+pcall(ffi.cdef, "int gettid(void);")
+function envoy_on_request(handle)
+  local case = cases[handle:headers():get(":path"):sub(2)]
+  if case then
+    local body = handle:body()
+    local req = body and body:getBytes(0, body:length()) or ""
+    local res = case(req, handle)
+    handle:respond({ [":status"] = "200", ["x-worker"] = tostring(ffi.C.gettid()) }, res)
+  end
+end
+"""
+
+
 def post_case(port, case, req=b""):
     """POSTs `req` to /<case>; returns the body of the 200 answer."""
-    status, _, body = request(port, f"/{case}", method="POST", body=req, timeout=30)
+    return post_case_worker(port, case, req)[1]
+
+
+def post_case_worker(port, case, req=b""):
+    """post_case, and the worker thread that answered (x-worker)."""
+    status, headers, body = request(port, f"/{case}", method="POST", body=req, timeout=30)
     assert status == 200, (case, status, body)
-    return body
+    return dict(headers).get("x-worker"), body
+
+
+def on_every_worker(call, workers=2, batch=1, most=400):
+    """Calls `call()` -> (worker, result), `batch` at a time (default: one
+    after the other), each on a new connection, until `workers` distinct
+    worker threads answered (at most `most` calls); returns every result."""
+    seen, results = set(), []
+    with concurrent.futures.ThreadPoolExecutor(batch) as pool:
+        while len(seen) < workers and len(results) < most:
+            for worker, result in pool.map(lambda _: call(), range(batch)):
+                seen.add(worker)
+                results.append(result)
+    assert len(seen) >= workers, f"only worker(s) {seen} answered {len(results)} calls"
+    return results
 
 
 def wait_until(cond, timeout):

@@ -64,7 +64,8 @@ def flavour_of(module_dir):
     if module_dir is None:
         return FLAVOUR
     for flavour, path in FLAVOUR_DIRS.items():
-        if pathlib.Path(module_dir).resolve() == path:
+        # Both resolved: target/ may be a symlink.
+        if pathlib.Path(module_dir).resolve() == path.resolve():
             return flavour
     raise Skip(f"static mode: no static archive of the filter built in {module_dir}")
 
@@ -96,4 +97,5 @@ def check_maps(pid, preloaded):
     paths = {line.split(maxsplit=5)[5] for line in maps.splitlines() if len(line.split(maxsplit=5)) == 6}
     opened = sorted(p for p in paths if os.path.basename(p).startswith("libresty_ffi_envoy"))
     assert not opened, f"static mode, yet Envoy (pid {pid}) opened {opened}"
-    assert preloaded is None or str(preloaded) in paths, f"Envoy (pid {pid}) does not map {preloaded}"
+    # /proc/PID/maps names files by their real path (target/ may be a symlink).
+    assert preloaded is None or os.path.realpath(preloaded) in paths, f"Envoy (pid {pid}) does not map {preloaded}"

@@ -32,11 +32,18 @@ end
 
 CASE_NAMES = ["cjson", "cjson_safe", "own_module"]
 
+# Loads the module on the first request (the same Envoy serves the private
+# LuaJIT build's refusal case, whose config check would refuse it at the top).
 CPATH_SCRIPT = r"""
-local m = require("resty_ffi_test_cmodule")
+local m
 function envoy_on_request(handle)
+  m = m or require("resty_ffi_test_cmodule")
   handle:respond({ [":status"] = "200" }, tostring(m.add(40, 2)))
 end
+"""
+
+TOP_LEVEL_C_MODULE = r"""
+local cjson = require("cjson")
 """
 
 REFUSED_SCRIPT = r"""
@@ -107,6 +114,16 @@ def case_private_luajit_refuses_c_modules(_):
         envoy.assert_no_crash()
     finally:
         envoy.stop()
+    # A C module required at the top level: the config is refused, with why.
+    try:
+        envoy = harness.Envoy([harness.listener("top", port, harness.ours(TOP_LEVEL_C_MODULE,
+                                                lua_package_cpath="/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;"))],
+                              admin, module_dir=VENDORED_DIR)
+    except RuntimeError as e:
+        assert "script load error:" in str(e) and "runs its own LuaJIT" in str(e), e
+    else:
+        envoy.stop()
+        raise AssertionError("the private-LuaJIT build accepted a script that loads a C module at its top level")
 
 
 CASES = [(f"case_same_as_stock_lua_{name}", make_case(name)) for name in CASE_NAMES]

@@ -7,7 +7,10 @@ import concurrent.futures
 import http.client
 import json
 import os
+import pathlib
+import shutil
 import socket
+import tempfile
 import threading
 import time
 
@@ -23,7 +26,13 @@ import harness
  PORT_FILENAME,
  PORT_IDLE_TIMEOUT,
  PORT_TWO_FILTERS,
- ADMIN) = harness.free_ports(11)
+ PORT_METADATA_OWN,       # metadata_namespace set
+ PORT_METADATA_DEFAULT,   # metadata_namespace unset: the filter_name
+ PORT_RESPONSE_FAIL_CLOSED,
+ PORT_TOP_LEVEL,
+ ADMIN) = harness.free_ports(15)
+
+WORK = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_test_ffi_"))
 
 SCRIPT = r"""
 require("resty_ffi")
@@ -178,6 +187,30 @@ if not package.loaded["resty_ffi.envoy"].config_check then
 end
 """
 
+RESPONSE_ERROR_SCRIPT = """
+function envoy_on_response(handle)
+  error("boom on the response path")
+end
+"""
+
+METADATA_SCRIPT = """
+function envoy_on_request(handle)
+  handle:respond({ [":status"] = "200" }, tostring(handle:metadata():get("who")))
+end
+"""
+
+# A runtime called at the top level of a script (no stream to wait on).
+TOP_LEVEL_SCRIPT = r"""
+require("resty_ffi")
+local rt = assert(ngx.load_ffi("rust_echo"))
+local ok, err = pcall(rt.echo, rt, "x")
+function envoy_on_request(handle)
+  handle:respond({ [":status"] = "200" }, tostring(ok) .. "|" .. tostring(err) .. "|" .. select(2, rt:echo("in a stream")))
+end
+"""
+
+ROUTE_METADATA = {"own.namespace": {"who": "own namespace"}, "resty_ffi": {"who": "filter name"}}
+
 
 def setup():
     listeners = [
@@ -194,12 +227,20 @@ def setup():
         harness.listener("two_filters", PORT_TWO_FILTERS,
                          [harness.ours(FIRST_FILTER_SCRIPT), harness.ours(SECOND_FILTER_SCRIPT)]),
         harness.listener("filename", PORT_FILENAME, harness.ours_file(harness.ROOT / "envoy_filter" / "tests" / "echo_body.lua")),
+        harness.listener("metadata_own", PORT_METADATA_OWN, harness.ours(METADATA_SCRIPT, metadata_namespace="own.namespace"),
+                         route_metadata=ROUTE_METADATA),
+        harness.listener("metadata_default", PORT_METADATA_DEFAULT, harness.ours(METADATA_SCRIPT),
+                         route_metadata=ROUTE_METADATA),
+        harness.listener("response_fail_closed", PORT_RESPONSE_FAIL_CLOSED,
+                         harness.ours(RESPONSE_ERROR_SCRIPT, fail_closed=True)),
+        harness.listener("top_level", PORT_TOP_LEVEL, harness.ours(TOP_LEVEL_SCRIPT)),
     ]
     return harness.Envoy(listeners, ADMIN, concurrency=int(os.environ.get("ENVOY_CONCURRENCY", "2")))
 
 
 def teardown(envoy):
     envoy.stop()
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 def post(path, body=b"", port=PORT):
@@ -238,18 +279,20 @@ def case_bad_request_type_raises(_):
 
 
 def case_queue_full(_):
-    # Each worker has its own runtime (max_queue 1, one slow poll thread): of
-    # 8 requests, at least 4 reach one worker, so at least 2 find it full.
+    # Each worker has its own runtime (max_queue 1, one poll thread, held by a
+    # gate): a worker holds at most 2 of the 8 calls (one polled, one queued),
+    # so at least 4 find the queue full, at once; the others are answered when
+    # the gate opens.
+    gate = WORK / "queue_full_gate"
+    full = (200, b"false|resty_ffi: task queue full")
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futures = []
-        for _ in range(8):
-            futures.append(pool.submit(post, "/single", b"sleep:800:slow"))
-            time.sleep(0.02)
+        futures = [pool.submit(post, "/single", f"gate:{gate}:slow".encode()) for _ in range(8)]
+        harness.wait_until(lambda: sum(f.done() for f in futures) >= 4, 20)
+        assert all(f.result() == full for f in futures if f.done()), [f.result() for f in futures if f.done()]
+        gate.touch()
         results = [f.result() for f in futures]
-    bodies = [data for status, data in results]
-    assert all(status == 200 for status, _ in results), results
-    assert b"false|resty_ffi: task queue full" in bodies, bodies
-    assert b"true|slow" in bodies, bodies
+    answered = results.count((200, b"true|slow"))
+    assert answered >= 1 and results.count(full) >= 4 and answered + results.count(full) == 8, results
 
 
 def case_unload(_):
@@ -435,6 +478,59 @@ def case_lua_error_fails_open_by_default(_):
 def case_lua_error_fails_closed_when_asked(_):
     status, _ = post("/", port=PORT_FAIL_CLOSED)
     assert status == 500
+
+
+def case_script_that_does_not_compile_rejects_the_config(_):
+    port, admin = harness.free_ports(2)
+    try:
+        envoy = harness.Envoy([harness.listener("bad", port, harness.ours("function envoy_on_request(handle"))],
+                              admin)
+    except RuntimeError as e:
+        assert "envoy exited with" in str(e), e
+        return
+    envoy.stop()
+    raise AssertionError("Envoy took a config whose script does not compile")
+
+
+def case_fail_closed_on_the_response_path_resets_the_stream(_):
+    # envoy_on_response fails with fail_closed: no byte of an answer reaches
+    # the client; the connection is closed or reset.
+    sock = socket.create_connection(("127.0.0.1", PORT_RESPONSE_FAIL_CLOSED), timeout=10)
+    try:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            data = sock.recv(4096)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"", f"an answer instead of a reset: {data!r}"
+    finally:
+        sock.close()
+
+
+def case_metadata_namespace(_):
+    assert post("/", port=PORT_METADATA_OWN) == (200, b"own namespace")
+    assert post("/", port=PORT_METADATA_DEFAULT) == (200, b"filter name")
+
+
+def case_calling_a_runtime_at_a_scripts_top_level_raises(_):
+    status, data = post("/", port=PORT_TOP_LEVEL)
+    ok, err, later = data.split(b"|")
+    assert (status, ok, later) == (200, b"false", b"in a stream"), data
+    assert err.endswith(b"resty_ffi: runtimes can only be called from envoy_on_request or envoy_on_response"), data
+
+
+def case_the_timer_thread_blocks_every_signal(envoy):
+    # Calls wait with a deadline, so the core's timer thread runs; Envoy's
+    # signals (SIGTERM, SIGINT, SIGHUP, SIGUSR1, ...) must stay with Envoy's threads.
+    assert post("/echo", b"x") == (200, b"x")
+    tasks = pathlib.Path(f"/proc/{envoy.proc.pid}/task")
+    timers = [t for t in tasks.iterdir() if (t / "comm").read_text().strip() == "resty_ffi_timer"]
+    assert len(timers) == 1, [(t / "comm").read_text() for t in tasks.iterdir()]
+    status = (timers[0] / "status").read_text()
+    blocked = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+    # All but SIGKILL and SIGSTOP, which no thread can block, and glibc's own 32 and 33.
+    unblocked = [sig for sig in range(1, 65) if sig not in (9, 19, 32, 33) and not blocked >> (sig - 1) & 1]
+    assert not unblocked, f"signals not blocked: {unblocked}"
 
 
 def case_load_error_on_a_worker(envoy):

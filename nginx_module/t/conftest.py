@@ -26,7 +26,7 @@ FIXTURES = Path(os.environ.get("RESTY_FFI_FIXTURES_DIR", Path(__file__).resolve(
 VALGRIND = os.environ.get("RESTY_FFI_VALGRIND")
 
 CONF = """
-user root;
+user {user};
 daemon off;
 master_process {master};
 worker_processes {workers};
@@ -74,6 +74,26 @@ def wait_until(cond, timeout):
             return True
         time.sleep(0.05)
     return False
+
+
+class Trace:
+    """The trace file of the C test runtime (cfg option `trace=<path>`): a
+    line per request polled ("got <request>") and per late answer handed
+    back ("late <size>"). Tests wait on it instead of sleeping."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def lines(self):
+        return self.path.read_text().splitlines() if self.path.exists() else []
+
+    def count(self, line):
+        return self.lines().count(line)
+
+    def wait_for(self, line, n=1, timeout=30):
+        """Waits until `line` was traced `n` times; fails after `timeout` seconds."""
+        assert wait_until(lambda: self.count(line) >= n, timeout), \
+            f"{self.count(line)} of {n} {line!r} in {self.path}: {self.lines()[-10:]}"
 
 
 def assert_signals_stay_nginx(n, library):
@@ -152,10 +172,11 @@ def wait_for_port(port, proc, deadline):
 
 @pytest.fixture
 def nginx(tmp_path):
-    """start(server=..., http=..., main=..., workers=1) -> Nginx; stopped at teardown."""
+    """start(server=..., http=..., main=..., workers=1) -> Nginx; stopped at teardown.
+    `user`: the workers' user; `wrapper`: a command that runs nginx (e.g. setpriv)."""
     started = []
 
-    def start(server="", http="", main="", workers=1, master=True, log_level="warn"):
+    def start(server="", http="", main="", workers=1, master=True, log_level="warn", user="root", wrapper=()):
         prefix = tmp_path / f"nginx{len(started)}"
         (prefix / "conf").mkdir(parents=True)
         (prefix / "logs").mkdir()
@@ -163,10 +184,10 @@ def nginx(tmp_path):
         (prefix / "conf" / "nginx.conf").write_text(CONF.format(
             master="on" if master else "off", workers=workers, module_dir=MODULE_DIR,
             lua_dir=LUA_DIR, fixtures=FIXTURES, main=main, http=http, server=server,
-            port=port, log_level=log_level))
-        cmd = ["nginx", "-p", str(prefix), "-c", "conf/nginx.conf"]
+            port=port, log_level=log_level, user=user))
+        cmd = [*wrapper, "nginx", "-p", str(prefix), "-c", "conf/nginx.conf"]
         if VALGRIND:
-            cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite",
+            cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect,possible",
                    f"--suppressions={Path(__file__).parent / 'valgrind.supp'}",
                    "--error-exitcode=99", "--trace-children=yes",
                    f"--log-file={prefix}/logs/valgrind.%p.log"] + cmd

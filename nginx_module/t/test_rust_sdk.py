@@ -82,8 +82,9 @@ def test_hundred_fetches_in_flight_take_the_time_of_one(nginx):
     assert good == b"100"
     one, hundred = float(one), float(hundred)
     assert 0.45 <= one < 1.5
-    # Serially this would take 50 s; in flight together about one sleep.
-    assert hundred < 3 * one, (one, hundred)
+    # Serially this would take 50 s; in flight together about one sleep. The
+    # bound leaves room for a loaded machine: it fails anything but overlap.
+    assert hundred < 10, (one, hundred)
 
 
 def test_two_hundred_concurrent_clients_through_the_http_client(nginx):
