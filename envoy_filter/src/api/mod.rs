@@ -229,9 +229,12 @@ impl StreamCtx {
         self.panicked.replace(false)
     }
 
-    /// A reference for Lua: `handle.lua` wraps it with `ffi.gc(…, ctx_release)`.
-    pub fn to_lua(self: &Rc<Self>) -> LightUserData {
-        LightUserData(Rc::into_raw(Rc::clone(self)) as *mut c_void)
+    /// A reference for Lua: `api.lua` wraps it with `ffi.gc(…, ctx_release)`.
+    /// An address as a number (exact: addresses are below 2^53), which
+    /// LuaJIT's compiler turns into a pointer; it cannot convert a light
+    /// userdata, and would not compile the making of a handle.
+    pub fn to_lua(self: &Rc<Self>) -> f64 {
+        Rc::into_raw(Rc::clone(self)) as usize as f64
     }
 }
 
