@@ -556,6 +556,11 @@ pub fn declare(name: &str, size: usize) -> Result<Arc<SharedDict>, DeclareError>
     Ok(dict)
 }
 
+/// The dict named `name`, if one was declared.
+pub fn find(name: &str) -> Option<Arc<SharedDict>> {
+    DICTS.read().unwrap_or_else(|e| e.into_inner()).get(name.as_bytes()).cloned()
+}
+
 /// Runs `f` on the dict named `name`; None if there is none.
 pub fn with_dict<T>(name: &[u8], f: impl FnOnce(&SharedDict) -> T) -> Option<T> {
     let dicts = DICTS.read().unwrap_or_else(|e| e.into_inner());
