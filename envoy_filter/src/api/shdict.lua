@@ -422,6 +422,7 @@ local function c_key(key)
   return key
 end
 
+-- push and pop return how many values the method returns, then them.
 local function push(front, n, zone, key, value)
   if n ~= 3 then
     c_error(("expecting 3 arguments, but only seen %d"):format(n))
@@ -430,7 +431,7 @@ local function push(front, n, zone, key, value)
   local why
   key, why = c_key(key)
   if not key then
-    return nil, why
+    return 2, nil, why
   end
   local typ = type(value)
   local str_val, str_val_len, num_val
@@ -439,19 +440,19 @@ local function push(front, n, zone, key, value)
   elseif typ == "number" then
     typ, str_val, str_val_len, num_val = NUMBER, nil, 0, value
   else
-    return nil, "bad value type"
+    return 2, nil, "bad value type"
   end
   local len = api.shdict_push(zone, front, key, #key, typ, str_val, str_val_len, num_val, err)
   if len >= 0 then
-    return len
+    return 1, len
   elseif len ~= FAILED then
     internal_error()
   end
   why = message(err)
   if why == "no memory" then
-    return false, why
+    return 2, false, why
   end
-  return nil, why
+  return 2, nil, why
 end
 
 local function pop(front, n, zone, key)
@@ -462,36 +463,43 @@ local function pop(front, n, zone, key)
   local why
   key, why = c_key(key)
   if not key then
-    return nil, why
+    return 2, nil, why
   end
   local typ = api.shdict_pop(zone, front, key, #key, out, num)
   if typ == FAILED then
-    return nil, message(out)
+    return 2, nil, message(out)
   elseif typ < 0 then
     internal_error()
   end
-  return value_of(typ)
+  return 1, value_of(typ)
 end
 
 -- (Not tail calls: the method's frame must stay on the stack for errors.)
+local function results(n, a, b)
+  if n == 1 then
+    return a
+  end
+  return a, b
+end
+
 local function shdict_lpush(...)
-  local len, why = push(1, select("#", ...), ...)
-  return len, why
+  local n, a, b = push(1, select("#", ...), ...)
+  return results(n, a, b)
 end
 
 local function shdict_rpush(...)
-  local len, why = push(0, select("#", ...), ...)
-  return len, why
+  local n, a, b = push(0, select("#", ...), ...)
+  return results(n, a, b)
 end
 
 local function shdict_lpop(...)
-  local value, why = pop(1, select("#", ...), ...)
-  return value, why
+  local n, a, b = pop(1, select("#", ...), ...)
+  return results(n, a, b)
 end
 
 local function shdict_rpop(...)
-  local value, why = pop(0, select("#", ...), ...)
-  return value, why
+  local n, a, b = pop(0, select("#", ...), ...)
+  return results(n, a, b)
 end
 
 local function shdict_llen(...)
