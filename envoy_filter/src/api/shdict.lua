@@ -47,6 +47,11 @@ local function check_zone(zone)
   return zone
 end
 
+-- Named as lua-resty-core names its wrapper: an argument LuaJIT cannot
+-- convert (flags = "x") is reported as "bad argument #10 to
+-- 'ngx_lua_ffi_shdict_store' (...)" on both hosts.
+local ngx_lua_ffi_shdict_store = api.shdict_store
+
 local function shdict_store(zone, op, key, value, exptime, flags)
   zone = check_zone(zone)
   if not exptime then
@@ -88,8 +93,8 @@ local function shdict_store(zone, op, key, value, exptime, flags)
     return nil, "bad value type"
   end
 
-  local rc = api.shdict_store(zone, op, key, key_len, valtyp, str_val, str_val_len, num_val, exptime * 1000,
-    flags, forcible, err)
+  local rc = ngx_lua_ffi_shdict_store(zone, op, key, key_len, valtyp, str_val, str_val_len, num_val,
+    exptime * 1000, flags, forcible, err)
   if rc == 0 then
     return true, nil, forcible[0] == 1
   elseif rc == FAILED then
