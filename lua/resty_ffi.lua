@@ -5,6 +5,10 @@
 --   require("resty_ffi")
 --   local rt, err = ngx.load_ffi("rust_echo", cfg, { max_queue = 1024 })
 --   local ok, res_or_rc, err = rt:echo("hello")
+--
+-- A call passes one string to the runtime: neither the method name nor any
+-- further argument reaches it (on Envoy the stream handle may follow the
+-- request, as in the original's examples; it is not passed either).
 
 local ffi = require("ffi")
 
@@ -18,6 +22,8 @@ local setmetatable = setmetatable
 local tostring = tostring
 local tonumber = tonumber
 local type = type
+local byte = string.byte
+local format = string.format
 
 ffi.cdef[[
 typedef struct resty_ffi_runtime resty_ffi_runtime;
@@ -44,6 +50,7 @@ int resty_ffi_sink_wake_in(const resty_ffi_sink *sink, uint64_t token,
     uint32_t ms);
 void resty_ffi_sink_cancel(const resty_ffi_sink *sink, uint64_t token);
 void free(void *ptr);
+unsigned int geteuid(void);
 ]]
 
 -- Return codes of resty_ffi_runtime_post (include/resty_ffi.h).
@@ -130,6 +137,38 @@ local function drain(sink, wake)
 end
 
 
+-- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
+-- fast runtime is answered sooner than that. So a call that is the only one
+-- in flight first busy-waits for its answer for at most SPIN_US (answers
+-- arriving meanwhile do not wake the host: it is watching). A runtime that
+-- misses the window is not waited for so again for a while (the pause
+-- doubles on each miss), so slow runtimes do not spin. The wait is a C loop:
+-- a Lua loop here would keep LuaJIT from compiling the call path. Returns
+-- true once the caller's answer was delivered (`wake(waiter)` for each).
+local SPIN_US = 50
+local MAX_SPIN_PAUSE = 4096
+
+local function spin(waiter, sink, rt, wake)
+  if pending ~= 1 then
+    return false   -- not the only call in flight
+  end
+  if rt.spin_pause > 0 then
+    rt.spin_pause = rt.spin_pause - 1
+    return false
+  end
+  if C.resty_ffi_sink_spin(sink, SPIN_US) ~= 0 then
+    drain(sink, wake)
+    if waiter.done then
+      rt.spin_backoff = 1
+      return true
+    end
+  end
+  rt.spin_pause = rt.spin_backoff
+  rt.spin_backoff = math.min(rt.spin_backoff * 2, MAX_SPIN_PAUSE)
+  return false
+end
+
+
 -- Hosts. Each provides:
 --   sink()             the completion queue of the caller's context
 --   wait(waiter, sink, timeout, rt)   (rt: the runtime's private state;
@@ -139,6 +178,9 @@ end
 --                      fields of its own in the (reused) waiter.
 --   check_load()       raises if runtimes cannot be loaded here; true if
 --                      the runtime is not to be loaded (a config check)
+--   log_error(msg)     writes msg to the host's log (nginx's error log, Envoy's log)
+--   extra_arg_ok(v)    whether `v` may follow the request in a call
+--   no_core            the error when the core's functions cannot be found
 local host
 
 local envoy = package.loaded["resty_ffi.envoy"]
@@ -159,6 +201,43 @@ if envoy then
   local function now()
     C.clock_gettime(CLOCK_MONOTONIC, ts)
     return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+  end
+
+  -- Envoy's own log (its dynamic-module ABI, exported by the Envoy binary),
+  -- at error level; stderr if the binary lacks it.
+  ffi.cdef[[
+  typedef struct { const char *ptr; size_t length; } resty_ffi_envoy_log_buffer;
+  void envoy_dynamic_module_callback_log(int level, resty_ffi_envoy_log_buffer message);
+  ]]
+  local ENVOY_LOG_ERROR = 4
+  local envoy_log = pcall(function() return C.envoy_dynamic_module_callback_log end)
+      and C.envoy_dynamic_module_callback_log
+
+  local function log_error(msg)
+    if envoy_log then
+      envoy_log(ENVOY_LOG_ERROR, ffi_new("resty_ffi_envoy_log_buffer", msg, #msg))
+    else
+      io.stderr:write(msg, "\n")
+    end
+  end
+
+  -- The stream handle that the original's Envoy examples pass after the
+  -- request (`demo:foobar("foobar", request_handle)`): an object with the
+  -- handle's methods. (No closure here: this runs on every such call, and
+  -- LuaJIT does not compile the creation of closures.)
+  local function headers_of(v)
+    return v.headers
+  end
+
+  local function is_stream_handle(v)
+    local t = type(v)
+    if t == "table" then
+      return type(v.headers) == "function"
+    elseif t == "userdata" then
+      local ok, headers = pcall(headers_of, v)
+      return ok and type(headers) == "function"
+    end
+    return false
   end
 
   local function wake_in(sink, token, ms)
@@ -182,7 +261,10 @@ if envoy then
       end
       return ffi.cast("resty_ffi_sink *", sink)
     end,
-    wait = function(waiter, sink, timeout)
+    wait = function(waiter, sink, timeout, rt)
+      if spin(waiter, sink, rt, nothing) then
+        return true
+      end
       local token = waiter.token
       -- The deadline is taken before the wake-up is armed, so the wake-up
       -- never comes before it. Each call has its own wake-up.
@@ -205,6 +287,11 @@ if envoy then
     check_load = function()
       return envoy.config_check
     end,
+    log_error = log_error,
+    extra_arg_ok = is_stream_handle,
+    no_core = "resty_ffi: the resty_ffi core is not in the process's global scope"
+              .. " (undefined symbol resty_ffi_runtime_load): load the filter with"
+              .. " load_globally: true in its dynamic_module_config",
   }
 
 else
@@ -259,39 +346,10 @@ else
     end
   end
 
-  -- Sleeping until the event loop wakes us costs tens of µs; a lone call to a
-  -- fast runtime is answered sooner than that. So a call that is the only one
-  -- in flight, made while the worker has nothing else queued to run (such as
-  -- coroutines woken by other answers), first busy-waits for its answer for
-  -- at most SPIN_US. A runtime that misses the window is not waited for so
-  -- again for a while (the pause doubles on each miss), so slow runtimes do
-  -- not spin. The wait is a C loop: a Lua loop here would keep LuaJIT from
-  -- compiling the call path.
-  local SPIN_US = 50
-  local MAX_SPIN_PAUSE = 4096
-
-  local function spin(waiter, sink, rt)
-    if pending ~= 1 or C.ngx_http_resty_ffi_worker_has_posted_events() ~= 0 then
-      return false   -- not the only call in flight, or other work waits
-    end
-    if rt.spin_pause > 0 then
-      rt.spin_pause = rt.spin_pause - 1
-      return false
-    end
-    if C.resty_ffi_sink_spin(sink, SPIN_US) ~= 0 then
-      -- With one call in flight, the answer waiting is this caller's.
-      if C.resty_ffi_sink_drain(sink, completions, 1) == 1 then
-        deliver(completions[0], post_waiter)
-      end
-      if waiter.done then
-        rt.spin_backoff = 1
-        return true
-      end
-      drain(sink, post_waiter)   -- (not while one call is in flight)
-    end
-    rt.spin_pause = rt.spin_backoff
-    rt.spin_backoff = math.min(rt.spin_backoff * 2, MAX_SPIN_PAUSE)
-    return false
+  -- A lone call spins first (see `spin`), unless the worker has other work
+  -- queued to run (such as coroutines woken by other answers).
+  local function spin_alone(waiter, sink, rt)
+    return C.ngx_http_resty_ffi_worker_has_posted_events() == 0 and spin(waiter, sink, rt, post_waiter)
   end
 
   -- Runs while calls wait: it ends after a second without any (a timer
@@ -382,7 +440,7 @@ else
       return vm_sink_or_error()
     end,
     wait = function(waiter, sink, timeout, rt)
-      if spin(waiter, sink, rt) then
+      if spin_alone(waiter, sink, rt) then
         return true
       end
       local started, start_err = start_dispatcher()
@@ -406,6 +464,13 @@ else
               .. " load them in a worker (init_worker_by_lua* or a request)", 3)
       end
     end,
+    log_error = function(msg)
+      ngx.log(ngx.ERR, msg)
+    end,
+    extra_arg_ok = function() return false end,
+    no_core = "resty_ffi: the resty_ffi core is not loaded (undefined symbol"
+              .. " resty_ffi_runtime_load): add load_module ngx_http_resty_ffi_module.so"
+              .. " after the lua module in nginx.conf",
   }
 end
 
@@ -426,10 +491,22 @@ local function state_of(self)
   return rt
 end
 
-local function call(self, req)
+-- A call's arguments beyond the request are a mistake (the runtime never
+-- sees them), but for Envoy's stream handle: raised rather than dropped.
+local function stray_argument(extra, more)
+  local what = more ~= nil and "a third argument" or "a " .. type(extra) .. " after the request"
+  error("resty_ffi: a runtime call takes one request (rt:name(req), a string or nil) and"
+        .. " passes only that string to the runtime, not the method name or other arguments:"
+        .. " got " .. what, 3)
+end
+
+local function call(self, req, extra, more)
   local rt = state_of(self)
   if req ~= nil and type(req) ~= "string" then
     error("resty_ffi: request must be a string or nil, got " .. type(req), 2)
+  end
+  if (extra ~= nil and not host.extra_arg_ok(extra)) or more ~= nil then
+    stray_argument(extra, more)
   end
   local sink = host.sink()
   local token = next_token
@@ -485,6 +562,24 @@ function Runtime.unload(self)
 end
 
 
+-- ' (cfg "...")' for the log: at most CFG_LOG_LEN bytes, control bytes,
+-- quotes and backslashes escaped as \ddd.
+local CFG_LOG_LEN = 200
+local function describe_cfg(cfg)
+  if cfg == nil then
+    return " (no cfg)"
+  end
+  local shown = cfg:sub(1, CFG_LOG_LEN):gsub('[%c"\\]', function(c)
+    return format("\\%03d", byte(c))
+  end)
+  if #cfg > CFG_LOG_LEN then
+    return format(' (cfg "%s...", %d bytes)', shown, #cfg)
+  end
+  return format(' (cfg "%s")', shown)
+end
+
+local core_found = false
+
 -- What load_ffi gives during a config check: any call raises.
 local function stand_in(lib)
   return setmetatable({}, { __index = function()
@@ -514,6 +609,15 @@ local function load_ffi(lib, cfg, opts)
   if type(timeout) ~= "number" or timeout <= 0 then
     error("resty_ffi: opts.timeout must be a number of seconds > 0", 2)
   end
+  -- Checked before a config check returns: a config without the core (no
+  -- load_globally on Envoy) is refused when it loads, not on its first request.
+  if not core_found then
+    -- ffi.C raises "undefined symbol" on the first use of a missing function.
+    core_found = pcall(function() return C.resty_ffi_runtime_load end)
+    if not core_found then
+      error(host.no_core, 2)
+    end
+  end
   if host.check_load() then
     return stand_in(lib)
   end
@@ -534,10 +638,18 @@ local function load_ffi(lib, cfg, opts)
                                        opts.shared and 1 or 0,
                                        init_rc, errbuf, ERR_LEN)
   if ptr == nil then
-    if init_rc[0] ~= 0 then
-      return nil, init_rc[0]
+    local rc = init_rc[0]
+    if rc ~= 0 then
+      host.log_error("resty_ffi: libffi_init of " .. lib .. " returned " .. rc .. describe_cfg(cfg))
+      return nil, rc
     end
-    return nil, ffi_str(errbuf)
+    local err = ffi_str(errbuf)
+    if err:find("Permission denied", 1, true) then
+      err = err .. " (this process runs as uid " .. tonumber(C.geteuid()) .. ", which cannot read it"
+            .. " or a directory above it: nginx's workers run as the user of nginx.conf;"
+            .. " nobody and www-data cannot read /root)"
+    end
+    return nil, err
   end
 
   rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,

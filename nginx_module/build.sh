@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
 # Builds ngx_http_resty_ffi_module.so against Debian's nginx-dev sources, with
 # the exact module ABI of the packaged nginx (its conf_flags, --with-compat).
-# build.sh <out dir> <dir of resty_ffi.h> <dir of libresty_ffi.so>
+#
+# build.sh <out dir> <include dir> <lib dir>
+#   <out dir>      a directory (made if needed), not a file: it receives
+#                  ngx_http_resty_ffi_module.so and a copy of libresty_ffi.so,
+#                  which the module finds next to itself ($ORIGIN): keep the two together
+#   <include dir>  the directory holding resty_ffi.h (cargo: target/release/include)
+#   <lib dir>      the directory holding libresty_ffi.so (cargo: target/release)
+# e.g. cargo build --release -p resty_ffi && nginx_module/build.sh out target/release/include target/release
 set -euo pipefail
+if [[ $# -ne 3 ]]; then
+  echo "usage: nginx_module/build.sh <out dir> <include dir> <lib dir> (see the comment at its top)" >&2
+  exit 2
+fi
+for need in "$2/resty_ffi.h" "$3/libresty_ffi.so"; do
+  if [[ ! -f "$need" ]]; then
+    echo "nginx_module/build.sh: no $need (cargo build --release -p resty_ffi makes it)" >&2
+    exit 2
+  fi
+done
 out=$(mkdir -p "$1" && readlink -f "$1")
 header_dir=$(readlink -f "$2")
 lib_dir=$(readlink -f "$3")

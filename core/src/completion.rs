@@ -170,10 +170,22 @@ impl CompletionQueue {
     }
 
     /// Busy-waits, never sleeping, up to `max` for an answer; returns whether
-    /// one is waiting. For a host that expects a fast answer and has nothing
-    /// else to run meanwhile.
+    /// one is waiting (drain it). For a host that expects a fast answer and
+    /// has nothing else to run meanwhile. The host watches meanwhile, so an
+    /// answer arriving during the wait does not call the hook.
     pub fn spin_until_answered(&self, max: Duration) -> bool {
-        spin_until(Instant::now() + max, || (!self.done.is_empty()).then_some(())).is_some()
+        if self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A wake-up is on its way already: just look.
+            return spin_until(Instant::now() + max, || (!self.done.is_empty()).then_some(())).is_some();
+        }
+        if spin_until(Instant::now() + max, || (!self.done.is_empty()).then_some(())).is_some() {
+            return true; // the host drains, which re-arms the hook
+        }
+        // Re-armed, then one more look: an answer that came in between (and
+        // found the hook disarmed) is the host's to drain now.
+        self.wake_pending.store(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        !self.done.is_empty()
     }
 
     /// Calls the hook `delay` from now on behalf of call `token` (a host

@@ -342,6 +342,39 @@ fn spin_until_answered_waits_for_an_answer_and_is_bounded() {
 }
 
 #[test]
+fn an_answer_seen_by_a_spin_does_not_call_the_hook_and_later_ones_do() {
+    let (sink, wakes) = counting_sink();
+    let queue = TaskQueue::new(8);
+    let answer = |token| {
+        queue.post(b"x", token, &sink).unwrap();
+        let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+        ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+    };
+    // The host watches (spins) while the answer comes: it needs no wake-up.
+    queue.post(b"x", 1, &sink).unwrap();
+    let answering = {
+        let queue = Arc::clone(&queue);
+        std::thread::spawn(move || {
+            let task = ngx_http_lua_ffi_task_poll(tq(&queue));
+            std::thread::sleep(Duration::from_millis(20));
+            ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+        })
+    };
+    assert!(sink.spin_until_answered(Duration::from_secs(5)));
+    answering.join().unwrap();
+    assert_eq!(wakes.load(Ordering::SeqCst), 0, "an answer the host was watching for woke it");
+    assert_eq!(drain_all(&sink).len(), 1);
+    // Drained: the next answer wakes the host again.
+    answer(2);
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert_eq!(drain_all(&sink).len(), 1);
+    // A spin that sees nothing leaves the hook armed.
+    assert!(!sink.spin_until_answered(Duration::from_micros(100)));
+    answer(3);
+    assert_eq!(wakes.load(Ordering::SeqCst), 2);
+}
+
+#[test]
 fn sink_spin_through_the_c_abi_is_capped_at_a_millisecond() {
     let sink = resty_ffi_sink_new();
     let started = Instant::now();

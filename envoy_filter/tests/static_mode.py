@@ -97,5 +97,5 @@ def check_maps(pid, preloaded):
     paths = {line.split(maxsplit=5)[5] for line in maps.splitlines() if len(line.split(maxsplit=5)) == 6}
     opened = sorted(p for p in paths if os.path.basename(p).startswith("libresty_ffi_envoy"))
     assert not opened, f"static mode, yet Envoy (pid {pid}) opened {opened}"
-    # The maps name the file by its real path (target/ may be a symlink).
+    # /proc/PID/maps names files by their real path (target/ may be a symlink).
     assert preloaded is None or os.path.realpath(preloaded) in paths, f"Envoy (pid {pid}) does not map {preloaded}"

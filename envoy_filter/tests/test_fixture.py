@@ -19,6 +19,7 @@ local routes = {
   ["/unload"] = function(handle) return cases.unload_then_call(handle) end,
   ["/never"] = function(handle) return cases.never_answers(handle) end,
   ["/libc-answers"] = function(handle) return cases.libc_answers(handle) end,
+  ["/stray"] = function(handle) return cases.stray_arguments(handle) end,
 }
 
 function envoy_on_request(handle)
@@ -54,11 +55,24 @@ def case_rc():
     assert get("/rc") == "false|7|bad thing"
 
 
-def case_load_errors():
+def case_load_errors(envoy):
     unknown, no_init, init_rc = get("/load-errors").split("|")
     assert unknown.startswith('resty_ffi: load "no_such_runtime": libno_such_runtime.so: cannot open shared object file'), unknown
     assert no_init.startswith('resty_ffi: load "libm.so.6": no libffi_init'), no_init
     assert init_rc == "7"
+    # In Envoy's own log, as on nginx (through Envoy's dynamic-module log).
+    line = 'resty_ffi: libffi_init of test_runtime returned 7 (cfg "init_rc=7")'
+    harness.wait_until(lambda: line in envoy.log_text(), 5)
+
+
+STRAY = ("resty_ffi: a runtime call takes one request (rt:name(req), a string or nil) and passes only "
+         "that string to the runtime, not the method name or other arguments: got ")
+
+
+def case_stray_arguments_raise_but_the_handle_is_accepted():
+    assert get("/stray").split(";") == [
+        f"false|{STRAY}a string after the request", f"false|{STRAY}a table after the request",
+        f"false|{STRAY}a number after the request", f"false|{STRAY}a third argument", "true|req"]
 
 
 def case_unload_then_call():

@@ -12,6 +12,11 @@
  * queue address, both ints; the function's int result (None = 0) is
  * libffi_init's rc.
  *
+ * rc: 0 or the function's result; 2 for a bad cfg; 3 when Python cannot run
+ * (the loader was loaded without is_global, or the interpreter did not
+ * start); -1 when the import or the call raised. Each failure is explained
+ * on stderr (nginx's error log; Envoy's stderr).
+ *
  * One interpreter per process, started by the first libffi_init; the GIL is
  * held only while a runtime is being initialized or runs Python code. The
  * loader is linked with -z nodelete: the interpreter cannot be finalized and
@@ -29,19 +34,61 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 
 #define RC_BAD_CFG      2       /* cfg is not "module,function[,rest]" */
-#define RC_NO_PYTHON    3       /* the interpreter could not start */
+#define RC_NO_PYTHON    3       /* Python cannot run: loaded without is_global,
+                                   or the interpreter could not start */
 #define RC_PY_ERROR     -1      /* import or call raised: see the error log */
 
 
 static pthread_once_t  python_once = PTHREAD_ONCE_INIT;
 static int             python_ok;
+
+
+/*
+ * Says on stderr when this process cannot read `path` (a directory Python
+ * needs). The usual cause: nginx's workers run as nginx.conf's user (nobody,
+ * www-data), which cannot read a Python or modules kept under /root.
+ */
+static void
+explain_unreadable(const char *what, const char *path)
+{
+    if (path == NULL || path[0] == '\0' || access(path, R_OK | X_OK) == 0) {
+        return;
+    }
+
+    fprintf(stderr, "ffi_python3: %s %s cannot be read by this process (uid %d): %s; "
+            "Python, its standard library and the runtime's modules must be readable by "
+            "the user the workers run as (nginx: the user directive of nginx.conf; "
+            "nobody and www-data cannot read /root)\n",
+            what, path, (int) getuid(), strerror(errno));
+}
+
+
+/* Each entry of PYTHONPATH that this process cannot read. */
+static void
+explain_unreadable_pythonpath(void)
+{
+    char  *copy, *rest, *entry;
+
+    if (getenv("PYTHONPATH") == NULL || (copy = strdup(getenv("PYTHONPATH"))) == NULL) {
+        return;
+    }
+
+    rest = copy;
+    while ((entry = strsep(&rest, ":")) != NULL) {
+        explain_unreadable("PYTHONPATH entry", entry);
+    }
+
+    free(copy);
+}
 
 
 static void
@@ -89,6 +136,7 @@ failed:
 
     fprintf(stderr, "ffi_python3: cannot start Python: %s\n",
             status.err_msg ? status.err_msg : "unknown error");
+    explain_unreadable("Python's home", getenv("PYTHONHOME") ? getenv("PYTHONHOME") : PYTHON_PREFIX);
     PyConfig_Clear(&config);
 }
 
@@ -102,6 +150,39 @@ ffi_python3_start(void)
 {
     pthread_once(&python_once, python_start);
     return python_ok;
+}
+
+
+/*
+ * Loaded RTLD_LOCAL (`is_global` forgotten), libpython's symbols are not in
+ * the global scope, and every extension module (_socket, _ctypes, cffi's
+ * backend...) fails to import with "undefined symbol: Py...". Say so at once.
+ */
+static int
+python_is_global(void)
+{
+    void  *global, *found;
+
+    /*
+     * The program's handle searches the global scope only (RTLD_DEFAULT
+     * would also search this library's own dependencies, libpython among
+     * them, and always succeed).
+     */
+    global = dlopen(NULL, RTLD_NOW);
+    found = global != NULL ? dlsym(global, "Py_IsInitialized") : NULL;
+    if (global != NULL) {
+        dlclose(global);
+    }
+
+    if (found != NULL) {
+        return 1;
+    }
+
+    fprintf(stderr, "ffi_python3: load the Python loader with { is_global = true }, "
+            "e.g. ngx.load_ffi(\"ffi_python3\", cfg, { is_global = true }): Python's "
+            "extension modules need libpython's symbols in the global scope (rc %d)\n",
+            RC_NO_PYTHON);
+    return 0;
 }
 
 
@@ -174,14 +255,15 @@ call_init(char *module, const char *func, const char *rest, void *tq)
 {
     int        reload = 0;
     long       rc = RC_PY_ERROR;
-    char      *slash;
+    char      *slash, *dir = NULL;
     size_t     len;
     PyObject  *mod = NULL, *fn = NULL, *res = NULL;
 
     slash = strrchr(module, '/');
     if (slash != NULL) {
         *slash = '\0';
-        if (add_sys_path(module[0] ? module : "/") != 0) {
+        dir = module[0] ? module : "/";
+        if (add_sys_path(dir) != 0) {
             goto done;
         }
         module = slash + 1;
@@ -223,6 +305,10 @@ done:
 
     if (PyErr_Occurred()) {
         fprintf(stderr, "ffi_python3: %s.%s failed:\n", module, func);
+        if (PyErr_ExceptionMatches(PyExc_ImportError)) {
+            explain_unreadable("the module's directory", dir);
+            explain_unreadable_pythonpath();
+        }
         PyErr_Print();
         fflush(stderr);
     }
@@ -261,7 +347,7 @@ libffi_init(char *cfg, void *tq)
         return RC_BAD_CFG;
     }
 
-    if (!python_running()) {
+    if (!python_is_global() || !python_running()) {
         free(copy);
         return RC_NO_PYTHON;
     }

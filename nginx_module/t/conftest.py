@@ -26,7 +26,7 @@ FIXTURES = Path(os.environ.get("RESTY_FFI_FIXTURES_DIR", Path(__file__).resolve(
 VALGRIND = os.environ.get("RESTY_FFI_VALGRIND")
 
 CONF = """
-user root;
+user {user};
 daemon off;
 master_process {master};
 worker_processes {workers};
@@ -172,10 +172,11 @@ def wait_for_port(port, proc, deadline):
 
 @pytest.fixture
 def nginx(tmp_path):
-    """start(server=..., http=..., main=..., workers=1) -> Nginx; stopped at teardown."""
+    """start(server=..., http=..., main=..., workers=1) -> Nginx; stopped at teardown.
+    `user`: the workers' user; `wrapper`: a command that runs nginx (e.g. setpriv)."""
     started = []
 
-    def start(server="", http="", main="", workers=1, master=True, log_level="warn"):
+    def start(server="", http="", main="", workers=1, master=True, log_level="warn", user="root", wrapper=()):
         prefix = tmp_path / f"nginx{len(started)}"
         (prefix / "conf").mkdir(parents=True)
         (prefix / "logs").mkdir()
@@ -183,8 +184,8 @@ def nginx(tmp_path):
         (prefix / "conf" / "nginx.conf").write_text(CONF.format(
             master="on" if master else "off", workers=workers, module_dir=MODULE_DIR,
             lua_dir=LUA_DIR, fixtures=FIXTURES, main=main, http=http, server=server,
-            port=port, log_level=log_level))
-        cmd = ["nginx", "-p", str(prefix), "-c", "conf/nginx.conf"]
+            port=port, log_level=log_level, user=user))
+        cmd = [*wrapper, "nginx", "-p", str(prefix), "-c", "conf/nginx.conf"]
         if VALGRIND:
             cmd = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect,possible",
                    f"--suppressions={Path(__file__).parent / 'valgrind.supp'}",

@@ -2,14 +2,16 @@
 
 import concurrent.futures
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import VALGRIND, Trace, fan_out_lua, wait_until
+from conftest import LUA_DIR, VALGRIND, Trace, fan_out_lua, wait_until
 
 ECHO = "require('resty_ffi') local rt = assert(ngx.load_ffi('rust_echo'))\n"
 
@@ -201,6 +203,50 @@ def test_load_errors(nginx):
     assert unknown.startswith('resty_ffi: load "no_such_runtime": libno_such_runtime.so: cannot open shared object file')
     assert no_init.startswith('resty_ffi: load "libm.so.6": no libffi_init')
     assert init_rc == "7"
+    assert 'resty_ffi: libffi_init of test_runtime returned 7 (cfg "init_rc=7")' in n.log.read_text()
+
+
+def test_init_rc_log_truncates_and_escapes_cfg(nginx):
+    n = nginx(server=content("""
+        local rt, rc = ngx.load_ffi('test_runtime', 'init_rc=9,"quoted"\\n' .. string.rep('x', 300))
+        ngx.say(tostring(rt), '|', rc)"""))
+    assert n.get("/t") == (200, b"nil|9\n")
+    log = n.log.read_text()
+    shown = 'init_rc=9,\\034quoted\\034\\010' + "x" * 181
+    assert f'resty_ffi: libffi_init of test_runtime returned 9 (cfg "{shown}...", 319 bytes)' in log, log
+
+
+def test_unreadable_library_names_the_workers_user(nginx):
+    """Workers of `user nobody` cannot read a runtime under /root: the error
+    says why. (resty_ffi.lua itself comes from a directory nobody can read.)"""
+    lua = Path(tempfile.mkdtemp(prefix="resty_ffi_lua_"))
+    try:
+        lua.chmod(0o755)
+        shutil.copy(LUA_DIR / "resty_ffi.lua", lua / "resty_ffi.lua")
+        (lua / "resty_ffi.lua").chmod(0o644)
+        n = nginx(user="nobody nogroup", server=f"""location /t {{ content_by_lua_block {{
+            package.path = "{lua}/?.lua;" .. package.path
+            require("resty_ffi")
+            ngx.say(select(2, ngx.load_ffi("/root/resty_ffi_no_such_dir/libx.so")))
+        }} }}""")
+        assert n.get("/t") == (200, b'resty_ffi: load "/root/resty_ffi_no_such_dir/libx.so": '
+                                    b"/root/resty_ffi_no_such_dir/libx.so: cannot open shared object file: "
+                                    b"Permission denied (this process runs as uid 65534, which cannot read it or a "
+                                    b"directory above it: nginx's workers run as the user of nginx.conf; nobody and "
+                                    b"www-data cannot read /root)\n")
+    finally:
+        shutil.rmtree(lua)
+
+
+STRAY = ("resty_ffi: a runtime call takes one request (rt:name(req), a string or nil) and passes only "
+         "that string to the runtime, not the method name or other arguments: got ")
+
+
+def test_stray_arguments_raise(nginx):
+    n = nginx(server=content("ngx.say(require('ffi_cases').stray_arguments())"))
+    assert n.get("/t")[1].decode().strip().split(";") == [
+        f"false|{STRAY}a string after the request", f"false|{STRAY}a table after the request",
+        f"false|{STRAY}a number after the request", f"false|{STRAY}a third argument", "true|req"]
 
 
 def test_answers_from_glibcs_own_malloc(nginx):

@@ -35,6 +35,58 @@ def test_original_style_module(nginx):
     assert n.get("/t") == (200, b"true")
 
 
+def test_forgotten_is_global_is_named(nginx):
+    """Without is_global, Python's extension modules cannot import: the loader
+    says what to do and returns rc 3; loaded again with it, the runtime works."""
+    n = nginx(main=MAIN, server=content("""
+        local rt, rc = ngx.load_ffi('ffi_python3', 'ffi.echo,init')
+        local again = assert(load('ffi.echo,init'))
+        ngx.say(tostring(rt), '|', rc, '|', select(2, again:echo('works')))"""))
+    assert n.get("/t") == (200, b"nil|3|works\n")
+    log = n.log.read_text()
+    assert "ffi_python3: load the Python loader with { is_global = true }" in log, log
+    assert 'resty_ffi: libffi_init of ffi_python3 returned 3 (cfg "ffi.echo,init")' in log, log
+
+
+# nginx as root without the capabilities that let root read anything: a
+# directory of mode 000 is then unreadable to it, as /root is to nobody.
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def test_unreadable_module_directory_is_named(nginx, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "locked_mod.py").write_text("def init(cfg, tq):\n    return 0\n")
+    locked.chmod(0)
+    try:
+        n = nginx(main=MAIN, wrapper=NO_DAC, server=content(f"""
+            local rt, rc = load('{locked}/locked_mod,init')
+            ngx.say(tostring(rt), '|', rc)"""))
+        assert n.get("/t") == (200, b"nil|-1\n")
+    finally:
+        locked.chmod(0o755)
+    log = n.log.read_text()
+    assert (f"ffi_python3: the module's directory {locked} cannot be read by this process (uid 0): "
+            "Permission denied; Python, its standard library and the runtime's modules must be readable by the "
+            "user the workers run as") in log, log
+
+
+def test_unreadable_python_home_is_named(nginx, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(mode=0)
+    monkeypatch.setenv("PYTHONHOME", str(home))
+    try:
+        n = nginx(main=MAIN + " env PYTHONHOME;", wrapper=NO_DAC, server=content("""
+            local rt, rc = load('ffi.echo,init')
+            ngx.say(tostring(rt), '|', rc)"""))
+        assert n.get("/t") == (200, b"nil|3\n")
+    finally:
+        home.chmod(0o755)
+    log = n.log.read_text()
+    assert "ffi_python3: cannot start Python: " in log, log
+    assert f"ffi_python3: Python's home {home} cannot be read by this process (uid 0): Permission denied" in log, log
+
+
 def test_two_hundred_concurrent_clients(nginx):
     n = nginx(main=MAIN, workers=2, server=content("""
         local orig = assert(load('ffi.echo,init'))

@@ -34,11 +34,15 @@
 //! export_runtime!(init);
 //! ```
 //!
-//! With tokio, every request runs concurrently:
+//! With tokio, every request runs concurrently. The SDK re-exports the tokio
+//! it runs handlers on ([`tokio`], with the `rt-multi-thread`, `sync` and
+//! `time` features); a runtime that needs more of tokio (`net`, `fs`, …)
+//! adds `tokio = { version = "1", features = [...] }` itself, and Cargo
+//! unifies the two:
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use resty_ffi_sdk::{export_runtime, Response, TaskQueue};
+//! use resty_ffi_sdk::{export_runtime, tokio, Response, TaskQueue};
 //!
 //! fn init(_cfg: Option<&str>, queue: TaskQueue) -> Result<(), i32> {
 //!     queue.serve_async(2, |req: Vec<u8>| async move {
@@ -72,6 +76,10 @@ mod serve;
 mod task;
 
 pub use serve::{handle_task, PANIC_RC};
+/// The tokio that [`TaskQueue::serve_async`] runs handlers on (features
+/// `rt-multi-thread`, `sync`, `time`).
+#[cfg(feature = "tokio")]
+pub use tokio;
 pub use task::{Error, Response, Task, TaskQueue};
 
 /// `libffi_init`'s rc when `cfg` is not UTF-8.

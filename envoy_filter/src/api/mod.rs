@@ -124,7 +124,7 @@ impl BodyState {
 
 /// The per-stream state the Lua objects of one stream work on. Lua holds it
 /// through [`StreamCtx::to_lua`]; it outlives the stream while Lua keeps a
-/// handle, and then every call on it fails with "the stream is gone".
+/// handle, and then every call on it fails (Lua raises "object used outside of proper scope").
 ///
 /// Thread contract: lives on the stream's worker thread. No `RefCell` borrow
 /// is held while calling into Envoy or Lua (either may re-enter the stream).

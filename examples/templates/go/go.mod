@@ -1,0 +1,3 @@
+module my_runtime
+
+go 1.19
