@@ -351,11 +351,24 @@ ngx_http_resty_ffi_shdict_zone(const char *name)
  * lua-nginx-module reads nginx's cached time, which only the worker's event
  * loop refreshes; a runtime thread may run while the worker sleeps in
  * epoll_wait for seconds. nginx's time cache is made for several updaters
- * (ngx_time_update() takes a trylock and fills the next of 64 slots).
+ * (ngx_time_update() takes a trylock and fills the next of 64 slots). An
+ * update also formats nginx's five time strings: skip it while the cached
+ * time is of the current millisecond, the unit lua-nginx-module's expiry
+ * times are in.
  */
 static void
 ngx_http_resty_ffi_shdict_time(void)
 {
+    struct timeval   tv;
+    ngx_time_t      *tp;
+
+    ngx_gettimeofday(&tv);
+    tp = ngx_timeofday();
+
+    if (tp->sec == tv.tv_sec && tp->msec == (ngx_msec_t) (tv.tv_usec / 1000)) {
+        return;
+    }
+
     ngx_time_update();
 }
 
