@@ -16,10 +16,10 @@ EXPECTED = json.loads((FIXTURES / "shdict_expected.json").read_text())
 DICTS = "lua_shared_dict dict 1m; lua_shared_dict small 64k;"
 
 SERVER = """
-    location ~ ^/case/(\\w+)$ {
+    location /case/ {
         content_by_lua_block {
             local cases = require('shdict_cases')
-            ngx.print(cases[ngx.var[1]](tonumber(ngx.var.arg_n)))
+            ngx.print(cases[ngx.var.uri:sub(#'/case/' + 1)](tonumber(ngx.var.arg_n)))
         }
     }
     location /rt {
