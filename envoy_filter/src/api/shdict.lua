@@ -47,6 +47,25 @@ local function check_zone(zone)
   return zone
 end
 
+-- lua-resty-core's key checks: the key as a string and its length, or nil
+-- and the message its methods return.
+local function checked_key(key)
+  if key == nil then
+    return nil, "nil key"
+  end
+  if type(key) ~= "string" then
+    key = tostring(key)
+  end
+  local key_len = #key
+  if key_len == 0 then
+    return nil, "empty key"
+  end
+  if key_len > 65535 then
+    return nil, "key too long"
+  end
+  return key, key_len
+end
+
 -- Named as lua-resty-core names its wrapper: an argument LuaJIT cannot
 -- convert (flags = "x") is reported as "bad argument #10 to
 -- 'ngx_lua_ffi_shdict_store' (...)" on both hosts.
@@ -62,18 +81,10 @@ local function shdict_store(zone, op, key, value, exptime, flags)
   if not flags then
     flags = 0
   end
-  if key == nil then
-    return nil, "nil key"
-  end
-  if type(key) ~= "string" then
-    key = tostring(key)
-  end
-  local key_len = #key
-  if key_len == 0 then
-    return nil, "empty key"
-  end
-  if key_len > 65535 then
-    return nil, "key too long"
+  local key_len
+  key, key_len = checked_key(key)
+  if not key then
+    return nil, key_len
   end
 
   local str_val, str_val_len, num_val = nil, 0, 0
@@ -140,18 +151,10 @@ end
 
 local function shdict_get(zone, key)
   zone = check_zone(zone)
-  if key == nil then
-    return nil, "nil key"
-  end
-  if type(key) ~= "string" then
-    key = tostring(key)
-  end
-  local key_len = #key
-  if key_len == 0 then
-    return nil, "empty key"
-  end
-  if key_len > 65535 then
-    return nil, "key too long"
+  local key_len
+  key, key_len = checked_key(key)
+  if not key then
+    return nil, key_len
   end
 
   local typ = api.shdict_get(zone, key, key_len, 0, out, num, meta)
@@ -172,18 +175,10 @@ end
 
 local function shdict_get_stale(zone, key)
   zone = check_zone(zone)
-  if key == nil then
-    return nil, "nil key"
-  end
-  if type(key) ~= "string" then
-    key = tostring(key)
-  end
-  local key_len = #key
-  if key_len == 0 then
-    return nil, "empty key"
-  end
-  if key_len > 65535 then
-    return nil, "key too long"
+  local key_len
+  key, key_len = checked_key(key)
+  if not key then
+    return nil, key_len
   end
 
   local typ = api.shdict_get(zone, key, key_len, 1, out, num, meta)
@@ -204,18 +199,10 @@ end
 
 local function shdict_incr(zone, key, value, init, init_ttl)
   zone = check_zone(zone)
-  if key == nil then
-    return nil, "nil key"
-  end
-  if type(key) ~= "string" then
-    key = tostring(key)
-  end
-  local key_len = #key
-  if key_len == 0 then
-    return nil, "empty key"
-  end
-  if key_len > 65535 then
-    return nil, "key too long"
+  local key_len
+  key, key_len = checked_key(key)
+  if not key then
+    return nil, key_len
   end
 
   if type(value) ~= "number" then
@@ -270,18 +257,10 @@ end
 
 local function shdict_ttl(zone, key)
   zone = check_zone(zone)
-  if key == nil then
-    return nil, "nil key"
-  end
-  if type(key) ~= "string" then
-    key = tostring(key)
-  end
-  local key_len = #key
-  if key_len == 0 then
-    return nil, "empty key"
-  end
-  if key_len > 65535 then
-    return nil, "key too long"
+  local key_len
+  key, key_len = checked_key(key)
+  if not key then
+    return nil, key_len
   end
 
   local rc = api.shdict_ttl(zone, key, key_len, num)
@@ -298,18 +277,10 @@ local function shdict_expire(zone, key, exptime)
   if not exptime then
     error('bad "exptime" argument', 2)
   end
-  if key == nil then
-    return nil, "nil key"
-  end
-  if type(key) ~= "string" then
-    key = tostring(key)
-  end
-  local key_len = #key
-  if key_len == 0 then
-    return nil, "empty key"
-  end
-  if key_len > 65535 then
-    return nil, "key too long"
+  local key_len
+  key, key_len = checked_key(key)
+  if not key then
+    return nil, key_len
   end
 
   local rc = api.shdict_expire(zone, key, key_len, exptime * 1000)
