@@ -382,20 +382,13 @@ local function c_zone(zone, bad)
   return zone
 end
 
--- The key of a C method, or nil and why not.
+-- The key of a C method (one Lua cannot make a string raises), or nil and
+-- why not.
 local function c_key(key)
   if key == nil then
     return nil, "nil key"
   end
-  key = check_string(key, 2)
-  local key_len = #key
-  if key_len == 0 then
-    return nil, "empty key"
-  end
-  if key_len > 65535 then
-    return nil, "key too long"
-  end
-  return key
+  return checked_key(check_string(key, 2))
 end
 
 -- push and pop return how many values the method returns, then them.
