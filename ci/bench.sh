@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark in one command (benchmarks, not tests), then a report:
-#   ci/bench.sh                 core, nginx, Envoy; rewrites docs/benchmarks.md and
-#                               its plots (docs/benchmarks/*.png)
-#   ci/bench.sh envoy [nginx]   only those parts; report in target/bench/report.md
+#   ci/bench.sh                 core, nginx, Envoy, shared dicts; rewrites
+#                               docs/benchmarks.md and its plots (docs/benchmarks/*.png)
+#   ci/bench.sh envoy [nginx]   only those parts (core, nginx, envoy, shdict); report
+#                               in target/bench/report.md
 # BENCH_SECONDS (5) per measurement and BENCH_RUNS (3) rounds: BENCH_SECONDS=1
 # BENCH_RUNS=1 for a quick look. The drivers' own knobs pass through (see
 # docs/benchmarks.md). Each step prints a progress line with the load average.
@@ -11,15 +12,15 @@ set -euo pipefail
 root=${BUILD_WORKSPACE_DIRECTORY:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
-all=(core nginx envoy)
+all=(core nginx envoy shdict)
 steps=("$@")
 if ((${#steps[@]} == 0)); then
   steps=("${all[@]}")
 fi
 for step in "${steps[@]}"; do
   case "$step" in
-    core | nginx | envoy) ;;
-    *) echo "ci/bench.sh: unknown step '$step' (core, nginx, envoy)" >&2; exit 2 ;;
+    core | nginx | envoy | shdict) ;;
+    *) echo "ci/bench.sh: unknown step '$step' (core, nginx, envoy, shdict)" >&2; exit 2 ;;
   esac
 done
 
@@ -37,6 +38,7 @@ for step in "${steps[@]}"; do
     core) python3 ci/bench/core.py ;;
     nginx) python3 nginx_module/bench/bench.py ;;
     envoy) python3 envoy_filter/bench/bench.py ;;
+    shdict) python3 ci/bench_shdict.py ;;
   esac
 done
 

@@ -328,6 +328,24 @@ to the hot paths bought, measured at the time: [performance.md](performance.md).
 """
 
 
+def shdict_section(shdict):
+    rows = []
+    for r in shdict["rows"]:
+        kind = r["kind"]
+        label = "Lua, one worker" if kind == "lua" else f"runtime, {kind.split(':')[1]} thread(s)"
+        rows.append([label, num(r["nginx_set"]), num(r["envoy_set"]), f"{r['envoy_set'] / r['nginx_set']:.2f}x",
+                     num(r["nginx_get"]), num(r["envoy_get"]), f"{r['envoy_get'] / r['nginx_get']:.2f}x"])
+    return "\n".join([
+        "## Shared dicts: `ngx.shared` on Envoy vs lua-resty-core's on nginx\n",
+        f"*{shdict['cores']} cores; load average {shdict['load']:.2f} at the end of this step; medians of "
+        f"{shdict['runs']} round(s) of {shdict['n']:,} operations; {shdict['date']}.*\n",
+        "`ci/bench_shdict.py`: one nginx worker and one Envoy worker; Lua loops of `set`, then `get` (1,000 "
+        "keys, 16-byte values), and the C test runtime's threads calling `resty_ffi_shdict_set`/`_get`.\n",
+        table(["what", "nginx set/s", "Envoy set/s", "Envoy / nginx", "nginx get/s", "Envoy get/s",
+               "Envoy / nginx"], rows),
+    ])
+
+
 def main():
     md_path = pathlib.Path(sys.argv[1])
     plot_dir = pathlib.Path(sys.argv[2])
@@ -337,6 +355,7 @@ def main():
     core = load("core") if "core" in steps else None
     nginx = load("nginx") if "nginx" in steps else None
     envoy = load("envoy") if "envoy" in steps else None
+    shdict = load("shdict") if "shdict" in steps else None
     commit = subprocess.run(["git", "-C", str(common.ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(common.ROOT), "status", "--porcelain", "--untracked-files=no"],
@@ -351,6 +370,8 @@ def main():
     if envoy:
         parts.append(envoy_section(envoy, plot_dir, md_dir))
     parts.append(cpu_section(nginx, envoy, plot_dir, md_dir))
+    if shdict:
+        parts.append(shdict_section(shdict))
     md_path.write_text("\n".join(p for p in parts if p).rstrip() + "\n")
     print(f"report: {md_path}")
 
