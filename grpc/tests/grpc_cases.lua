@@ -102,9 +102,10 @@ end
 
 local cases = {}
 
--- The original's README, unchanged but for the address.
-function cases.original_readme()
-  local ok, conn = grpc.connect(ADDR)
+-- The original's README, unchanged but for the address (arg: another
+-- server's port, such as the grpcio one).
+function cases.original_readme(arg)
+  local ok, conn = grpc.connect(arg ~= "" and arg and ("127.0.0.1:" .. arg) or ADDR)
   assert(ok)
   local ok, res = conn:unary("/helloworld.Greeter/SayHello", { name = "foobar" })
   assert(ok)
@@ -424,6 +425,23 @@ function cases.streams()
   local ok, code, msg = conn:new_stream("/routeguide.RouteGuide/Nope")
   expect(not ok and code == 12, ok, code, msg)
   return "ok"
+end
+
+-- The grpcio server (generated code): metadata, status, deadline.
+function cases.grpcio(arg)
+  local ok, conn = grpc.connect("127.0.0.1:" .. arg)
+  expect(ok, conn)
+  local ok, res, md = conn:unary("/helloworld.Greeter/SayHello", { name = "py" },
+                                 { metadata = { ["x-token"] = "t1" } })
+  expect(ok and res.message == "Hello py!", res)
+  expect(md.headers["x-server"] == "python" and md.headers["x-token-echo"] == "t1", md)
+  local ok, code, msg, status = conn:unary("/helloworld.Greeter/SayHello", { name = "fail" })
+  expect(not ok and code == 7 and msg == "not you" and status.trailers["x-why"] == "asked", ok, code, msg, status)
+  local ok, code = conn:unary("/helloworld.Greeter/SayHello", { name = "slow" }, { timeout = 200 })
+  expect(not ok and code == 4, ok, code)
+  local ok, res = conn:unary("/routeguide.RouteGuide/GetFeature", { latitude = 410000000, longitude = -740000000 })
+  expect(ok and res.name == "feature-1", res)
+  return cases.original_readme(arg)
 end
 
 -- A stream closed early is cancelled on the server.

@@ -6,7 +6,9 @@ mTLS (certificates made here with openssl). One nginx and one Envoy run the
 same Lua file (grpc_cases.lua); each case is a request answered "ok". Then,
 on each host: 1,000 concurrent calls from one worker, a client that walks
 away in the middle of a stream (the server sees the cancellation), and a
-server restart (calls fail with UNAVAILABLE, then work again).
+server restart (calls fail with UNAVAILABLE, then work again). For
+interoperability, the same flows against a Python grpcio server whose code
+grpcio-tools generates (grpcio_server.py).
 
     python3 grpc/tests/test_grpc.py     (after `bazel build //grpc:grpc` or
                                          cargo build in grpc/, see grpc/README.md)
@@ -129,9 +131,10 @@ def make_certs(d):
 
 
 class GrpcServer:
-    """grpc_testserver on a port of its own."""
+    """grpc_testserver (or `cmd`) on a port of its own."""
 
-    def __init__(self, work, name, *args, port=0):
+    def __init__(self, work, name, *args, port=0, cmd=None):
+        self.cmd = cmd
         self.args = args
         self.work = work
         self.name = name
@@ -139,7 +142,7 @@ class GrpcServer:
         self.start()
 
     def start(self):
-        cmd = [str(GRPC_BIN / "grpc_testserver"), "serve", "--port", str(self.port), *self.args]
+        cmd = self.cmd or [str(GRPC_BIN / "grpc_testserver"), "serve", "--port", str(self.port), *self.args]
         self.server = hosts.Server(cmd, self.work / f"{self.name}.log")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -263,6 +266,13 @@ def main():
                 time.sleep(0.2)
             assert case(host, "hello") == (200, "ok")
 
+    def grpcio_interop():
+        py = GrpcServer(work, "grpcio", cmd=[sys.executable, str(TESTS / "grpcio_server.py")])
+        grpc_servers.append(py)
+        for host in ("nginx", "envoy"):
+            got = case(host, "grpcio", str(py.port))
+            assert got == (200, "ok"), (host, got, logs(host), py.server.text()[-2000:])
+
     def server_restart():
         plain.stop()
         for host in ("nginx", "envoy"):
@@ -283,7 +293,7 @@ def main():
         assert envoy.stop() == 0, envoy.text()[-3000:]
 
     steps = ([(name, on_both(name)) for name in CASES]
-             + [("1000_concurrent_calls", concurrent_calls), ("client_abort_mid_stream", client_abort),
+             + [("grpcio_interop", grpcio_interop), ("1000_concurrent_calls", concurrent_calls), ("client_abort_mid_stream", client_abort),
                 ("server_restart", server_restart)])
     only = os.environ.get("GRPC_CASES")   # a regex: run only the matching steps
     if only:
