@@ -4,6 +4,8 @@ called directly from Rust (the floor), in one run, same server.
 
 For 1 and 100 calls in flight: calls/s and p50/p99 latency of each, and the
 ratios to the floor (Lua's throughput / Rust's; Lua's added µs per call).
+Then the round trip to the runtime alone (no gRPC), answered by its poll
+thread or by a tokio task: where a serial call's added time goes.
 Medians of ROUNDS rounds (default 3). One nginx worker, one Envoy worker
 thread, one tokio thread in each client.
 
@@ -26,11 +28,11 @@ import test_grpc as t  # noqa: E402
 hosts = t.hosts
 
 
-def lua_run(port, calls, in_flight):
+def lua_run(port, calls, in_flight, case="bench/"):
     """(calls/s, p50 µs, p99 µs) of `calls` SayHello from Lua, `in_flight` requests at once."""
     per = calls // in_flight
     start = time.monotonic()
-    bodies = asyncio.run(t.get_many(port, f"/case/bench/{per}", in_flight))
+    bodies = asyncio.run(t.get_many(port, f"/case/{case}{per}", in_flight))
     took = time.monotonic() - start
     lat = []
     for b in bodies:
@@ -91,6 +93,15 @@ def main():
             print(f"  {'client':14} {'calls/s':>9} {'p50 µs':>8} {'p99 µs':>8}  {'vs floor':>8} {'+µs p50':>8}")
             for name, (cps, p50, p99) in med.items():
                 print(f"  {name:14} {cps:9.0f} {p50:8.1f} {p99:8.1f}  {cps / floor[0]:8.2f} {p50 - floor[1]:8.1f}")
+        # Where a serial call's extra time goes: a round trip to the runtime
+        # without gRPC, answered by its poll thread or by a tokio task.
+        print(f"\nround trips Lua -> runtime -> Lua without gRPC, serial, {calls // 4}, median of {rounds} (p50 µs):")
+        for host, port in (("nginx", nginx_port), ("envoy", envoy_port)):
+            row = []
+            for mode in ("poll", "tokio"):
+                lua_run(port, calls // 40, 1, f"ping/{mode}/")
+                row.append(statistics.median(lua_run(port, calls // 4, 1, f"ping/{mode}/")[1] for _ in range(rounds)))
+            print(f"  {host}: answered by the poll thread {row[0]:.1f}, by a tokio task {row[1]:.1f}")
     finally:
         for s in servers:
             s.stop()

@@ -543,6 +543,19 @@ function cases.bench(arg)
   return "ok " .. table.concat(lat, ",")
 end
 
+-- The breakdown: `arg` round trips to the runtime without gRPC, answered
+-- by its poll thread (mode "poll") or by a tokio task ("tokio").
+function cases.ping(arg)
+  local mode, n = arg:match("^(%a+)/(%d+)$")
+  local lat = {}
+  for i = 1, tonumber(n) do
+    local t = clock()
+    assert(grpc._ping(mode == "tokio"))
+    lat[i] = string.format("%.1f", (clock() - t) * 1e6)
+  end
+  return "ok " .. table.concat(lat, ",")
+end
+
 -- Private connections close; shared ones are reused.
 function cases.connections()
   local ok, a = grpc.connect(ADDR)

@@ -498,6 +498,13 @@ function _M.load(source, name)
   return add_proto({ source = source, name = name or ("source_" .. sources .. ".proto") })
 end
 
+-- A round trip to the runtime without gRPC: answered by its poll thread
+-- (`on_tokio` false) or by a tokio task. For the benchmark's breakdown.
+_M._ping = function(on_tokio)
+  local r = assert(runtime())
+  return r:call(on_tokio and "[12]" or "[0]")
+end
+
 function _M.readfile(path)
   local f = assert(io.open(path, "rb"))
   local content = f:read("*a")
