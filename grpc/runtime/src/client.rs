@@ -96,7 +96,7 @@ type CallResult = Result<tonic::Response<Streaming<Bytes>>, Status>;
 enum RecvState {
     /// The call, waiting for the response headers.
     Starting(JoinHandle<CallResult>),
-    Open(Streaming<Bytes>, MetadataMap),
+    Open(Box<Streaming<Bytes>>, MetadataMap),
     /// Finished: None at the end of the messages, or how it failed.
     Ended(Option<Failure>),
 }
@@ -218,7 +218,7 @@ async fn answer(task: Task, state: Arc<State>) {
     task.respond(response);
 }
 
-fn arg<'a>(args: &'a [Lv], i: usize) -> &'a Lv {
+fn arg(args: &[Lv], i: usize) -> &Lv {
     args.get(i).unwrap_or(&Lv::Null)
 }
 
@@ -681,7 +681,7 @@ impl State {
                 RecvState::Starting(call) => match bounded(call, s.deadline, &mut closed).await {
                     Ok(Ok(Ok(response))) => {
                         let (headers, body, _) = response.into_parts();
-                        RecvState::Open(body, headers)
+                        RecvState::Open(Box::new(body), headers)
                     }
                     Ok(Ok(Err(status))) => RecvState::Ended(Some(Failure::from(status))),
                     Ok(Err(join)) => RecvState::Ended(Some(Failure::new(Code::Cancelled, join.to_string()))),
