@@ -208,6 +208,22 @@ function cases.everything_roundtrip()
   return "ok"
 end
 
+-- A 1 MiB bytes field and 10,000 repeated values, both ways.
+function cases.large()
+  local conn = connect()
+  local blob = string.rep("\0\1\2\255 xyz\"\\", 104858):sub(1, 1048576)
+  local nums = {}
+  for i = 1, 10000 do
+    nums[i] = i * 7 - 35000
+  end
+  local ok, res = conn:unary("/test.Test/Echo", { b = blob, nums = nums, s = string.rep("é", 50000) })
+  expect(ok, res)
+  expect(res.b == blob and #res.b == 1048576, "blob", #res.b)
+  expect_eq(res.nums, nums, "nums")
+  expect(res.s == string.rep("é", 50000), "s")
+  return "ok"
+end
+
 -- What the server's own (prost) types decoded: the encoding is right, not
 -- only symmetric.
 function cases.server_sees()
@@ -554,6 +570,24 @@ function cases.ping(arg)
     lat[i] = string.format("%.1f", (clock() - t) * 1e6)
   end
   return "ok " .. table.concat(lat, ",")
+end
+
+-- A bidirectional stream of `arg` notes (many run at once in the
+-- concurrency test).
+function cases.chat(arg)
+  local conn = connect()
+  local ok, stream = conn:new_stream("/routeguide.RouteGuide/RouteChat", { timeout = 20000 })
+  expect(ok, stream)
+  for i = 1, tonumber(arg) or 10 do
+    assert(stream:send({ message = "m" .. i }))
+    local ok, res, msg = stream:recv()
+    expect(ok and res.message == "echo: m" .. i, ok, res, msg)
+  end
+  assert(stream:close_send())
+  local ok, res = stream:recv()
+  expect(ok and res == nil, ok, res)
+  assert(stream:close())
+  return "ok"
 end
 
 -- Private connections close; shared ones are reused.
