@@ -292,8 +292,21 @@ def main():
                 assert time.monotonic() < deadline, (host, case(host, "hello"))
                 time.sleep(0.2)
 
-    def hosts_stop_cleanly():
+    def hosts_reload_and_stop_cleanly():
         nginx, envoy = started["nginx"], started["envoy"]
+        # A reload: the old worker exits with its runtime, the new one works.
+        before = set(re.findall(r"\d+", subprocess.run(["pgrep", "-P", str(nginx.proc.pid)], capture_output=True,
+                                                         text=True).stdout))
+        os.kill(nginx.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        while True:
+            now = set(re.findall(r"\d+", subprocess.run(["pgrep", "-P", str(nginx.proc.pid)], capture_output=True,
+                                                          text=True).stdout))
+            if now and not now & before:
+                break
+            assert time.monotonic() < deadline, (before, now, logs("nginx"))
+            time.sleep(0.1)
+        assert case("nginx", "hello") == (200, "ok"), logs("nginx")
         assert nginx.stop(signal.SIGQUIT) == 0
         log = (prefix / "logs" / "error.log").read_text()
         assert "[alert]" not in log and "exited on signal" not in log, log[-3000:]
@@ -306,7 +319,7 @@ def main():
     if only:
         steps = [s for s in steps if re.search(only, s[0])]
     try:
-        hosts.run([("start_hosts", start_hosts)] + steps + [("hosts_stop_cleanly", hosts_stop_cleanly)])
+        hosts.run([("start_hosts", start_hosts)] + steps + [("hosts_reload_and_stop_cleanly", hosts_reload_and_stop_cleanly)])
     finally:
         for s in servers:
             s.stop()
