@@ -299,3 +299,80 @@ fn write_value(out: &mut Vec<u8>, v: &Value, kind: &Kind) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::protos::Protos;
+    use crate::text::parse_all;
+
+    const PROTO: &str = r#"
+        syntax = "proto3";
+        package t;
+        enum E { ZERO = 0; ONE = 1; }
+        message P { int32 x = 1; }
+        message M {
+          string s = 1; bytes b = 2; int64 i = 3; uint64 u = 4; double d = 5; bool f = 6;
+          E e = 7; P p = 8; repeated P ps = 9; map<int32, string> m = 10;
+          oneof o { string a = 11; int32 n = 12; }
+          optional int32 opt = 13; float fl = 14;
+        }
+    "#;
+
+    fn desc() -> MessageDescriptor {
+        let protos = Protos::default();
+        protos.load_source("t.proto", PROTO, &[]).unwrap();
+        protos.message("t.M").unwrap()
+    }
+
+    fn convert(text: &str) -> std::result::Result<DynamicMessage, String> {
+        to_message(&parse_all(text.as_bytes()).unwrap(), &desc()).map_err(|e| e.describe("t.M"))
+    }
+
+    fn written(msg: &DynamicMessage) -> String {
+        let mut out = Vec::new();
+        write_message(&mut out, msg);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn round_trips_every_kind() {
+        let msg = convert(
+            r#"{"s":"é","b":"\u0000\u0001","i":"-9007199254740993","u":18446744073709551615,"d":0.5,"f":true,
+                "e":"ONE","p":{"x":-1},"ps":[{"x":1},{}],"m":{"7":"seven",-1:"minus"},"n":3,"opt":0,"fl":0.1}"#,
+        )
+        .unwrap();
+        let bytes = msg.encode_to_vec();
+        let back = DynamicMessage::decode(desc(), bytes.as_slice()).unwrap();
+        assert_eq!(
+            written(&back),
+            r#"{"s":"é","b":"\u0000\u0001","i":"-9007199254740993","u":"18446744073709551615","d":0.5,"f":true,"e":"ONE","p":{"x":-1},"ps":[{"x":1},{"x":0}],"m":{-1:"minus",7:"seven"},"n":3,"opt":0,"fl":0.1}"#
+        );
+    }
+
+    #[test]
+    fn writes_defaults_but_not_unset_presence_fields() {
+        let msg = convert("{}").unwrap();
+        assert_eq!(
+            written(&msg),
+            r#"{"s":"","b":"","i":0,"u":0,"d":0.0,"f":false,"e":"ZERO","ps":[],"m":{},"fl":0.0}"#
+        );
+    }
+
+    #[test]
+    fn says_which_field_is_wrong() {
+        let err = |t: &str| convert(t).err().unwrap();
+        assert_eq!(err(r#"{"nope":1}"#), r#"t.M: no field named "nope" in t.M"#);
+        assert_eq!(err(r#"{"p":{"x":1.5}}"#), "t.M: field p.x: expected an integer, got 1.5");
+        assert_eq!(err(r#"{"ps":[{"x":1},{"x":"a"}]}"#), r#"t.M: field ps.[2].x: expected an integer, got the string "a""#);
+        assert_eq!(err(r#"{"e":"TWO"}"#), r#"t.M: field e: "TWO" is not a value of enum t.E"#);
+        let raw = Lv::Obj(vec![(Lv::Str(b"s".to_vec()), Lv::Str(vec![0xff]))]);
+        let e = to_message(&raw, &desc()).err().unwrap().describe("t.M");
+        assert!(e.starts_with("t.M: field s: not valid UTF-8"), "{e}");
+        assert_eq!(err(r#"{"i":1e30}"#), "t.M: field i: expected an integer, got 1000000000000000000000000000000");
+        assert_eq!(err(r#"{"m":{"x":"y"}}"#), r#"t.M: field m: expected an integer, got the string "x""#);
+        assert_eq!(err(r#"[1]"#), "t.M: expected a table of fields, got an array");
+    }
+}
