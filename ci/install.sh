@@ -79,3 +79,9 @@ for pkg in openjdk-17-jdk-headless libjnr-ffi-java; do
   fi
 done
 bash "$(dirname "${BASH_SOURCE[0]}")/../examples/nodejs/install.sh"  # Node.js loader: Debian's libnode beside nodejs 20
+
+# ci/bench.sh draws its plots with matplotlib.
+if ! python3 -c "import matplotlib" 2>/dev/null; then
+  echo "ci/install.sh: installing matplotlib"
+  python3 -m pip install -q matplotlib 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi

@@ -6,13 +6,16 @@ For 1 and 100 calls in flight: calls/s and p50/p99 latency of each, and the
 ratios to the floor (Lua's throughput / Rust's; Lua's added µs per call).
 Then the round trip to the runtime alone (no gRPC), answered by its poll
 thread or by a tokio task: where a serial call's added time goes.
-Medians of ROUNDS rounds (default 3). One nginx worker, one Envoy worker
-thread, one tokio thread in each client.
+Medians of BENCH_RUNS rounds (default 3). One nginx worker, one Envoy
+worker thread, one tokio thread in each client. Writes $BENCH_RESULTS/grpc.json
+(default target/bench) for ci/bench/report.py.
 
     python3 grpc/bench/bench.py [CALLS]       (default 20000 per measurement)
 """
 
 import asyncio
+import datetime
+import json
 import os
 import pathlib
 import shutil
@@ -51,7 +54,9 @@ def rust_run(port, calls, in_flight):
 
 def main():
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
-    rounds = int(os.environ.get("ROUNDS", "3"))
+    rounds = int(os.environ.get("BENCH_RUNS", os.environ.get("ROUNDS", "3")))
+    saved = {"cores": os.cpu_count(), "runs": rounds, "calls": calls, "rows": [], "ping": {},
+             "date": datetime.date.today().isoformat()}
     work = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_grpc_bench_"))
     servers = []
     try:
@@ -93,6 +98,8 @@ def main():
             print(f"  {'client':14} {'calls/s':>9} {'p50 µs':>8} {'p99 µs':>8}  {'vs floor':>8} {'+µs p50':>8}")
             for name, (cps, p50, p99) in med.items():
                 print(f"  {name:14} {cps:9.0f} {p50:8.1f} {p99:8.1f}  {cps / floor[0]:8.2f} {p50 - floor[1]:8.1f}")
+                saved["rows"].append({"in_flight": in_flight, "calls": n, "client": name, "cps": cps, "p50": p50,
+                                      "p99": p99, "vs_floor": cps / floor[0], "added_p50": p50 - floor[1]})
         # Where a serial call's extra time goes: a round trip to the runtime
         # without gRPC, answered by its poll thread or by a tokio task.
         print(f"\nround trips Lua -> runtime -> Lua without gRPC, serial, {calls // 4}, median of {rounds} (p50 µs):")
@@ -102,6 +109,11 @@ def main():
                 lua_run(port, calls // 40, 1, f"ping/{mode}/")
                 row.append(statistics.median(lua_run(port, calls // 4, 1, f"ping/{mode}/")[1] for _ in range(rounds)))
             print(f"  {host}: answered by the poll thread {row[0]:.1f}, by a tokio task {row[1]:.1f}")
+            saved["ping"][host] = {"poll": row[0], "tokio": row[1]}
+        saved["load"] = float(open("/proc/loadavg").read().split()[0])
+        results = pathlib.Path(os.environ.get("BENCH_RESULTS", t.ROOT / "target" / "bench"))
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "grpc.json").write_text(json.dumps(saved, indent=1))
     finally:
         for s in servers:
             s.stop()
