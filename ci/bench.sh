@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark in one command (benchmarks, not tests), then a report:
-#   ci/bench.sh                 core, nginx, Envoy, shared dicts; rewrites
+#   ci/bench.sh                 core, nginx, Envoy, shared dicts, gRPC; rewrites
 #                               docs/benchmarks.md and its plots (docs/benchmarks/*.png)
-#   ci/bench.sh envoy [nginx]   only those parts (core, nginx, envoy, shdict); report
+#   ci/bench.sh envoy [nginx]   only those parts (core, nginx, envoy, shdict, grpc); report
 #                               in target/bench/report.md
 # BENCH_SECONDS (5) per measurement and BENCH_RUNS (3) rounds: BENCH_SECONDS=1
 # BENCH_RUNS=1 for a quick look. The drivers' own knobs pass through (see
@@ -12,15 +12,15 @@ set -euo pipefail
 root=${BUILD_WORKSPACE_DIRECTORY:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
-all=(core nginx envoy shdict)
+all=(core nginx envoy shdict grpc)
 steps=("$@")
 if ((${#steps[@]} == 0)); then
   steps=("${all[@]}")
 fi
 for step in "${steps[@]}"; do
   case "$step" in
-    core | nginx | envoy | shdict) ;;
-    *) echo "ci/bench.sh: unknown step '$step' (core, nginx, envoy, shdict)" >&2; exit 2 ;;
+    core | nginx | envoy | shdict | grpc) ;;
+    *) echo "ci/bench.sh: unknown step '$step' (core, nginx, envoy, shdict, grpc)" >&2; exit 2 ;;
   esac
 done
 
@@ -39,6 +39,7 @@ for step in "${steps[@]}"; do
     nginx) python3 nginx_module/bench/bench.py ;;
     envoy) python3 envoy_filter/bench/bench.py ;;
     shdict) python3 ci/bench_shdict.py ;;
+    grpc) bazel build //grpc:grpc //nginx_module:module //:cargo_release && python3 grpc/bench/bench.py ;;
   esac
 done
 

@@ -346,6 +346,25 @@ def shdict_section(shdict):
     ])
 
 
+def grpc_section(grpc):
+    rows = [[str(r["in_flight"]), r["client"], num(r["cps"]), num(r["p50"], 1), num(r["p99"], 1),
+             f"{r['vs_floor']:.2f}", num(r["added_p50"], 1)] for r in grpc["rows"]]
+    ping = [[host, num(p["poll"], 1), num(p["tokio"], 1)] for host, p in grpc["ping"].items()]
+    return "\n".join([
+        "## gRPC: `resty.ffi.grpc` from Lua vs tonic from Rust\n",
+        f"*{grpc['cores']} cores; load average {grpc['load']:.2f} at the end of this step; medians of "
+        f"{grpc['runs']} round(s); {grpc['date']}.*\n",
+        "`grpc/bench/bench.py`: unary `SayHello` to the tonic test server, one connection; the floor is tonic's "
+        "client called directly from Rust (one tokio thread); Lua in one nginx worker and one Envoy worker, each "
+        "with a one-thread runtime; latencies measured around each call in Lua. Goals (issue 21): ≤ 10 µs added "
+        "per call, ≥ 0.8 of the floor's throughput at 100 in flight.\n",
+        table(["in flight", "client", "calls/s", "p50 µs", "p99 µs", "vs floor", "added µs (p50)"], rows),
+        "\nA round trip Lua → runtime → Lua without gRPC (serial, p50 µs): where a serial call's added time "
+        "goes ([grpc.md](grpc.md#performance)).\n",
+        table(["host", "answered by the poll thread", "by a tokio task"], ping),
+    ])
+
+
 def main():
     md_path = pathlib.Path(sys.argv[1])
     plot_dir = pathlib.Path(sys.argv[2])
@@ -356,6 +375,7 @@ def main():
     nginx = load("nginx") if "nginx" in steps else None
     envoy = load("envoy") if "envoy" in steps else None
     shdict = load("shdict") if "shdict" in steps else None
+    grpc = load("grpc") if "grpc" in steps else None
     commit = subprocess.run(["git", "-C", str(common.ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(common.ROOT), "status", "--porcelain", "--untracked-files=no"],
@@ -372,6 +392,8 @@ def main():
     parts.append(cpu_section(nginx, envoy, plot_dir, md_dir))
     if shdict:
         parts.append(shdict_section(shdict))
+    if grpc:
+        parts.append(grpc_section(grpc))
     md_path.write_text("\n".join(p for p in parts if p).rstrip() + "\n")
     print(f"report: {md_path}")
 
