@@ -35,11 +35,14 @@ fi
 
 # The Python loader's tests run modules in the original's style, which use cffi;
 # the Envoy reliability tests speak HTTP/2 with h2; envoy_filter/convert.py reads
-# YAML with PyYAML (module yaml).
-for module in cffi h2 yaml; do
+# YAML with PyYAML (module yaml); the gRPC tests check interoperability
+# against a grpcio server generated with grpcio-tools.
+for module in cffi h2 yaml grpc grpc_tools; do
   if ! python3 -c "import $module" 2>/dev/null; then
     package=$module
     [ "$module" = yaml ] && package=pyyaml
+    [ "$module" = grpc ] && package=grpcio
+    [ "$module" = grpc_tools ] && package=grpcio-tools
     echo "ci/install.sh: installing $package"
     python3 -m pip install -q "$package" 2>&1 | grep -v "Running pip as the 'root' user" || true
   fi
@@ -76,3 +79,9 @@ for pkg in openjdk-17-jdk-headless libjnr-ffi-java; do
   fi
 done
 bash "$(dirname "${BASH_SOURCE[0]}")/../examples/nodejs/install.sh"  # Node.js loader: Debian's libnode beside nodejs 20
+
+# ci/bench.sh draws its plots with matplotlib.
+if ! python3 -c "import matplotlib" 2>/dev/null; then
+  echo "ci/install.sh: installing matplotlib"
+  python3 -m pip install -q matplotlib 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi

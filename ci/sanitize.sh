@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the core's ABI tests, its 1M-task stress test and the host API/ABI fuzz
-# test under a sanitizer of the nightly toolchain (-Zsanitizer):
+# Runs the core's ABI tests, its 1M-task stress test, the host API/ABI fuzz
+# test and the shared dicts' host-hook test under a sanitizer of the nightly toolchain (-Zsanitizer):
 #   address  AddressSanitizer + LeakSanitizer (heap misuse, leaks)
 #   thread   ThreadSanitizer (data races); std is rebuilt instrumented with
 #            -Zbuild-std, which needs the nightly's rust-src component
@@ -45,4 +45,4 @@ export CARGO_TARGET_DIR="$workspace/target/$sanitizer-san"
 # Tests whose bounds depend on the sanitizer's own memory (shadow) read this.
 export RESTY_FFI_SANITIZER="$sanitizer"
 cargo +nightly test --quiet --release --manifest-path "$workspace/Cargo.toml" -p resty_ffi \
-  --target x86_64-unknown-linux-gnu "${extra[@]}" --test abi --test stress --test fuzz 2>&1
+  --target x86_64-unknown-linux-gnu "${extra[@]}" --test abi --test stress --test fuzz --test shdict_host 2>&1

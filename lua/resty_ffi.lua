@@ -136,16 +136,15 @@ local function forget(sink, token)
   C.resty_ffi_sink_cancel(sink, token)
 end
 
--- Delivers every answer waiting in the sink.
+-- Delivers every answer waiting in the sink. (The only loop is over the
+-- answers: an outer one would keep LuaJIT from compiling the callers.)
 local function drain(sink, wake)
-  while true do
-    local n = tonumber(C.resty_ffi_sink_drain(sink, completions, DRAIN_BATCH))
-    for i = 0, n - 1 do
-      deliver(completions[i], wake)
-    end
-    if n < DRAIN_BATCH then
-      return
-    end
+  local n = tonumber(C.resty_ffi_sink_drain(sink, completions, DRAIN_BATCH))
+  for i = 0, n - 1 do
+    deliver(completions[i], wake)
+  end
+  if n == DRAIN_BATCH then
+    return drain(sink, wake)
   end
 end
 
@@ -284,13 +283,17 @@ if envoy then
       -- never comes before it. Each call has its own wake-up.
       local deadline = now() + timeout
       wake_in(sink, token, math.min(math.ceil(timeout * 1000), MAX_WAKE_MS))
+      -- Usually the first wake-up brings the answer; the loop (which LuaJIT
+      -- would not compile into the call path) is for the others.
+      envoy.wait()
+      drain(sink, nothing)
       while not waiter.done do
-        envoy.wait()
-        drain(sink, nothing)
-        if not waiter.done and now() >= deadline then
+        if now() >= deadline then
           wake_in(sink, token, 0)
           return nil, "timeout"
         end
+        envoy.wait()
+        drain(sink, nothing)
       end
       wake_in(sink, token, 0)
       return true

@@ -6,6 +6,8 @@
 //! answers from a [`CompletionQueue`] whose [`CompletionHook`] wakes its event
 //! loop. A *runtime* (any C-ABI library exporting `libffi_init`) polls tasks on its
 //! own threads through the four functions of [`abi`] and answers each exactly once.
+//! Runtimes also reach the host's shared dicts by name ([`shdict_abi`]): nginx's
+//! `lua_shared_dict` zones through the host, or the core's own [`shdict`] store.
 //!
 //! What this crate is not: it has no Lua, no nginx and no Envoy code; those live
 //! in the host crates and modules that link it.
@@ -45,6 +47,8 @@ pub mod log;
 mod queue;
 mod reaper;
 mod runtime;
+pub mod shdict;
+pub mod shdict_abi;
 mod spin;
 mod stats;
 mod task;

@@ -12,7 +12,7 @@ use crossbeam_utils::CachePadded;
 use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
 use crate::spin::spin_until;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::task::Task;
+use crate::task::{RequestPool, Task};
 
 /// Why a task could not be posted. The caller gets it at once; posting never blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,8 @@ struct Posting {
     /// channel's length (a cache line pollers write) only near `max_queue`.
     gate: Mutex<usize>,
     finished: AtomicBool,
+    /// Buffers of large requests, filled here and given back by the runtime.
+    pool: Arc<RequestPool>,
 }
 
 struct Polling {
@@ -104,8 +106,13 @@ const LOOP_NONE: u8 = 0;
 const LOOP_POLLING: u8 = 1;
 const LOOP_ENDED: u8 = 2;
 
-/// Longest spin before sleeping: longer than a sleep/wake-up pair costs here.
-const MAX_SPIN_US: u32 = 100;
+/// Longest spin before sleeping.
+const MAX_SPIN_US: u32 = 50;
+/// A task that came this soon after a poller fell asleep would have been
+/// cheaper to spin for than the sleep and wake-up it cost (both threads'
+/// CPU). Tasks further apart are slept for: spinning for them costs more CPU
+/// than it saves, and takes a core that the host and its clients need.
+const WORTH_SPINNING_US: u32 = 20;
 
 impl TaskQueue {
     pub fn new(max_queue: usize) -> Arc<TaskQueue> {
@@ -117,6 +124,7 @@ impl TaskQueue {
                 max_queue: max_queue.max(1),
                 gate: Mutex::new(0),
                 finished: AtomicBool::new(false),
+                pool: RequestPool::new(),
             }),
             polling: CachePadded::new(Polling {
                 rx,
@@ -159,7 +167,8 @@ impl TaskQueue {
             }
         }
         // The receiver lives in `self`, so sending cannot fail.
-        let _ = posting.tx.send(Some(Task::new(request, token, sink, &self.pollers.unanswered)));
+        let task = Task::new(request, token, sink, &self.pollers.unanswered, &posting.pool);
+        let _ = posting.tx.send(Some(task));
         *queued += 1;
         self.pollers.unanswered.posted();
         drop(queued);
@@ -217,8 +226,9 @@ impl TaskQueue {
     /// Blocks until a task arrives; `None` once the queue is finished and empty.
     ///
     /// Waking a sleeping thread costs tens of µs, so a poller first spins for
-    /// up to `spin_us`. The budget grows while tasks arrive soon after a poll
-    /// began and decays to zero when the queue idles, so an idle runtime sleeps.
+    /// up to `spin_us`. The budget grows while tasks arrive within
+    /// `WORTH_SPINNING_US` of a poll and shrinks when they come later, so an
+    /// idle runtime, or one whose tasks are spaced out, sleeps.
     /// Only one poller spins at a time; the others sleep at once, so that a
     /// runtime with more threads than the machine has cores does not take the
     /// host's core.
@@ -367,15 +377,15 @@ impl TaskQueue {
             None
         };
         spinning.store(false, Ordering::Release);
-        if let Some(received) = spun {
-            return self.task_or_end(received);
-        }
-        let received = rx.recv().ok().flatten();
+        let found_spinning = spun.is_some();
+        let received = spun.unwrap_or_else(|| rx.recv().ok().flatten());
         let waited = start.elapsed();
-        let next = if waited < Duration::from_micros(MAX_SPIN_US.into()) {
-            (budget * 2).clamp(8, MAX_SPIN_US)
-        } else {
+        let next = if waited >= Duration::from_micros(WORTH_SPINNING_US.into()) {
             budget / 2
+        } else if found_spinning {
+            budget
+        } else {
+            (budget * 2).clamp(8, MAX_SPIN_US)
         };
         spin_us.store(next, Ordering::Relaxed);
         self.task_or_end(received)

@@ -475,3 +475,103 @@ fn wait_for_wakes(wakes: &AtomicUsize, n: usize) {
     }
     assert!(wakes.load(Ordering::SeqCst) >= n, "expected {n} wake-ups");
 }
+
+// ------------------------------------------------------------ shared dicts --
+
+mod shdict {
+    use std::ffi::{c_char, c_int, CString};
+    use std::sync::Arc;
+    use std::thread;
+
+    use resty_ffi::shdict::declare;
+    use resty_ffi::shdict_abi::*;
+
+    fn get(dict: &str, key: &[u8]) -> (c_int, Option<Vec<u8>>, c_int) {
+        let dict = CString::new(dict).unwrap();
+        let (mut val, mut len, mut flags) = (std::ptr::null_mut::<c_char>(), 0usize, -1);
+        // SAFETY: valid strings and writable out-parameters.
+        let rc = unsafe { resty_ffi_shdict_get(dict.as_ptr(), key.as_ptr().cast(), key.len(), &mut val, &mut len, &mut flags) };
+        if rc != 1 {
+            return (rc, None, flags);
+        }
+        assert!(!val.is_null());
+        // SAFETY: a malloc()ed copy of `len` bytes that we own.
+        let bytes = unsafe { std::slice::from_raw_parts(val as *const u8, len) }.to_vec();
+        // SAFETY: the caller frees the copy (the ABI's contract).
+        unsafe { libc::free(val.cast()) };
+        (rc, Some(bytes), flags)
+    }
+
+    fn set(dict: &str, key: &[u8], val: &[u8], exptime: f64, flags: c_int) -> c_int {
+        let dict = CString::new(dict).unwrap();
+        // SAFETY: valid strings.
+        unsafe { resty_ffi_shdict_set(dict.as_ptr(), key.as_ptr().cast(), key.len(), val.as_ptr().cast(), val.len(), exptime, flags) }
+    }
+
+    fn incr(dict: &str, key: &[u8], by: f64, init: f64) -> (c_int, f64) {
+        let dict = CString::new(dict).unwrap();
+        let mut out = f64::NAN;
+        // SAFETY: valid strings, writable `out`.
+        let rc = unsafe { resty_ffi_shdict_incr(dict.as_ptr(), key.as_ptr().cast(), key.len(), by, init, 0.0, &mut out) };
+        (rc, out)
+    }
+
+    #[test]
+    fn get_set_incr_delete_through_the_abi() {
+        let dict = declare("abi_test", 1 << 20).unwrap();
+        assert_eq!(get("abi_test", b"k"), (0, None, -1));
+        assert_eq!(set("abi_test", b"k", b"a\0b", 0.0, 9), 0);
+        assert_eq!(get("abi_test", b"k"), (1, Some(b"a\0b".to_vec()), 9));
+        assert_eq!(set("abi_test", b"e", b"", 0.0, 0), 0);
+        assert_eq!(get("abi_test", b"e"), (1, Some(Vec::new()), 0), "an empty value is found, not NULL");
+        assert_eq!(incr("abi_test", b"n", 2.0, 40.0), (0, 42.0));
+        assert_eq!(incr("abi_test", b"n", 1.0, 0.0), (0, 43.0));
+        assert_eq!(get("abi_test", b"n").0, RESTY_FFI_SHDICT_WRONG_TYPE, "a number is not a string");
+        assert_eq!(incr("abi_test", b"k", 1.0, 0.0).0, RESTY_FFI_SHDICT_WRONG_TYPE);
+        let name = CString::new("abi_test").unwrap();
+        // SAFETY: valid strings.
+        assert_eq!(unsafe { resty_ffi_shdict_delete(name.as_ptr(), b"k".as_ptr().cast(), 1) }, 0);
+        assert_eq!(get("abi_test", b"k").0, 0);
+        // The dict Lua sees (through the filter) is the same.
+        assert_eq!(dict.incr(b"n", 0.0, None, 0), Ok((43.0, false)));
+    }
+
+    #[test]
+    fn bad_arguments_and_unknown_dicts() {
+        declare("abi_args", 1 << 20).unwrap();
+        assert_eq!(get("abi_no_such_dict", b"k").0, RESTY_FFI_SHDICT_NO_DICT);
+        assert_eq!(set("abi_no_such_dict", b"k", b"v", 0.0, 0), RESTY_FFI_SHDICT_NO_DICT);
+        assert_eq!(get("abi_args", b"").0, RESTY_FFI_SHDICT_BAD_ARGUMENT);
+        assert_eq!(get("abi_args", &vec![b'k'; 65536]).0, RESTY_FFI_SHDICT_BAD_ARGUMENT);
+        assert_eq!(set("abi_args", &vec![b'k'; 65535], b"v", 0.0, 0), 0, "65535 bytes is the longest key");
+        assert_eq!(set("abi_args", b"k", b"v", -1.0, 0), RESTY_FFI_SHDICT_BAD_ARGUMENT);
+        assert_eq!(set("abi_args", b"k", b"v", f64::NAN, 0), RESTY_FFI_SHDICT_BAD_ARGUMENT);
+        assert_eq!(set("abi_args", b"k", &vec![b'v'; 2 << 20], 0.0, 0), RESTY_FFI_SHDICT_NO_MEMORY);
+        let name = CString::new("abi_args").unwrap();
+        let mut out = 0.0;
+        // SAFETY: NULL pointers are refused before anything is read.
+        unsafe {
+            assert_eq!(resty_ffi_shdict_get(std::ptr::null(), b"k".as_ptr().cast(), 1, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()), RESTY_FFI_SHDICT_BAD_ARGUMENT);
+            assert_eq!(resty_ffi_shdict_set(name.as_ptr(), std::ptr::null(), 1, std::ptr::null(), 0, 0.0, 0), RESTY_FFI_SHDICT_BAD_ARGUMENT);
+            assert_eq!(resty_ffi_shdict_set(name.as_ptr(), b"k".as_ptr().cast(), 1, std::ptr::null(), 3, 0.0, 0), RESTY_FFI_SHDICT_BAD_ARGUMENT);
+            assert_eq!(resty_ffi_shdict_incr(name.as_ptr(), b"k".as_ptr().cast(), 1, 1.0, 0.0, -1.0, &mut out), RESTY_FFI_SHDICT_BAD_ARGUMENT);
+            assert_eq!(resty_ffi_shdict_incr(name.as_ptr(), b"k".as_ptr().cast(), 1, 1.0, 0.0, 0.0, std::ptr::null_mut()), RESTY_FFI_SHDICT_BAD_ARGUMENT);
+            assert_eq!(resty_ffi_shdict_set(name.as_ptr(), b"nil".as_ptr().cast(), 3, std::ptr::null(), 0, 0.0, 0), 0);
+        }
+        assert_eq!(get("abi_args", b"nil"), (1, Some(Vec::new()), 0), "NULL with length 0 is the empty string");
+    }
+
+    #[test]
+    fn incr_from_threads_is_exact() {
+        let dict = declare("abi_threads", 1 << 20).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| thread::spawn(|| (0..20_000).all(|_| incr("abi_threads", b"n", 1.0, 0.0).0 == 0)))
+            .collect();
+        let lua_side = Arc::clone(&dict);
+        for _ in 0..20_000 {
+            lua_side.incr(b"n", 1.0, Some(0.0), 0).unwrap();
+        }
+        assert!(threads.into_iter().all(|t| t.join().unwrap()));
+        assert_eq!(dict.incr(b"n", 0.0, None, 0), Ok((100_000.0, false)));
+    }
+}

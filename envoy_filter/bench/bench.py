@@ -1,21 +1,43 @@
-"""wrk against one Envoy (--concurrency 1) with three listeners, measured in
-the same run: the stock Lua filter answering with respond(), our filter doing
-the same, and our filter calling the Rust echo runtime before respond().
-Prints RPS, p50/p99 and Envoy CPU per request (median of RUNS runs, runs
-interleaved), ratios against the stock filter, and Envoy's idle CPU."""
+"""Envoy benchmark (not a test): wrk against one Envoy (--concurrency 1) with a
+listener per peer, all measured in the same run, rounds interleaved:
+
+- stock Lua filter answering with respond() (the baseline);
+- our filter doing the same;
+- our filter calling the Rust echo runtime (ffi), then respond();
+- the stock Lua filter calling a Go net/http echo sidecar with httpCall()
+  over a Unix socket (sidecars/go_echo), then respond();
+- the ext_proc filter and a Rust tonic sidecar over a Unix socket answering
+  each request itself (sidecars/ext_proc).
+
+At BENCH_CONNECTIONS (default 1 8 32 128) connections: RPS, p50/p99, CPU per
+request of Envoy and of the sidecar; medians of BENCH_RUNS rounds. Then
+scaling (--concurrency 2 vs 1 at 32 connections) and Envoy's idle CPU.
+Prints the issue-14 goals (met or not) and writes target/bench/envoy.json.
+`ENVOY_STEPS=peers,scaling,idle` picks parts; `BENCH_PEERS=ffi,stock` picks peers
+(by key: stock, ours, ffi, httpcall, ext_proc).
+"""
 
 import os
-import re
+import pathlib
+import shutil
 import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "ci" / "bench"))
+sys.path.insert(0, str(HERE.parent / "tests"))
+import common  # noqa: E402
 import harness  # noqa: E402
 
+ROOT = common.ROOT
+OUT = ROOT / "target" / "envoy-bench"
+SIDECAR_TARGET = ROOT / "target" / "sidecars"
 ADMIN = 18199
-DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+ADMIN_SCALING = 18198
+CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1 8 32 128").split()]
+STEPS = os.environ.get("ENVOY_STEPS", "peers,scaling,idle").split(",")
+ECHO_HEADER = "x-echo: hello"  # what the ext_proc sidecar echoes; sent to every peer
 
 RESPOND = """
 function envoy_on_request(handle)
@@ -32,77 +54,216 @@ function envoy_on_request(handle)
 end
 """
 
-TARGETS = [
-    ("stock lua respond", 18190, harness.stock_lua(RESPOND)),
-    ("ours respond", 18191, harness.ours(RESPOND)),
-    ("ours ffi echo", 18192, harness.ours(FFI_ECHO)),
+HTTP_CALL = """
+function envoy_on_request(handle)
+  local headers, body = handle:httpCall("go_echo", {
+    [":method"] = "POST", [":path"] = "/echo", [":authority"] = "go_echo" }, "hello", 5000)
+  handle:respond({ [":status"] = headers[":status"] }, body)
+end
+"""
+
+EXT_PROC = {
+    "name": "envoy.filters.http.ext_proc",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {"envoy_grpc": {"cluster_name": "ext_proc"}, "timeout": "5s"},
+        "message_timeout": "5s",
+        "processing_mode": {"request_header_mode": "SEND", "response_header_mode": "SKIP",
+                            "request_body_mode": "NONE", "response_body_mode": "NONE",
+                            "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+    },
+}
+
+# key, label, port, filter, sidecar (None, "go" or "ext_proc")
+PEERS = [
+    ("stock", "stock Lua respond", 18190, harness.stock_lua(RESPOND), None),
+    ("ours", "ours respond", 18191, harness.ours(RESPOND), None),
+    ("ffi", "ours + ffi echo", 18192, harness.ours(FFI_ECHO), None),
+    ("httpcall", "stock Lua + httpCall to Go (UDS)", 18193, harness.stock_lua(HTTP_CALL), "go"),
+    ("ext_proc", "ext_proc to Rust tonic (UDS)", 18194, EXT_PROC, "ext_proc"),
 ]
+if os.environ.get("BENCH_PEERS"):
+    wanted = os.environ["BENCH_PEERS"].split(",")
+    PEERS = [p for p in PEERS if p[0] in wanted or p[0] == "stock"]
+SCALING_PEERS = [("stock", 18195, harness.stock_lua(RESPOND)), ("ffi", 18196, harness.ours(FFI_ECHO))]
 
 
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def pipe_cluster(name, path, http2=False):
+    cluster = {"name": name, "type": "STATIC", "connect_timeout": "1s",
+               "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                   {"endpoint": {"address": {"pipe": {"path": str(path)}}}}]}]}}
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+    return cluster
 
 
-def to_us(text):
-    value, unit = float(text[:-2] if text.endswith(("us", "ms")) else text[:-1]), text[-2:]
-    if unit == "ms":
-        return value * 1000
-    if unit == "us":
-        return value
-    return value * 1e6  # seconds
+def build_sidecars():
+    """The Go echo server (go build, standard library only) and the ext_proc
+    sidecar (its own cargo project, outside the workspace)."""
+    SIDECAR_TARGET.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["go", "build", "-o", str(SIDECAR_TARGET / "go_echo"), "."], cwd=HERE / "sidecars" / "go_echo",
+                   check=True, env={**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off"})
+    cargo = shutil.which("cargo") or str(pathlib.Path.home() / ".cargo" / "bin" / "cargo")
+    subprocess.run([cargo, "build", "--quiet", "--release", "--manifest-path",
+                    str(HERE / "sidecars" / "ext_proc" / "Cargo.toml"), "--target-dir", str(SIDECAR_TARGET)],
+                   check=True)
 
 
-def wrk(port, connections, pid):
-    before = cpu_seconds(pid)
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{DURATION}s", "--latency",
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - before
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"port {port}: {errors.group(1)} failed responses")
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        # Rows of the latency distribution; a "+/- Stdev" such as 89.50% must not match.
-        "p50": to_us(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
-        "p99": to_us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
-        "cpu_us": cpu / max(requests, 1) * 1e6,
-    }
+def start_sidecar(binary, sock):
+    if sock.exists():
+        sock.unlink()
+    proc = subprocess.Popen([str(binary), str(sock)], stdout=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while not sock.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"{binary} did not start")
+        time.sleep(0.05)
+    return proc
 
 
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
+def wrk(port, connections, pids):
+    return common.wrk(f"http://127.0.0.1:{port}/", connections, pids=pids, headers=[ECHO_HEADER])
+
+
+def measure_peers(envoy_pid, sidecars):
+    """{connections: {key: medians}} and per-round ratios against the stock filter."""
+    table, ratios = {}, {}
+    for connections in CONNECTIONS:
+        samples = {key: [] for key, *_ in PEERS}
+        for r in range(common.RUNS):
+            common.progress(f"envoy peers at {connections} connection(s), round {r + 1}/{common.RUNS}: "
+                            f"{len(PEERS)} peers x {common.SECONDS:g} s")
+            for key, _, port, _, sidecar in PEERS:
+                pids = [envoy_pid] + ([sidecars[sidecar].pid] if sidecar else [])
+                samples[key].append(wrk(port, connections, pids))
+        table[connections] = {}
+        for key, label, *_ in PEERS:
+            m = common.medians(samples[key], ("rps", "p50", "p99", "cpu_us", "cpu0_us"))
+            m["sidecar_cpu_us"] = common.median([s.get("cpu1_us", 0.0) for s in samples[key]])
+            m["label"] = label
+            table[connections][key] = m
+        ratios[connections] = {}
+        for key, *_ in PEERS:
+            per_round = [(s["rps"] / b["rps"], s["p99"] / b["p99"]) for s, b in zip(samples[key], samples["stock"])]
+            ratios[connections][key] = {"rps": common.median([r[0] for r in per_round]),
+                                        "p99": common.median([r[1] for r in per_round])}
+            if "ffi" in samples:
+                ratios[connections][key]["ffi_rps_over"] = common.median(
+                    [f["rps"] / s["rps"] for f, s in zip(samples["ffi"], samples[key])])
+        print_table(connections, table[connections], ratios[connections])
+    return table, ratios
+
+
+def print_table(connections, rows, ratios):
+    print(f"\nwrk -t1 -c{connections} -d{common.SECONDS:g}s, Envoy --concurrency 1, median of {common.RUNS} rounds")
+    print(f"{'':34} {'RPS':>8} {'p50 us':>8} {'p99 us':>8} {'Envoy CPU':>9} {'sidecar':>8} {'RPS x':>6} "
+          f"{'p99 x':>6} {'ffi/it':>7}")
+    for key, m in rows.items():
+        r = ratios[key]
+        print(f"{m['label']:34} {m['rps']:8.0f} {m['p50']:8.0f} {m['p99']:8.0f} {m['cpu0_us']:9.1f} "
+              f"{m['sidecar_cpu_us']:8.1f} {r['rps']:6.2f} {r['p99']:6.2f} {r.get('ffi_rps_over', 0):7.2f}",
+              flush=True)
+
+
+def goals(table, ratios):
+    """The issue-14 goals that this run can judge: (text, value, met)."""
+    out = []
+    if 32 in table and "ffi" in table[32]:
+        out.append(("32 conns: ours + ffi RPS / stock respond RPS >= 0.9", ratios[32]["ffi"]["rps"],
+                    ratios[32]["ffi"]["rps"] >= 0.9))
+        out.append(("32 conns: ours + ffi p99 / stock respond p99 <= 1.3", ratios[32]["ffi"]["p99"],
+                    ratios[32]["ffi"]["p99"] <= 1.3))
+        if "ours" in table[32]:
+            per_call = table[32]["ffi"]["cpu0_us"] - table[32]["ours"]["cpu0_us"]
+            out.append(("32 conns: Envoy CPU per ffi call (ours + ffi - ours respond) <= 3 us", per_call,
+                        per_call <= 3))
+    if 1 in table and "ffi" in table[1]:
+        added = table[1]["ffi"]["p50"] - table[1]["stock"]["p50"]
+        out.append(("1 conn: p50 added by an ffi call (ours + ffi - stock respond) <= 15 us", added, added <= 15))
+    for c in (32, 1):
+        for key, name in (("httpcall", "httpCall to Go"), ("ext_proc", "ext_proc")):
+            if c in ratios and key in ratios[c] and "ffi" in ratios[c]:
+                value = ratios[c][key]["ffi_rps_over"]
+                out.append((f"{c} conn(s): ours + ffi RPS / {name} RPS >= 3", value, value >= 3))
+    return [{"goal": g, "value": v, "met": bool(m)} for g, v, m in out]
+
+
+def scaling():
+    """--concurrency 1 vs 2 at 32 connections, stock respond and ours + ffi,
+    in two Envoys started side by side (rounds interleaved)."""
+    envoys = {}
+    try:
+        for concurrency, admin, offset in ((1, ADMIN_SCALING, 0), (2, ADMIN_SCALING - 1, 10)):
+            listeners = []
+            for key, port, flt in SCALING_PEERS:
+                listener = harness.listener(f"scaling_{key}", port + offset, flt)
+                listener["enable_reuse_port"] = True  # the kernel spreads connections over workers
+                listeners.append(listener)
+            envoys[concurrency] = (harness.Envoy(listeners, admin, concurrency=concurrency), offset)
+        for envoy, offset in envoys.values():
+            for _, port, _ in SCALING_PEERS:
+                wrk(port + offset, 8, [envoy.proc.pid])  # warm up every worker
+        samples = {(c, key): [] for c in envoys for key, _, _ in SCALING_PEERS}
+        for r in range(common.RUNS):
+            common.progress(f"envoy scaling --concurrency 1 vs 2 at 32 connections, round {r + 1}/{common.RUNS}")
+            for concurrency, (envoy, offset) in envoys.items():
+                for key, port, _ in SCALING_PEERS:
+                    samples[(concurrency, key)].append(wrk(port + offset, 32, [envoy.proc.pid]))
+        out = {}
+        for (concurrency, key), s in samples.items():
+            out.setdefault(str(concurrency), {})[key] = common.medians(s, ("rps", "p50", "p99", "cpu_us"))
+        for key, _, _ in SCALING_PEERS:
+            one, two = out["1"][key], out["2"][key]
+            print(f"scaling {key:6}: --concurrency 1 {one['rps']:.0f} RPS, 2: {two['rps']:.0f} RPS "
+                  f"({two['rps'] / one['rps']:.2f}x)", flush=True)
+        return out
+    finally:
+        for envoy, _ in envoys.values():
+            envoy.stop()
 
 
 def main():
     harness.ensure_built()
-    listeners = [harness.listener(name.replace(" ", "_"), port, flt) for name, port, flt in TARGETS]
-    envoy = harness.Envoy(listeners, ADMIN, concurrency=1)
-    pid = envoy.proc.pid
-    try:
-        for _, port, _ in TARGETS:  # warm up (and load the runtime)
-            subprocess.run(["wrk", "-t1", "-c8", "-d1s", f"http://127.0.0.1:{port}/"], capture_output=True, check=True)
-        for connections in (32, 1):
-            samples = {name: [] for name, _, _ in TARGETS}
-            for _ in range(RUNS):
-                for name, port, _ in TARGETS:
-                    samples[name].append(wrk(port, connections, pid))
-            print(f"\nwrk -t1 -c{connections} -d{DURATION}s, Envoy --concurrency 1, median of {RUNS} runs")
-            print(f"{'':20} {'RPS':>9} {'p50 us':>8} {'p99 us':>8} {'CPU us/req':>10} "
-                  f"{'RPS x':>6} {'p99 x':>6}")
-            base = None
-            for name, _, _ in TARGETS:
-                m = {k: median([s[k] for s in samples[name]]) for k in ("rps", "p50", "p99", "cpu_us")}
-                base = base or m
-                print(f"{name:20} {m['rps']:9.0f} {m['p50']:8.0f} {m['p99']:8.0f} {m['cpu_us']:10.1f} "
-                      f"{m['rps'] / base['rps']:6.2f} {m['p99'] / base['p99']:6.2f}")
-        before = cpu_seconds(pid)
-        time.sleep(3)
-        print(f"\nEnvoy idle CPU over 3 s after the runs: {(cpu_seconds(pid) - before) / 3 * 100:.1f}%")
-    finally:
-        envoy.stop()
+    result = {"machine_before": common.machine(), "connections": CONNECTIONS,
+              "peers": {key: label for key, label, *_ in PEERS}}
+    if "peers" in STEPS or "idle" in STEPS:
+        build_sidecars()
+        OUT.mkdir(parents=True, exist_ok=True)
+        sidecars, envoy = {}, None
+        clusters = [pipe_cluster("go_echo", OUT / "go_echo.sock"),
+                    pipe_cluster("ext_proc", OUT / "ext_proc.sock", http2=True)]
+        listeners = [harness.listener(key, port, flt) for key, _, port, flt, _ in PEERS]
+        try:
+            sidecars["go"] = start_sidecar(SIDECAR_TARGET / "go_echo", OUT / "go_echo.sock")
+            sidecars["ext_proc"] = start_sidecar(SIDECAR_TARGET / "release" / "ext_proc_echo", OUT / "ext_proc.sock")
+            envoy = harness.Envoy(listeners, ADMIN, concurrency=1, clusters=clusters)
+            pid = envoy.proc.pid
+            for key, _, port, _, _ in PEERS:  # warm up (and load the runtime)
+                wrk(port, 8, [pid])
+            if "peers" in STEPS:
+                result["table"], result["ratios"] = measure_peers(pid, sidecars)
+                result["goals"] = goals(result["table"], result["ratios"])
+            if "idle" in STEPS:
+                before = common.cpu_seconds(pid)
+                time.sleep(3)
+                result["idle_cpu_percent"] = (common.cpu_seconds(pid) - before) / 3 * 100
+                print(f"\nEnvoy idle CPU over 3 s after the runs (runtime loaded): "
+                      f"{result['idle_cpu_percent']:.2f}%", flush=True)
+        finally:
+            if envoy:
+                envoy.stop()
+            for proc in sidecars.values():
+                proc.terminate()
+                proc.wait()
+    if "scaling" in STEPS:
+        result["scaling"] = scaling()
+    for g in result.get("goals", []):
+        print(f"goal {'MET    ' if g['met'] else 'NOT MET'} {g['goal']}: {g['value']:.2f}")
+    result["machine_after"] = common.machine()
+    print(f"results: {common.save('envoy', result)}")
 
 
 if __name__ == "__main__":

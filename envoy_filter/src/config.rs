@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
+use resty_ffi::shdict::{self, SharedDict};
 use serde_json::{Map, Value};
 
 use crate::abi::{log, EnvoyConfig, LogLevel};
@@ -80,9 +81,13 @@ impl ScriptVms {
     /// Runs the script's top level once, in a VM of its own where no
     /// runtime is loaded: a script that fails there rejects the config, as
     /// in the stock filter.
-    fn check(&self, package_path: Option<&str>, package_cpath: Option<&str>) -> Result<(), String> {
-        let vm = Vm::new(&self.with_paths(package_path, package_cpath), api::install_for_check)
-            .map_err(|e| format!("resty_ffi: {e}"))?;
+    fn check(&self, package_path: Option<&str>, package_cpath: Option<&str>, dicts: &[Arc<SharedDict>]) -> Result<(), String> {
+        let setup = |lua: &mlua::Lua| {
+            let make_handle = api::install_for_check(lua)?;
+            api::shdict::install(lua, dicts)?;
+            Ok(make_handle)
+        };
+        let vm = Vm::new(&self.with_paths(package_path, package_cpath), setup).map_err(|e| format!("resty_ffi: {e}"))?;
         match vm.broken {
             Some(why) => Err(format!("script load error: {why}")),
             None => Ok(()),
@@ -100,7 +105,12 @@ impl ScriptVms {
         }
         let script = self.with_paths(filter.package_path.as_deref(), filter.package_cpath.as_deref());
         // Built without the lock: the script's top level may take its time.
-        let vm = Arc::new(Vm::new(&script, api::install).expect("resty_ffi: the prelude must load"));
+        let setup = |lua: &mlua::Lua| {
+            let make_handle = api::install(lua)?;
+            api::shdict::install(lua, &filter.shared_dicts)?;
+            Ok(make_handle)
+        };
+        let vm = Arc::new(Vm::new(&script, setup).expect("resty_ffi: the prelude must load"));
         if let Some(why) = &vm.broken {
             log(LogLevel::Error, &format!("resty_ffi: script failed to load: {why}"));
         }
@@ -134,6 +144,9 @@ pub struct FilterConfig {
     /// `filter_context`: what `handle:filterContext()` gives on routes
     /// without one of their own.
     pub filter_context: Map<String, Value>,
+    /// `shared_dicts`: the process's dicts this config's scripts see as
+    /// `ngx.shared.NAME`.
+    pub shared_dicts: Vec<Arc<SharedDict>>,
 }
 
 /// What a route's `LuaPerRoute` asks for.
@@ -197,6 +210,40 @@ fn bool_field(config: &Value, key: &str, default: bool) -> Result<bool, String> 
     }
 }
 
+/// A dict size: bytes, or a string of them with nginx's suffixes (`64k`,
+/// `10m`, `1g`).
+fn dict_size(value: &Value) -> Option<usize> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+        Value::String(s) => {
+            let (digits, unit) = match s.char_indices().last()? {
+                (at, 'k' | 'K') => (&s[..at], 1 << 10),
+                (at, 'm' | 'M') => (&s[..at], 1 << 20),
+                (at, 'g' | 'G') => (&s[..at], 1 << 30),
+                _ => (s.as_str(), 1),
+            };
+            digits.parse::<usize>().ok()?.checked_mul(unit)
+        }
+        _ => None,
+    }
+}
+
+/// `shared_dicts` (name → size) as (name, size), checked.
+fn shared_dict_sizes(config: &Value) -> Result<Vec<(String, usize)>, String> {
+    let Some(dicts) = config.get("shared_dicts").filter(|d| !d.is_null()) else { return Ok(Vec::new()) };
+    let dicts = dicts.as_object().ok_or("resty_ffi: shared_dicts must be a map of names to sizes")?;
+    let mut sizes = Vec::new();
+    for (name, size) in dicts {
+        let size = dict_size(size)
+            .ok_or_else(|| format!("resty_ffi: shared_dicts.{name}: a size is a number of bytes or a string like \"10m\""))?;
+        if name.is_empty() || size < shdict::MIN_SIZE {
+            return Err(format!("resty_ffi: shared_dicts.{name}: invalid shared dict (a name, and at least {} bytes)", shdict::MIN_SIZE));
+        }
+        sizes.push((name.clone(), size));
+    }
+    Ok(sizes)
+}
+
 /// A `DataSource` (`inline_string` or `filename`) as a script, or `None`
 /// when `source` is absent.
 fn data_source(source: Option<&Value>) -> Result<Option<Script>, String> {
@@ -239,10 +286,21 @@ impl FilterConfig {
         let search_paths = SearchPaths::parse(&config)?;
         let (package_path, package_cpath) = (search_path(&search_paths.path, path.as_deref()), search_path(&search_paths.cpath, cpath.as_deref()));
         let default = default.map(ScriptVms::new).transpose()?;
+        // The check sees the dicts already declared with these sizes and
+        // throwaway ones for the rest: a config it rejects changes no dict.
+        let dict_sizes = shared_dict_sizes(&config)?;
+        let for_check: Vec<_> = dict_sizes
+            .iter()
+            .map(|(name, size)| {
+                shdict::find(name)
+                    .filter(|dict| dict.capacity() == *size)
+                    .unwrap_or_else(|| Arc::new(SharedDict::new(name, *size)))
+            })
+            .collect();
         for scripts in default.iter().chain(named.values()) {
-            scripts.check(package_path.as_deref(), package_cpath.as_deref())?;
+            scripts.check(package_path.as_deref(), package_cpath.as_deref(), &for_check)?;
         }
-        Ok(FilterConfig {
+        let mut parsed = FilterConfig {
             metrics: Arc::new(metrics),
             default,
             named,
@@ -252,7 +310,14 @@ impl FilterConfig {
             package_path,
             package_cpath,
             filter_context: filter_context(&config)?,
-        })
+            shared_dicts: Vec::new(),
+        };
+        // Declared last, once nothing can reject the config.
+        parsed.shared_dicts = dict_sizes
+            .iter()
+            .map(|(name, size)| shdict::declare(name, *size).map_err(|e| format!("resty_ffi: shared_dicts.{name}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(parsed)
     }
 }
 

@@ -16,14 +16,15 @@
 #                 C modules refused). `both` needs --preload. Default: default.
 #   --all         every test script, not the representative set (fixtures,
 #                 C modules, handle API diff, stock Lua filter alongside,
-#                 runtimes, README example); 2 minutes instead of 0.5 here.
+#                 runtimes, README example, shared dicts); 2 minutes instead
+#                 of 0.5 here.
 #
 # Last line: `static: N passed, M failed`; exits non-zero on any failure.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
-usage() { sed -n '6,21s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '6,22s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 die() { echo "check_custom_envoy.sh: $*" >&2; exit 2; }
 
 envoy="" flavours=default preload="" all=""
@@ -78,7 +79,8 @@ if [ -n "$all" ]; then
   tests=()
   for t in "$here"/test_*.py; do tests+=("$(basename "$t")"); done
 else
-  tests=(test_fixture.py test_c_modules.py test_diff.py test_lua_neighbours.py test_runtimes.py test_readme.py)
+  tests=(test_fixture.py test_c_modules.py test_diff.py test_lua_neighbours.py test_runtimes.py test_readme.py
+         test_shdict.py)
 fi
 
 passed=0 failed=0

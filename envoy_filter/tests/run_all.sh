@@ -21,11 +21,12 @@ root=$(cd "$here/../.." && pwd)
 declare -A CASES=(
   [test_readme.py]=2
   [test_ffi.py]=33
-  [test_fixture.py]=5
+  [test_fixture.py]=7
   [test_reliability.py]=14
   [test_c_modules.py]=5
   [test_shared.py]=1
-  [test_runtimes.py]=6
+  [test_shdict.py]=10
+  [test_runtimes.py]=9
   [test_java.py]=6
   [test_nodejs.py]=6
   [test_convert.py]=23
@@ -44,7 +45,7 @@ fi
 
 # test_ffi.py runs twice: Envoy with one worker thread, then two.
 tests=(test_readme.py test_ffi.py:1 test_ffi.py:2 test_fixture.py test_reliability.py test_c_modules.py test_shared.py
-       test_runtimes.py test_java.py test_nodejs.py test_convert.py test_diff.py test_lua_neighbours.py
+       test_shdict.py test_runtimes.py test_java.py test_nodejs.py test_convert.py test_diff.py test_lua_neighbours.py
        test_mixed_calls.py test_extensions.py)
 [ $# -eq 0 ] || tests=("$@")
 for test in "${tests[@]}"; do

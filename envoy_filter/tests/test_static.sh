@@ -73,7 +73,7 @@ for flavour in default vendored; do
 
   check "${flavour}_all_hooks_prefixed" subset "$tmp/hooks" "$d/defined"
   check "${flavour}_no_unprefixed_hooks" eval "! grep '^envoy_dynamic_module_on_' '$d/defined'"
-  check "${flavour}_runtime_abi_exported" eval "for s in ngx_http_lua_ffi_task_poll ngx_http_lua_ffi_get_req ngx_http_lua_ffi_respond resty_ffi_runtime_load resty_ffi_sink_drain; do grep -qx \$s '$d/defined' || exit 1; done"
+  check "${flavour}_runtime_abi_exported" eval "for s in ngx_http_lua_ffi_task_poll ngx_http_lua_ffi_get_req ngx_http_lua_ffi_respond resty_ffi_runtime_load resty_ffi_sink_drain resty_ffi_shdict_get resty_ffi_shdict_set resty_ffi_shdict_incr resty_ffi_shdict_delete; do grep -qx \$s '$d/defined' || exit 1; done"
   check "${flavour}_nothing_else_global" eval "grep -vE '$exported_re' '$d/defined' > '$d/other'; none '$d/other'"
   check "${flavour}_no_clash_with_envoy_exports" eval "comm -12 '$d/defined' '$tmp/envoy_exports' > '$d/clash'; none '$d/clash'"
   check "${flavour}_needs_only_callbacks_envoy_exports" eval "[ -s '$d/needs_callbacks' ] && subset '$d/needs_callbacks' '$tmp/envoy_exports'"

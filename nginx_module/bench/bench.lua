@@ -1,4 +1,4 @@
--- Benchmark handlers (nginx_module/bench/nginx_bench.sh drives them).
+-- Benchmark handlers (nginx_module/bench/bench.py drives them).
 require("resty_ffi")
 
 local M = {}
@@ -23,28 +23,44 @@ local function cpu_ticks()
   return tonumber(fields[12]) + tonumber(fields[13])   -- utime + stime
 end
 
--- GET /serial?mode=ffi|uds&n=&size=  ->  "ns_per_call cpu_ticks"
+-- Calls `call` in batches until `seconds` have passed; returns the calls made
+-- and the seconds they took.
+local function run_for(seconds, batch, call)
+  ngx.update_time()
+  local t0 = ngx.now()
+  local deadline, n = t0 + seconds, 0
+  repeat
+    for _ = 1, batch do call() end
+    n = n + batch
+    ngx.update_time()
+  until ngx.now() >= deadline
+  return n, ngx.now() - t0
+end
+
+-- GET /serial?mode=ffi|uds&seconds=&size=&sock=
+--   ->  "calls ns_per_call cpu_ticks" (CPU of this worker and its runtime's threads)
 function M.serial()
   local args = ngx.req.get_uri_args()
-  local n, size = tonumber(args.n), tonumber(args.size)
+  local seconds, size = tonumber(args.seconds), tonumber(args.size)
   local payload = string.rep("x", size)
   local call
   if args.mode == "ffi" then
     local rt = assert(ngx.load_ffi("rust_echo"))
-    call = function() local ok, res = rt:echo(payload) return res end
+    call = function()
+      local ok, res = rt:echo(payload)
+      if not ok or #res ~= size then error("bad echo") end
+    end
   else
     local sock = ngx.socket.tcp()
     assert(sock:connect("unix:" .. args.sock))
-    call = function() return uds_echo(sock, payload) end
+    call = function()
+      if #uds_echo(sock, payload) ~= size then error("bad echo") end
+    end
   end
-  for _ = 1, math.min(n, 1000) do assert(#call() == size) end   -- warm up
-  ngx.update_time()
-  local cpu0, t0 = cpu_ticks(), ngx.now()
-  for _ = 1, n do
-    if #call() ~= size then error("bad echo") end
-  end
-  ngx.update_time()
-  ngx.say(string.format("%.0f %d", (ngx.now() - t0) * 1e9 / n, cpu_ticks() - cpu0))
+  run_for(0.1, 16, call)   -- warm up
+  local cpu0 = cpu_ticks()
+  local n, elapsed = run_for(seconds, 16, call)
+  ngx.say(string.format("%d %.0f %d", n, elapsed * 1e9 / n, cpu_ticks() - cpu0))
 end
 
 -- GET /concurrent?n=&c=&threads=[&lib=&cfg=]  ->  "calls_per_second cpu_ticks"
@@ -69,6 +85,17 @@ function M.concurrent()
   for i = 1, c do assert(ngx.thread.wait(threads[i])) end
   ngx.update_time()
   ngx.say(string.format("%.0f %d", per * c / (ngx.now() - t0), cpu_ticks() - cpu0))
+end
+
+-- GET /ffi: one ffi echo per request (wrk), the answer as the body.
+local echo_rt
+function M.ffi()
+  echo_rt = echo_rt or assert(ngx.load_ffi("rust_echo"))
+  local ok, res = echo_rt:echo("hello")
+  if not ok then
+    return ngx.exit(500)
+  end
+  ngx.print(res)
 end
 
 return M

@@ -58,7 +58,7 @@ function M.check(rc)
   return rc
 end
 
--- The stream context Rust handed over (lightuserdata), kept alive by Lua
+-- The stream context Rust handed over (its address), kept alive by Lua
 -- until collected.
 function M.ctx(ctx)
   return ffi.gc(ffi.cast("void *", ctx), api.ctx_release)
@@ -147,7 +147,9 @@ end
 function M.new(class, object)
   local scope = vm.current
   object.scope, object.epoch = scope, scope.epoch
-  return setmetatable(object, class)
+  setmetatable(object, class)
+  -- Not a tail call: a trace returning from Rust's call cannot be compiled.
+  return object
 end
 
 -- Makes each method of `class` (log methods included) raise the stock

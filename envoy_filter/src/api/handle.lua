@@ -329,6 +329,15 @@ end
 
 -- Headers given to respond(): string values, or arrays of strings. Errors
 -- name the stock filter's stack slots (key #4, value #5, array element #7).
+local function reply_header(key, value, index, list, status)
+  value = string_arg(value, index)
+  if key == ":status" then
+    return value:match("^%s*[+-]?%d+%s*$") and tonumber(value)
+  end
+  list[#list + 1] = { lower(key), value }
+  return status
+end
+
 local function reply_headers(t)
   table_arg(t, 2)
   local status
@@ -339,17 +348,13 @@ local function reply_headers(t)
       fail("invalid key to 'next'")
     end
     key = string_arg(key, 4)
-    local values, index = { value }, 5
     if type(value) == "table" then
-      values, index = value, 7
-    end
-    for _, v in ipairs(values) do
-      v = string_arg(v, index)
-      if key == ":status" then
-        status = v:match("^%s*[+-]?%d+%s*$") and tonumber(v)
-      else
-        list[#list + 1] = { lower(key), v }
+      for _, v in ipairs(value) do
+        status = reply_header(key, v, 7, list, status)
       end
+    else
+      -- No inner loop for a single value: LuaJIT would not compile the outer one.
+      status = reply_header(key, value, 5, list, status)
     end
   end
   if not status or status < 200 or status > 599 then
@@ -383,7 +388,7 @@ function Handle:respond(hdrs, data)
 end
 
 -- make_handle(ctx, dir, reply, namespace, context, store): `ctx` the stream
--- (lightuserdata), `dir` 0 request / 1 response, `reply` a local reply that
+-- (its address), `dir` 0 request / 1 response, `reply` a local reply that
 -- envoy_on_response works on (or nil), `namespace` the route metadata
 -- namespace, `context` the route's filter_context (a table, or nil), `store`
 -- a table per stream that the handles of both directions share.
@@ -393,6 +398,7 @@ base.scoped(Route)
 base.scoped(PublicKey)
 
 return function(ctx, dir, reply, namespace, context, store)
-  return base.new(Handle, { ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace, context = context,
-    store = store })
+  local handle = base.new(Handle, { ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace,
+    context = context, store = store })
+  return handle
 end

@@ -19,6 +19,7 @@ pub mod log;
 pub mod metadata;
 pub mod reply;
 pub mod routing;
+pub mod shdict;
 pub mod stats;
 pub mod stream_info;
 
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use mlua::{Function, LightUserData, Lua, Table};
 use resty_ffi::host_abi::resty_ffi_sink;
+use resty_ffi::shdict::SharedDict;
 
 use crate::abi::{Direction, EnvoyFilter};
 use ffi::Sink;
@@ -229,9 +231,12 @@ impl StreamCtx {
         self.panicked.replace(false)
     }
 
-    /// A reference for Lua: `handle.lua` wraps it with `ffi.gc(…, ctx_release)`.
-    pub fn to_lua(self: &Rc<Self>) -> LightUserData {
-        LightUserData(Rc::into_raw(Rc::clone(self)) as *mut c_void)
+    /// A reference for Lua: `api.lua` wraps it with `ffi.gc(…, ctx_release)`.
+    /// An address as a number (exact: addresses are below 2^53), which
+    /// LuaJIT's compiler turns into a pointer; it cannot convert a light
+    /// userdata, and would not compile the making of a handle.
+    pub fn to_lua(self: &Rc<Self>) -> f64 {
+        Rc::into_raw(Rc::clone(self)) as usize as f64
     }
 }
 
@@ -371,6 +376,20 @@ api_table! {
     public_key_valid: fn(*const c_char, usize) -> c_int = crypto::public_key_valid;
     verify_signature: fn(*const c_char, usize, *const c_char, usize, *const c_char, usize, *const c_char, usize) -> c_int = crypto::verify_signature;
     metadata_set: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize, c_int, *const c_char, usize, f64) -> c_int = metadata::metadata_set;
+    shdict_release: fn(*const SharedDict) -> c_int = shdict::release;
+    shdict_get: fn(*const SharedDict, *const c_char, usize, c_int, *mut Buf, *mut f64, *mut c_int) -> c_int = shdict::get;
+    shdict_store: fn(*const SharedDict, c_int, *const c_char, usize, c_int, *const c_char, usize, f64, f64, c_int, *mut c_int, *mut Buf) -> c_int = shdict::store;
+    shdict_incr: fn(*const SharedDict, *const c_char, usize, *mut f64, c_int, f64, f64, *mut c_int, *mut Buf) -> c_int = shdict::incr;
+    shdict_ttl: fn(*const SharedDict, *const c_char, usize, *mut f64) -> c_int = shdict::ttl;
+    shdict_expire: fn(*const SharedDict, *const c_char, usize, f64) -> c_int = shdict::expire;
+    shdict_flush_all: fn(*const SharedDict) -> c_int = shdict::flush_all;
+    shdict_flush_expired: fn(*const SharedDict, c_int) -> c_int = shdict::flush_expired;
+    shdict_get_keys: fn(*const SharedDict, c_int, *mut Buf) -> c_int = shdict::get_keys;
+    shdict_push: fn(*const SharedDict, c_int, *const c_char, usize, c_int, *const c_char, usize, f64, *mut Buf) -> c_int = shdict::push;
+    shdict_pop: fn(*const SharedDict, c_int, *const c_char, usize, *mut Buf, *mut f64) -> c_int = shdict::pop;
+    shdict_llen: fn(*const SharedDict, *const c_char, usize, *mut Buf) -> c_int = shdict::llen;
+    shdict_capacity: fn(*const SharedDict) -> usize = shdict::capacity;
+    shdict_free_space: fn(*const SharedDict) -> usize = shdict::free_space;
 }
 
 /// The Lua modules of this layer, found by `require` (`package.preload`).

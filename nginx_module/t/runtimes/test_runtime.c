@@ -39,6 +39,24 @@
  *                          "logged <n>"
  *   "never"                never answers (the task is kept, reachable, for the
  *                          life of the process, as a runtime that hangs would)
+ * Shared dicts (resty_ffi_shdict_*; <exptime>, <init_ttl> in seconds):
+ *   "shdict_get:<dict>:<key>"                 answers "<rc>|<value>|<flags>"
+ *                                             (value and flags when rc is 1)
+ *   "shdict_set:<dict>:<key>:<exptime>:<flags>:<value>"   answers "<rc>"
+ *   "shdict_incr:<dict>:<key>:<by>:<init>:<init_ttl>"     answers "<rc>|<value>"
+ *   "shdict_delete:<dict>:<key>"              answers "<rc>"
+ *   "shdict_expiry:<dict>:<key>:<exptime>:<ms>"
+ *                          sets <key> to "v" expiring after <exptime>, sleeps
+ *                          <ms> on this thread, gets it: "<set rc>|<get rc>"
+ *   "shdict_hammer:<dict>:<key>:<threads>:<n>"
+ *                          starts <threads> threads that each incr <key> by 1
+ *                          <n> times (init 0); answers "started" at once
+ *   "shdict_join"          answers, once every hammer thread finished, the
+ *                          number of incr calls that failed
+ *   "shdict_bench:<dict>:<threads>:<n>"
+ *                          each thread sets <n> keys of its own (1000 distinct,
+ *                          16-byte values), then gets them; answers
+ *                          "<set ops/s>|<get ops/s>" of all threads together
  *   anything else          echoed back unchanged
  */
 
@@ -50,6 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "resty_ffi.h"
@@ -310,6 +329,307 @@ log_many(runtime_t *rt, void *task, char *spec)
 }
 
 
+/* Splits "<a>:<b>:..." in place: the next field, or NULL when none is left. */
+static char *
+field(char **rest)
+{
+    char  *start = *rest, *sep;
+
+    if (start == NULL) {
+        return NULL;
+    }
+    sep = strchr(start, ':');
+    if (sep != NULL) {
+        *sep = '\0';
+        *rest = sep + 1;
+    } else {
+        *rest = NULL;
+    }
+    return start;
+}
+
+
+static void
+respond_text(void *task, const char *text)
+{
+    respond_copy(task, 0, text, strlen(text));
+}
+
+
+/* Threads of shdict_hammer, and how many incr calls of theirs failed. */
+static pthread_mutex_t  hammer_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t   hammer_done = PTHREAD_COND_INITIALIZER;
+static int              hammer_running, hammer_errors;
+
+typedef struct {
+    char  dict[256];
+    char  key[256];
+    long  n;
+} hammer_t;
+
+
+static void *
+hammer(void *arg)
+{
+    long       i;
+    int        errors = 0;
+    double     out;
+    hammer_t  *h = arg;
+
+    for (i = 0; i < h->n; i++) {
+        if (resty_ffi_shdict_incr(h->dict, h->key, strlen(h->key), 1, 0, 0, &out) != 0) {
+            errors++;
+        }
+    }
+
+    pthread_mutex_lock(&hammer_lock);
+    hammer_errors += errors;
+    if (--hammer_running == 0) {
+        pthread_cond_broadcast(&hammer_done);
+    }
+    pthread_mutex_unlock(&hammer_lock);
+    free(h);
+    return NULL;
+}
+
+
+static void
+start_hammers(void *task, char *rest)
+{
+    int         i, threads;
+    char       *dict, *key;
+    long        n;
+    hammer_t   *h;
+    pthread_t   tid;
+
+    dict = field(&rest);
+    key = field(&rest);
+    threads = atoi(field(&rest) ?: "0");
+    n = atol(rest ?: "0");
+    if (dict == NULL || key == NULL || strlen(dict) >= 256 || strlen(key) >= 256) {
+        respond_copy(task, 1, "bad hammer", 10);
+        return;
+    }
+
+    for (i = 0; i < threads; i++) {
+        h = malloc(sizeof(hammer_t));
+        strcpy(h->dict, dict);
+        strcpy(h->key, key);
+        h->n = n;
+        pthread_mutex_lock(&hammer_lock);
+        hammer_running++;
+        pthread_mutex_unlock(&hammer_lock);
+        if (pthread_create(&tid, NULL, hammer, h) != 0) {
+            pthread_mutex_lock(&hammer_lock);
+            hammer_running--;
+            hammer_errors += (int) n;
+            pthread_mutex_unlock(&hammer_lock);
+            free(h);
+            continue;
+        }
+        pthread_detach(tid);
+    }
+    respond_text(task, "started");
+}
+
+
+static void
+join_hammers(void *task)
+{
+    char  text[32];
+
+    pthread_mutex_lock(&hammer_lock);
+    while (hammer_running > 0) {
+        pthread_cond_wait(&hammer_done, &hammer_lock);
+    }
+    snprintf(text, sizeof(text), "%d", hammer_errors);
+    hammer_errors = 0;
+    pthread_mutex_unlock(&hammer_lock);
+    respond_text(task, text);
+}
+
+
+typedef struct {
+    const char  *dict;
+    long         n;
+    int          id;
+    int          errors;
+    double       set_s, get_s;
+} bench_t;
+
+
+static double
+now_s(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+
+static void *
+bench(void *arg)
+{
+    long      i;
+    int       len, flags;
+    char      key[64], *val;
+    size_t    val_len;
+    double    start;
+    bench_t  *b = arg;
+
+    start = now_s();
+    for (i = 0; i < b->n; i++) {
+        len = snprintf(key, sizeof(key), "bench:%d:%ld", b->id, i % 1000);
+        if (resty_ffi_shdict_set(b->dict, key, len, "0123456789abcdef", 16, 0, 0) != 0) {
+            b->errors++;
+        }
+    }
+    b->set_s = now_s() - start;
+
+    start = now_s();
+    for (i = 0; i < b->n; i++) {
+        len = snprintf(key, sizeof(key), "bench:%d:%ld", b->id, i % 1000);
+        if (resty_ffi_shdict_get(b->dict, key, len, &val, &val_len, &flags) == 1) {
+            free(val);
+        } else {
+            b->errors++;
+        }
+    }
+    b->get_s = now_s() - start;
+    return NULL;
+}
+
+
+static void
+run_bench(void *task, char *rest)
+{
+    int         i, threads, errors = 0;
+    long        n;
+    char       *dict, text[128];
+    double      set_s = 0, get_s = 0;
+    bench_t     b[64];
+    pthread_t   tid[64];
+
+    dict = field(&rest);
+    threads = atoi(field(&rest) ?: "0");
+    n = atol(rest ?: "0");
+    if (dict == NULL || threads < 1 || threads > 64 || n < 1) {
+        respond_copy(task, 1, "bad bench", 9);
+        return;
+    }
+
+    for (i = 0; i < threads; i++) {
+        b[i] = (bench_t) { dict, n, i, 0, 0, 0 };
+        pthread_create(&tid[i], NULL, bench, &b[i]);
+    }
+    for (i = 0; i < threads; i++) {
+        pthread_join(tid[i], NULL);
+        errors += b[i].errors;
+        set_s = b[i].set_s > set_s ? b[i].set_s : set_s;
+        get_s = b[i].get_s > get_s ? b[i].get_s : get_s;
+    }
+
+    if (errors > 0) {
+        snprintf(text, sizeof(text), "%d errors", errors);
+        respond_copy(task, 1, text, strlen(text));
+        return;
+    }
+    snprintf(text, sizeof(text), "%.0f|%.0f", threads * n / set_s, threads * n / get_s);
+    respond_text(task, text);
+}
+
+
+/* "shdict_<op>:...": the shared-dict requests (see the header). */
+static void
+shdict(void *task, char *req, int len)
+{
+    int      rc, flags = 0;
+    char     text[128], *copy, *rest, *op, *dict, *key, *val = NULL;
+    char    *answer;
+    size_t   val_len = 0;
+    double   out = 0, exptime, by, init, init_ttl;
+
+    copy = malloc(len + 1);
+    memcpy(copy, req, len);
+    copy[len] = '\0';
+    rest = copy + 7;
+    op = field(&rest);
+
+    if (strcmp(op, "join") == 0) {
+        join_hammers(task);
+        goto done;
+    }
+    if (strcmp(op, "hammer") == 0) {
+        start_hammers(task, rest);
+        goto done;
+    }
+    if (strcmp(op, "bench") == 0) {
+        run_bench(task, rest);
+        goto done;
+    }
+
+    dict = field(&rest);
+    if (strcmp(op, "set") == 0) {
+        key = field(&rest);
+        exptime = atof(field(&rest) ?: "0");
+        flags = atoi(field(&rest) ?: "0");
+        rc = resty_ffi_shdict_set(dict, key, strlen(key), rest, rest ? strlen(rest) : 0, exptime, flags);
+        snprintf(text, sizeof(text), "%d", rc);
+
+    } else if (strcmp(op, "incr") == 0) {
+        key = field(&rest);
+        by = atof(field(&rest) ?: "0");
+        init = atof(field(&rest) ?: "0");
+        init_ttl = atof(rest ?: "0");
+        rc = resty_ffi_shdict_incr(dict, key, strlen(key), by, init, init_ttl, &out);
+        snprintf(text, sizeof(text), "%d|%.17g", rc, out);
+
+    } else if (strcmp(op, "expiry") == 0) {
+        key = field(&rest);
+        exptime = atof(field(&rest) ?: "0");
+        rc = resty_ffi_shdict_set(dict, key, strlen(key), "v", 1, exptime, 0);
+        usleep(atoi(rest ?: "0") * 1000);
+        flags = resty_ffi_shdict_get(dict, key, strlen(key), &val, &val_len, NULL);
+        if (flags == 1) {
+            free(val);
+        }
+        snprintf(text, sizeof(text), "%d|%d", rc, flags);
+
+    } else if (strcmp(op, "delete") == 0) {
+        key = rest ?: "";
+        rc = resty_ffi_shdict_delete(dict, key, strlen(key));
+        snprintf(text, sizeof(text), "%d", rc);
+
+    } else if (strcmp(op, "get") == 0) {
+        key = rest ?: "";
+        rc = resty_ffi_shdict_get(dict, key, strlen(key), &val, &val_len, &flags);
+        if (rc == 1) {
+            answer = malloc(val_len + 64);
+            len = snprintf(answer, 64, "1|");
+            memcpy(answer + len, val, val_len);
+            len += (int) val_len;
+            len += snprintf(answer + len, 64, "|%d", flags);
+            respond_copy(task, 0, answer, (size_t) len);
+            free(answer);
+            free(val);
+            goto done;
+        }
+        snprintf(text, sizeof(text), "%d", rc);
+
+    } else {
+        respond_copy(task, 1, "bad shdict request", 18);
+        goto done;
+    }
+
+    respond_text(task, text);
+
+done:
+
+    free(copy);
+}
+
+
 static void
 handle(runtime_t *rt, void *task)
 {
@@ -375,6 +695,11 @@ handle(runtime_t *rt, void *task)
 
     if (len > 5 && strncmp(req, "logs:", 5) == 0) {
         log_many(rt, task, req + 5);
+        return;
+    }
+
+    if (len > 7 && strncmp(req, "shdict_", 7) == 0) {
+        shdict(task, req, len);
         return;
     }
 

@@ -1,0 +1,95 @@
+"""Pieces shared by the benchmark drivers (nginx_module/bench/bench.py,
+envoy_filter/bench/bench.py, ci/bench/core.py) that ci/bench.sh runs: run
+lengths, wrk, CPU and load readings, medians and the results files that
+ci/bench/report.py turns into docs/benchmarks.md."""
+
+import datetime
+import json
+import os
+import pathlib
+import re
+import subprocess
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# Seconds per measurement and rounds per case (medians of the rounds; rounds
+# of different peers are interleaved). BENCH_SECONDS=1 BENCH_RUNS=1: a quick look.
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+RESULTS = pathlib.Path(os.environ.get("BENCH_RESULTS", ROOT / "target" / "bench"))
+TICK = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def load():
+    """The 1-minute load average."""
+    return float(open("/proc/loadavg").read().split()[0])
+
+
+def machine():
+    return {"cores": os.cpu_count(), "load": load()}
+
+
+def cpu_seconds(pid):
+    """User + system CPU of process `pid`, all its threads."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else float("nan")
+
+
+def medians(samples, keys):
+    """{key: median over samples} for a list of dicts."""
+    return {k: median([s[k] for s in samples]) for k in keys}
+
+
+def progress(text):
+    print(f"[bench {time.strftime('%H:%M:%S')} load {load():.2f}] {text}", flush=True)
+
+
+def _to_us(text):
+    for unit, scale in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+def wrk(url, connections, seconds=None, pids=(), headers=()):
+    """wrk -t1 against `url`; RPS, p50/p99 (µs), requests, and CPU µs per
+    request of `pids` (each pid's total over the run)."""
+    seconds = seconds or SECONDS
+    before = [cpu_seconds(p) for p in pids]
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    for h in headers:
+        args += ["-H", h]
+    out = subprocess.run(args + [url], capture_output=True, text=True, check=True).stdout
+    cpu = [cpu_seconds(p) - b for p, b in zip(pids, before)]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} failed responses")
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    result = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        # Rows of the latency distribution; a "+/- Stdev" such as 89.50% must not match.
+        "p50": _to_us(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99": _to_us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
+        "requests": requests,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+    for i, c in enumerate(cpu):
+        result[f"cpu{i}_us"] = c / max(requests, 1) * 1e6
+    result["cpu_us"] = sum(cpu) / max(requests, 1) * 1e6
+    return result
+
+
+def save(name, data):
+    """Writes RESULTS/<name>.json with the run's settings and machine."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "seconds": SECONDS,
+            "runs": RUNS, **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1))
+    return path

@@ -1,0 +1,3 @@
+module resty_ffi/bench/go_echo
+
+go 1.19
