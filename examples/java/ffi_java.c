@@ -309,6 +309,7 @@ init_thread(void *arg)
 int
 libffi_init(char *cfg, void *tq)
 {
+    int           err;
     char         *copy, *rest;
     size_t        len;
     sigset_t      all, old;
@@ -347,11 +348,12 @@ libffi_init(char *cfg, void *tq)
     /* The helper thread, and every thread Java starts, inherit this mask. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    call.rc = pthread_create(&tid, NULL, init_thread, &call);
+    /* Not into call.rc: the thread may have set it before this returns. */
+    err = pthread_create(&tid, NULL, init_thread, &call);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
-    if (call.rc != 0) {
-        fprintf(stderr, "ffi_java: cannot start a thread: %s\n", strerror(call.rc));
+    if (err != 0) {
+        fprintf(stderr, "ffi_java: cannot start a thread: %s\n", strerror(err));
         call.rc = RC_NO_JVM;
 
     } else {
