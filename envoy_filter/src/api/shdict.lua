@@ -149,52 +149,46 @@ local function value_of(typ)
   end
 end
 
-local function shdict_get(zone, key)
+-- get and get_stale: the value and its flags (`meta[0]`; `meta[1]` is 1 for
+-- a stale value), or nil and an error message; nil for no value.
+local function lookup(zone, key, stale)
   zone = check_zone(zone)
   local key_len
   key, key_len = checked_key(key)
   if not key then
-    return nil, key_len
+    return false, key_len
   end
-
-  local typ = api.shdict_get(zone, key, key_len, 0, out, num, meta)
-  if typ == NIL then
-    return nil
-  elseif typ == FAILED then
-    return nil, message(out)
+  local typ = api.shdict_get(zone, key, key_len, stale, out, num, meta)
+  if typ == FAILED then
+    return false, message(out)
   elseif typ < 0 then
     internal_error()
   end
-  local val = value_of(typ)
-  local flags = meta[0]
-  if flags ~= 0 then
-    return val, flags
+  if typ == NIL then
+    return true, nil, false
+  end
+  return true, value_of(typ), true
+end
+
+local function shdict_get(zone, key)
+  local ok, val, found = lookup(zone, key, 0)
+  if not ok then
+    return nil, val
+  elseif found and meta[0] ~= 0 then
+    return val, meta[0]
   end
   return val
 end
 
 local function shdict_get_stale(zone, key)
-  zone = check_zone(zone)
-  local key_len
-  key, key_len = checked_key(key)
-  if not key then
-    return nil, key_len
-  end
-
-  local typ = api.shdict_get(zone, key, key_len, 1, out, num, meta)
-  if typ == NIL then
+  local ok, val, found = lookup(zone, key, 1)
+  if not ok then
+    return nil, val
+  elseif not found then
     return nil
-  elseif typ == FAILED then
-    return nil, message(out)
-  elseif typ < 0 then
-    internal_error()
   end
-  local val = value_of(typ)
   local flags = meta[0]
-  if flags ~= 0 then
-    return val, flags, meta[1] == 1
-  end
-  return val, nil, meta[1] == 1
+  return val, flags ~= 0 and flags or nil, meta[1] == 1
 end
 
 local function shdict_incr(zone, key, value, init, init_ttl)
