@@ -87,42 +87,6 @@ function envoy_on_request(handle)
 end
 """
 
-ENVOY_YAML = """
-static_resources:
-  listeners:
-  - name: templates
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: templates
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                direct_response: {{status: 404}}
-          http_filters:
-          - name: resty_ffi
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
-              dynamic_module_config: {{name: resty_ffi_envoy, load_globally: true, do_not_close: true}}
-              filter_name: resty_ffi
-              filter_config:
-                "@type": type.googleapis.com/google.protobuf.Struct
-                value:
-                  fail_closed: true
-                  default_source_code:
-                    filename: {dir}/envoy.lua
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-"""
 
 
 def build(work):
@@ -182,7 +146,7 @@ def main():
 
     def case_envoy():
         (work / "envoy.lua").write_text(ENVOY_SCRIPT)
-        (work / "envoy.yaml").write_text(ENVOY_YAML.format(dir=work, port=envoy_port, admin=admin))
+        (work / "envoy.yaml").write_text(hosts.envoy_yaml("templates", envoy_port, admin, work / "envoy.lua"))
         envoy_env = dict(env, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=str(BIN / "cargo"),
                          LUA_PATH=f"{ROOT / 'lua'}/?.lua;{work}/?.lua;;")
         server = hosts.envoy(work / "envoy.yaml", work / "envoy.log", env=envoy_env)

@@ -75,42 +75,6 @@ function envoy_on_request(handle)
 end
 """
 
-ENVOY_YAML = """
-static_resources:
-  listeners:
-  - name: grpc_cases
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: grpc_cases
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                direct_response: {{status: 404}}
-          http_filters:
-          - name: resty_ffi
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
-              dynamic_module_config: {{name: resty_ffi_envoy, load_globally: true, do_not_close: true}}
-              filter_name: resty_ffi
-              filter_config:
-                "@type": type.googleapis.com/google.protobuf.Struct
-                value:
-                  fail_closed: true
-                  default_source_code:
-                    filename: {work}/envoy.lua
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-"""
 
 
 def make_certs(d):
@@ -199,7 +163,7 @@ def main():
         + "return { port = %d, tls_port = %d, mtls_port = %d, closed_port = %d, certs = %r, protos = %r }\n"
         % (plain.port, tls.port, mtls.port, closed_port, str(certs), str(TESTS / "protos")))
     (work / "envoy.lua").write_text(ENVOY_SCRIPT)
-    (work / "envoy.yaml").write_text(ENVOY_YAML.format(work=work, port=envoy_port, admin=admin))
+    (work / "envoy.yaml").write_text(hosts.envoy_yaml("grpc_cases", envoy_port, admin, work / "envoy.lua"))
     prefix = work / "nginx"
     (prefix / "logs").mkdir(parents=True)
     (prefix / "nginx.conf").write_text(NGINX_CONF.format(bin=BIN, lua=ROOT / "lua", work=work, tests=TESTS,

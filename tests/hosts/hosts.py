@@ -74,6 +74,51 @@ def wait_port(port, proc=None, timeout=20):
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
+
+# One listener on 127.0.0.1:port whose resty_ffi filter runs the script file
+# `script` (fail_closed); anything it does not answer gets a direct 404.
+ENVOY_YAML = """
+static_resources:
+  listeners:
+  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                direct_response: {{status: 404}}
+          http_filters:
+          - name: resty_ffi
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{name: resty_ffi_envoy, load_globally: true, do_not_close: true}}
+              filter_name: resty_ffi
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.Struct
+                value:
+                  fail_closed: true
+                  default_source_code:
+                    filename: {script}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+"""
+
+
+def envoy_yaml(name, port, admin, script):
+    """The Envoy config of ENVOY_YAML: listener and stat prefix `name`."""
+    return ENVOY_YAML.format(name=name, port=port, admin=admin, script=script)
+
 class Server:
     """A foreground nginx or Envoy (or a shell running one) started with Popen
     in a session of its own; its output goes to `log`."""
