@@ -485,17 +485,23 @@ local function shdict_llen(...)
   return len
 end
 
-local function shdict_get_keys(...)
+-- get_keys and flush_expired: (zone[, max_count]) checked as lua-nginx-module's
+-- C functions check them; the zone and the count (`default` when not given).
+local function zone_and_count(default, ...)
   local n, zone, max_count = select("#", ...), ...
   if n ~= 1 and n ~= 2 then
     c_error(("expecting 1 or 2 argument(s), but saw %d"):format(n))
   end
   check_table(zone)
   zone = c_zone(zone, "bad user data for the ngx_shm_zone_t pointer")
-  local attempts = 1024
   if n == 2 then
-    attempts = check_int(max_count, 2)
+    return zone, check_int(max_count, 2)
   end
+  return zone, default
+end
+
+local function shdict_get_keys(...)
+  local zone, attempts = zone_and_count(1024, ...)
   local count = api.shdict_get_keys(zone, attempts, out)
   if count < 0 then
     internal_error()
@@ -511,16 +517,7 @@ local function shdict_get_keys(...)
 end
 
 local function shdict_flush_expired(...)
-  local n, zone, max_count = select("#", ...), ...
-  if n ~= 1 and n ~= 2 then
-    c_error(("expecting 1 or 2 argument(s), but saw %d"):format(n))
-  end
-  check_table(zone)
-  zone = c_zone(zone, "bad user data for the ngx_shm_zone_t pointer")
-  local attempts = 0
-  if n == 2 then
-    attempts = check_int(max_count, 2)
-  end
+  local zone, attempts = zone_and_count(0, ...)
   local freed = api.shdict_flush_expired(zone, attempts)
   if freed < 0 then
     internal_error()
