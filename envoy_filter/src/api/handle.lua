@@ -327,34 +327,59 @@ function Handle:setUpstreamOverrideHost(host, strict)
   end
 end
 
+-- A reply's status as Envoy reads it (absl::SimpleAtoi: spaces around, a
+-- sign), or nil. Three digits, the usual case, are read without
+-- string.match, which LuaJIT does not compile: the loop over the headers
+-- stays one compiled trace.
+local function status_of(value)
+  if #value == 3 then
+    local a, b, c = byte(value, 1, 3)
+    if a >= 48 and a <= 57 and b >= 48 and b <= 57 and c >= 48 and c <= 57 then
+      return (a - 48) * 100 + (b - 48) * 10 + c - 48
+    end
+  end
+  return value:match("^%s*[+-]?%d+%s*$") and tonumber(value)
+end
+
+-- What reply_headers saw besides the list (it never yields, so one table
+-- serves every stream).
+local seen = { content_type = false }
+
 -- Headers given to respond(): string values, or arrays of strings. Errors
 -- name the stock filter's stack slots (key #4, value #5, array element #7).
-local function reply_header(key, value, index, list, status)
+-- With a body, Envoy's content-length replaces the script's.
+local function reply_header(key, name, value, index, list, status, has_body)
   value = string_arg(value, index)
   if key == ":status" then
-    return value:match("^%s*[+-]?%d+%s*$") and tonumber(value)
+    return status_of(value)
+  elseif name == "content-type" then
+    seen.content_type = true
+  elseif name == "content-length" and has_body then
+    return status
   end
-  list[#list + 1] = { lower(key), value }
+  list[#list + 1] = { name, value }
   return status
 end
 
-local function reply_headers(t)
+local function reply_headers(t, has_body)
   table_arg(t, 2)
   local status
   local list = {}
+  seen.content_type = false
   for key, value in pairs(t) do
     if type(key) == "number" then
       -- The stock filter converts the key in place, which breaks its loop.
       fail("invalid key to 'next'")
     end
     key = string_arg(key, 4)
+    local name = lower(key)
     if type(value) == "table" then
       for _, v in ipairs(value) do
-        status = reply_header(key, v, 7, list, status)
+        status = reply_header(key, name, v, 7, list, status, has_body)
       end
     else
       -- No inner loop for a single value: LuaJIT would not compile the outer one.
-      status = reply_header(key, value, 5, list, status)
+      status = reply_header(key, name, value, 5, list, status, has_body)
     end
   end
   if not status or status < 200 or status > 599 then
@@ -364,7 +389,8 @@ local function reply_headers(t)
 end
 
 -- Sends a local reply; the script ends here. envoy_on_response sees it with
--- the headers Envoy adds to a local reply.
+-- the headers Envoy adds to a local reply: with a body, its length and
+-- (unless the script gave one) text/plain.
 function Handle:respond(hdrs, data)
   if self.dir ~= 0 then
     fail("respond not currently supported in the response path")
@@ -372,19 +398,16 @@ function Handle:respond(hdrs, data)
   if base.check(base.api.headers_continued(self.ctx, 0)) == 1 then
     fail("respond() cannot be called if headers have been continued")
   end
-  if data ~= nil then
-    data = string_arg(data, 3)
-  end
-  local status, list = reply_headers(hdrs)
-  local reply = { status = status, headers = list, body = data or "" }
-  if #reply.body > 0 then
-    local h = headers.reply(reply)
-    h:replace("content-length", tostring(#reply.body))
-    if not h:get("content-type") then
-      h:add("content-type", "text/plain")
+  data = data ~= nil and string_arg(data, 3) or ""
+  local has_body = #data > 0
+  local status, list = reply_headers(hdrs, has_body)
+  if has_body then
+    list[#list + 1] = { "content-length", tostring(#data) }
+    if not seen.content_type then
+      list[#list + 1] = { "content-type", "text/plain" }
     end
   end
-  vm.responded(reply)
+  vm.responded({ status = status, headers = list, body = data })
 end
 
 -- make_handle(ctx, dir, reply, namespace, context, store): `ctx` the stream

@@ -385,6 +385,16 @@ function envoy_on_request(handle)
     handle:respond({ [":status"] = "200", ["content-type"] = "text/x" }, nil)
   elseif path == "/number-status" then
     handle:respond({ [":status"] = 202 }, "number")
+  elseif path == "/typed" then
+    handle:respond({ [":status"] = "200", ["Content-Type"] = "text/typed", ["content-length"] = "99" }, "typed")
+  elseif path == "/length-no-body" then
+    handle:respond({ [":status"] = "200", ["content-length"] = "0" })
+  elseif path == "/spaced-status" then
+    handle:respond({ [":status"] = " 201 " }, "spaced")
+  elseif path == "/signed-status" then
+    handle:respond({ [":status"] = "+202" }, "signed")
+  elseif path == "/odd-status" then
+    handle:respond({ [":status"] = "2e2" }, "odd")
   end
   handle:headers():add("x-req-seen", "1")
 end
@@ -396,7 +406,8 @@ function envoy_on_response(handle)
   local body = handle:body()
   if body then body:setBytes(body:getBytes(0, body:length()) .. "!") end
 end
-""", [get("/deny"), get("/empty"), get("/nil-body"), get("/number-status"), get("/allow")]),
+""", [get("/deny"), get("/empty"), get("/nil-body"), get("/number-status"), get("/typed"),
+       get("/length-no-body"), get("/spaced-status"), get("/signed-status"), get("/odd-status"), get("/allow")]),
 
     Case("respond_status_range", TRY + r"""
 function envoy_on_request(handle)
