@@ -60,6 +60,7 @@ typedef struct resty_ffi_stats {
 } resty_ffi_stats;
 void resty_ffi_runtime_stats(const resty_ffi_runtime *rt, resty_ffi_stats *out);
 void resty_ffi_runtime_count(const resty_ffi_runtime *rt, int event);
+void resty_ffi_runtime_set_poll_spin(const resty_ffi_runtime *rt, uint32_t us);
 ]]
 
 -- Events of resty_ffi_runtime_count.
@@ -75,6 +76,7 @@ local POST_ERRORS = {
 
 local DEFAULT_MAX_QUEUE = 65536
 local DEFAULT_TIMEOUT = 60
+local MAX_POLL_SPIN_US = 100000   -- the core's cap (resty_ffi_runtime_set_poll_spin)
 local DRAIN_BATCH = 256
 local ERR_LEN = 512
 
@@ -665,6 +667,11 @@ local function load_ffi(lib, cfg, opts)
   if type(timeout) ~= "number" or timeout <= 0 then
     error("resty_ffi: opts.timeout must be a number of seconds > 0", 2)
   end
+  local poll_spin_us = opts.poll_spin_us
+  if poll_spin_us ~= nil and (type(poll_spin_us) ~= "number" or poll_spin_us < 0
+                              or poll_spin_us > MAX_POLL_SPIN_US or poll_spin_us % 1 ~= 0) then
+    error("resty_ffi: opts.poll_spin_us must be an integer from 0 to " .. MAX_POLL_SPIN_US, 2)
+  end
   -- Checked before a config check returns: a config without the core (no
   -- load_globally on Envoy) is refused when it loads, not on its first request.
   if not core_found then
@@ -685,6 +692,9 @@ local function load_ffi(lib, cfg, opts)
   local key = cfg and (lib .. "&" .. cfg) or lib
   local rt = runtimes[key]
   if rt then
+    if poll_spin_us then
+      C.resty_ffi_runtime_set_poll_spin(rt[STATE].ptr, poll_spin_us)
+    end
     return rt
   end
 
@@ -708,6 +718,9 @@ local function load_ffi(lib, cfg, opts)
     return nil, err
   end
 
+  if poll_spin_us then
+    C.resty_ffi_runtime_set_poll_spin(ptr, poll_spin_us)
+  end
   rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
                                   timeout = timeout, spin_pause = 0, spin_backoff = 1,
                                   next_publish = 0 } }, Runtime)

@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 import common  # noqa: E402
 
-PEER_ORDER = ["stock", "ours", "ffi", "httpcall", "ext_proc"]
+PEER_ORDER = ["stock", "ours", "ffi", "ffi_spin", "httpcall", "ext_proc"]
 NGINX_GOAL_SIZE = 102400
 
 

@@ -97,6 +97,8 @@ struct Polling {
     rx: Receiver<Option<Box<Task>>>,
     /// How long (µs) a poller spins before it sleeps; adapts to the traffic.
     spin_us: AtomicU32,
+    /// A fixed spin set by the host (`set_poll_spin`); 0: adapt.
+    fixed_spin_us: AtomicU32,
     /// Whether a poller is spinning: one at a time does.
     spinning: AtomicBool,
 }
@@ -108,6 +110,8 @@ const LOOP_ENDED: u8 = 2;
 
 /// Longest spin before sleeping.
 const MAX_SPIN_US: u32 = 50;
+/// Longest fixed spin a host may set (`set_poll_spin`).
+const MAX_POLL_SPIN_US: u32 = 100_000;
 /// A task that came this soon after a poller fell asleep would have been
 /// cheaper to spin for than the sleep and wake-up it cost (both threads'
 /// CPU). Tasks further apart are slept for: spinning for them costs more CPU
@@ -129,6 +133,7 @@ impl TaskQueue {
             polling: CachePadded::new(Polling {
                 rx,
                 spin_us: AtomicU32::new(0),
+                fixed_spin_us: AtomicU32::new(0),
                 spinning: AtomicBool::new(false),
             }),
             pollers: CachePadded::new(Pollers {
@@ -359,12 +364,21 @@ impl TaskQueue {
         }
     }
 
+    /// Pollers spin up to `us` µs for the next task before they sleep,
+    /// whatever the traffic (0: adapt, the default; at most `MAX_POLL_SPIN_US`).
+    /// Trades a core's idle time for latency: a sleeping poller takes tens of
+    /// µs to wake on a virtual machine.
+    pub fn set_poll_spin(&self, us: u32) {
+        self.polling.fixed_spin_us.store(us.min(MAX_POLL_SPIN_US), Ordering::Relaxed);
+    }
+
     fn next_task(&self) -> Option<Box<Task>> {
-        let Polling { rx, spin_us, spinning } = &*self.polling;
+        let Polling { rx, spin_us, fixed_spin_us, spinning } = &*self.polling;
         if spinning.load(Ordering::Relaxed) || spinning.swap(true, Ordering::Acquire) {
             return self.task_or_end(rx.recv().ok().flatten());
         }
-        let budget = spin_us.load(Ordering::Relaxed);
+        let fixed = fixed_spin_us.load(Ordering::Relaxed);
+        let budget = if fixed > 0 { fixed } else { spin_us.load(Ordering::Relaxed) };
         let start = Instant::now();
         let spun = if budget > 0 {
             // Inside: a task, or `None` for the end of the queue.
@@ -379,6 +393,9 @@ impl TaskQueue {
         spinning.store(false, Ordering::Release);
         let found_spinning = spun.is_some();
         let received = spun.unwrap_or_else(|| rx.recv().ok().flatten());
+        if fixed > 0 {
+            return self.task_or_end(received);
+        }
         let waited = start.elapsed();
         let next = if waited >= Duration::from_micros(WORTH_SPINNING_US.into()) {
             budget / 2

@@ -374,6 +374,65 @@ fn an_answer_seen_by_a_spin_does_not_call_the_hook_and_later_ones_do() {
     assert_eq!(wakes.load(Ordering::SeqCst), 2);
 }
 
+/// The poller thread named `name`'s state ('R' running, 'S' asleep...).
+fn state_of_thread(name: &str) -> char {
+    threads_named(name).first().map_or('?', |(_, state)| *state)
+}
+
+#[test]
+fn a_fixed_poll_spin_keeps_the_poller_awake_for_that_long_then_it_sleeps() {
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    queue.set_poll_spin(300_000); // capped at 100 ms
+    let q = Arc::clone(&queue);
+    let poller = std::thread::Builder::new()
+        .name("abi_fixed_spin".to_owned())
+        .spawn(move || loop {
+            let task = ngx_http_lua_ffi_task_poll(tq(&q));
+            if task.is_null() {
+                return;
+            }
+            ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+        })
+        .unwrap();
+    queue.post(b"one", 1, &sink).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while drain_all(&sink).is_empty() {
+        assert!(Instant::now() < deadline, "no answer");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    // Spinning for the next task, not asleep...
+    let answered = Instant::now();
+    std::thread::sleep(Duration::from_millis(20));
+    let state = state_of_thread("abi_fixed_spin");
+    if answered.elapsed() < Duration::from_millis(90) {
+        assert_eq!(state, 'R', "a poller with a fixed spin sleeps before it is over");
+    }
+    // ...until the spin is over.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state_of_thread("abi_fixed_spin") != 'S' {
+        assert!(Instant::now() < deadline, "the poller never sleeps");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(answered.elapsed() >= Duration::from_millis(90), "slept after {:?}", answered.elapsed());
+
+    // Back to the adaptive default: asleep soon after a lone task.
+    queue.set_poll_spin(0);
+    queue.post(b"two", 2, &sink).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while drain_all(&sink).is_empty() {
+        assert!(Instant::now() < deadline, "no answer");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let deadline = Instant::now() + Duration::from_millis(50);
+    while state_of_thread("abi_fixed_spin") != 'S' {
+        assert!(Instant::now() < deadline, "the adaptive poller spins on");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    queue.unload();
+    poller.join().unwrap();
+}
+
 #[test]
 fn sink_spin_through_the_c_abi_is_capped_at_a_millisecond() {
     let sink = resty_ffi_sink_new();

@@ -20,6 +20,7 @@ local routes = {
   ["/never"] = function(handle) return cases.never_answers(handle) end,
   ["/libc-answers"] = function(handle) return cases.libc_answers(handle) end,
   ["/stray"] = function(handle) return cases.stray_arguments(handle) end,
+  ["/poll-spin"] = function(handle) return cases.poll_spin(handle) end,
 }
 
 function envoy_on_request(handle)
@@ -73,6 +74,14 @@ def case_stray_arguments_raise_but_the_handle_is_accepted():
     assert get("/stray").split(";") == [
         f"false|{STRAY}a string after the request", f"false|{STRAY}a table after the request",
         f"false|{STRAY}a number after the request", f"false|{STRAY}a third argument", "true|req"]
+
+
+POLL_SPIN_ERROR = "false|resty_ffi: opts.poll_spin_us must be an integer from 0 to 100000"
+POLL_SPIN = ";".join([POLL_SPIN_ERROR] * 4 + ["true|spin 20000", "true|spin 100000", "true|spin 0"])
+
+
+def case_poll_spin_option():
+    assert get("/poll-spin") == POLL_SPIN
 
 
 def case_unload_then_call():

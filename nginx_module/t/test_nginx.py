@@ -206,6 +206,12 @@ def test_load_errors(nginx):
     assert 'resty_ffi: libffi_init of test_runtime returned 7 (cfg "init_rc=7")' in n.log.read_text()
 
 
+def test_poll_spin_option(nginx):
+    n = nginx(server=content("ngx.say(require('ffi_cases').poll_spin())"))
+    errors = ["false|resty_ffi: opts.poll_spin_us must be an integer from 0 to 100000"] * 4
+    assert n.get("/t") == (200, ";".join(errors + ["true|spin 20000", "true|spin 100000", "true|spin 0"]).encode() + b"\n")
+
+
 def test_init_rc_log_truncates_and_escapes_cfg(nginx):
     n = nginx(server=content("""
         local rt, rc = ngx.load_ffi('test_runtime', 'init_rc=9,"quoted"\\n' .. string.rep('x', 300))
