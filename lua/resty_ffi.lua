@@ -61,6 +61,7 @@ typedef struct resty_ffi_stats {
 void resty_ffi_runtime_stats(const resty_ffi_runtime *rt, resty_ffi_stats *out);
 void resty_ffi_runtime_count(const resty_ffi_runtime *rt, int event);
 void resty_ffi_runtime_set_poll_spin(const resty_ffi_runtime *rt, uint32_t us);
+int resty_ffi_runtime_awake(const resty_ffi_runtime *rt);
 ]]
 
 -- Events of resty_ffi_runtime_count.
@@ -203,6 +204,7 @@ if envoy then
   -- sink has answers, and we drain them here. Envoy gives the filter no
   -- timers, so the core wakes the sink when a call's timeout is up.
   local function nothing() end
+  local running = coroutine.running
 
   ffi.cdef[[
   typedef struct { long tv_sec; long tv_nsec; } resty_ffi_timespec;
@@ -210,6 +212,11 @@ if envoy then
   ]]
   local CLOCK_MONOTONIC = 1
   local MAX_WAKE_MS = 2 ^ 32 - 1
+  -- A call this long (s) after the runtime's last answer finds the worker
+  -- idle in between (one client, say): waiting is then cheaper than a trip
+  -- through the event loop. Back-to-back calls from different streams mean
+  -- a busy worker.
+  local IDLE_BEFORE_SPIN = 100e-6
   local PUBLISH_EVERY = 1
   local ts = ffi_new("resty_ffi_timespec")
 
@@ -277,13 +284,25 @@ if envoy then
       return ffi.cast("resty_ffi_sink *", sink)
     end,
     wait = function(waiter, sink, timeout, rt)
-      if spin(waiter, sink, rt, nothing) then
+      -- A lone call busy-waits for its answer when it comes within µs (a
+      -- poll thread is awake), when this stream called right before (a loop
+      -- of calls, whose tasks then keep the poll thread spinning), or when
+      -- the worker had nothing to do since the last answer. Not else: a
+      -- busy worker that waited out the wake-up of a sleeping poll thread for
+      -- each call would serve its connections one request at a time.
+      local started = now()
+      local caller = running()
+      local again = rt.last_caller == caller
+      rt.last_caller = caller
+      if (again or started - rt.last_answer > IDLE_BEFORE_SPIN or C.resty_ffi_runtime_awake(rt.ptr) ~= 0)
+          and spin(waiter, sink, rt, nothing) then
+        rt.last_answer = now()
         return true
       end
       local token = waiter.token
       -- The deadline is taken before the wake-up is armed, so the wake-up
       -- never comes before it. Each call has its own wake-up.
-      local deadline = now() + timeout
+      local deadline = started + timeout
       wake_in(sink, token, math.min(math.ceil(timeout * 1000), MAX_WAKE_MS))
       -- Usually the first wake-up brings the answer; the loop (which LuaJIT
       -- would not compile into the call path) is for the others.
@@ -298,6 +317,7 @@ if envoy then
         drain(sink, nothing)
       end
       wake_in(sink, token, 0)
+      rt.last_answer = now()
       return true
     end,
     -- At config load the filter runs a script's top level once, to refuse
@@ -722,7 +742,8 @@ local function load_ffi(lib, cfg, opts)
     C.resty_ffi_runtime_set_poll_spin(ptr, poll_spin_us)
   end
   rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
-                                  timeout = timeout, spin_pause = 0, spin_backoff = 1,
+                                  timeout = timeout, spin_pause = 0, spin_backoff = 1, last_caller = false,
+                                  last_answer = 0,
                                   next_publish = 0 } }, Runtime)
   runtimes[key] = rt
   return rt

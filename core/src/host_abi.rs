@@ -326,6 +326,18 @@ pub unsafe extern "C" fn resty_ffi_runtime_set_poll_spin(rt: *const resty_ffi_ru
     (*rt).runtime.queue().set_poll_spin(us);
 }
 
+/// 1 if one of `rt`'s poll threads is awake (spinning for the next task or
+/// running one), so that a task posted now is taken without waking a
+/// sleeping thread; else 0. A hint for a host deciding whether to busy-wait
+/// for an answer ([`resty_ffi_sink_spin`]).
+///
+/// # Safety
+/// `rt` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn resty_ffi_runtime_awake(rt: *const resty_ffi_runtime) -> c_int {
+    c_int::from((*rt).runtime.queue().has_awake_poller())
+}
+
 /// [`resty_ffi_runtime_count`]: a caller gave up waiting (its timeout).
 pub const RESTY_FFI_TIMED_OUT: c_int = 1;
 /// [`resty_ffi_runtime_count`]: a caller went away (client abort, stream reset).

@@ -99,6 +99,8 @@ struct Polling {
     spin_us: AtomicU32,
     /// A fixed spin set by the host (`set_poll_spin`); 0: adapt.
     fixed_spin_us: AtomicU32,
+    /// Pollers asleep in `recv` (see `has_awake_poller`).
+    sleeping: AtomicUsize,
     /// Whether a poller is spinning: one at a time does.
     spinning: AtomicBool,
 }
@@ -134,6 +136,7 @@ impl TaskQueue {
                 rx,
                 spin_us: AtomicU32::new(0),
                 fixed_spin_us: AtomicU32::new(0),
+                sleeping: AtomicUsize::new(0),
                 spinning: AtomicBool::new(false),
             }),
             pollers: CachePadded::new(Pollers {
@@ -372,10 +375,27 @@ impl TaskQueue {
         self.polling.fixed_spin_us.store(us.min(MAX_POLL_SPIN_US), Ordering::Relaxed);
     }
 
+    /// Whether a thread that polls the queue is awake (spinning for the next
+    /// task, or running one) rather than asleep: a task posted now is taken
+    /// within µs, without a wake-up. A hint for a host deciding whether to
+    /// busy-wait for an answer; racy by nature.
+    pub fn has_awake_poller(&self) -> bool {
+        self.pollers.active.load(Ordering::Relaxed) > self.polling.sleeping.load(Ordering::Relaxed)
+    }
+
+    /// Blocks in the channel until a task or the end arrives.
+    fn sleep_for_task(&self) -> Option<Option<Box<Task>>> {
+        let sleeping = &self.polling.sleeping;
+        sleeping.fetch_add(1, Ordering::Relaxed);
+        let received = self.polling.rx.recv().ok();
+        sleeping.fetch_sub(1, Ordering::Relaxed);
+        received
+    }
+
     fn next_task(&self) -> Option<Box<Task>> {
-        let Polling { rx, spin_us, fixed_spin_us, spinning } = &*self.polling;
+        let Polling { rx, spin_us, fixed_spin_us, spinning, .. } = &*self.polling;
         if spinning.load(Ordering::Relaxed) || spinning.swap(true, Ordering::Acquire) {
-            return self.task_or_end(rx.recv().ok().flatten());
+            return self.task_or_end(self.sleep_for_task().flatten());
         }
         let fixed = fixed_spin_us.load(Ordering::Relaxed);
         let budget = if fixed > 0 { fixed } else { spin_us.load(Ordering::Relaxed) };
@@ -392,7 +412,7 @@ impl TaskQueue {
         };
         spinning.store(false, Ordering::Release);
         let found_spinning = spun.is_some();
-        let received = spun.unwrap_or_else(|| rx.recv().ok().flatten());
+        let received = spun.unwrap_or_else(|| self.sleep_for_task().flatten());
         if fixed > 0 {
             return self.task_or_end(received);
         }

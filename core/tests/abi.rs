@@ -380,9 +380,10 @@ fn state_of_thread(name: &str) -> char {
 }
 
 #[test]
-fn a_fixed_poll_spin_keeps_the_poller_awake_for_that_long_then_it_sleeps() {
+fn a_fixed_poll_spin_keeps_the_poller_awake_for_that_long_then_it_sleeps_and_says_so() {
     let (sink, _) = counting_sink();
     let queue = TaskQueue::new(8);
+    assert!(!queue.has_awake_poller(), "no poller yet");
     queue.set_poll_spin(300_000); // capped at 100 ms
     let q = Arc::clone(&queue);
     let poller = std::thread::Builder::new()
@@ -405,8 +406,10 @@ fn a_fixed_poll_spin_keeps_the_poller_awake_for_that_long_then_it_sleeps() {
     let answered = Instant::now();
     std::thread::sleep(Duration::from_millis(20));
     let state = state_of_thread("abi_fixed_spin");
+    let awake = queue.has_awake_poller();
     if answered.elapsed() < Duration::from_millis(90) {
         assert_eq!(state, 'R', "a poller with a fixed spin sleeps before it is over");
+        assert!(awake, "a spinning poller counts as awake");
     }
     // ...until the spin is over.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -415,6 +418,11 @@ fn a_fixed_poll_spin_keeps_the_poller_awake_for_that_long_then_it_sleeps() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(answered.elapsed() >= Duration::from_millis(90), "slept after {:?}", answered.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queue.has_awake_poller() {
+        assert!(Instant::now() < deadline, "a sleeping poller counts as awake");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 
     // Back to the adaptive default: asleep soon after a lone task.
     queue.set_poll_spin(0);
