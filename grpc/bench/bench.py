@@ -68,7 +68,7 @@ def main():
             + "return { port = %d, tls_port = 0, mtls_port = 0, closed_port = 0, certs = '', protos = %r }\n"
             % (server.port, str(t.TESTS / "protos")))
         (work / "envoy.lua").write_text(t.ENVOY_SCRIPT)
-        (work / "envoy.yaml").write_text(t.ENVOY_YAML.format(work=work, port=envoy_port, admin=admin))
+        (work / "envoy.yaml").write_text(hosts.envoy_yaml("grpc_bench", envoy_port, admin, work / "envoy.lua"))
         prefix = work / "nginx"
         (prefix / "logs").mkdir(parents=True)
         (prefix / "nginx.conf").write_text(t.NGINX_CONF.format(bin=t.BIN, lua=t.ROOT / "lua", work=work,
