@@ -329,7 +329,8 @@ pub unsafe extern "C" fn resty_ffi_runtime_set_poll_spin(rt: *const resty_ffi_ru
 /// 1 if one of `rt`'s poll threads is awake (spinning for the next task or
 /// running one), so that a task posted now is taken without waking a
 /// sleeping thread; else 0. A hint for a host deciding whether to busy-wait
-/// for an answer ([`resty_ffi_sink_spin`]).
+/// for an answer ([`resty_ffi_sink_spin`]). A runtime serving the queue from
+/// an event loop (`resty_ffi_queue_fd`) always counts as awake.
 ///
 /// # Safety
 /// `rt` is a live handle.

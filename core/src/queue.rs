@@ -378,7 +378,9 @@ impl TaskQueue {
     /// Whether a thread that polls the queue is awake (spinning for the next
     /// task, or running one) rather than asleep: a task posted now is taken
     /// within µs, without a wake-up. A hint for a host deciding whether to
-    /// busy-wait for an answer; racy by nature.
+    /// busy-wait for an answer; racy by nature. An event loop polling with
+    /// `try_poll` counts as awake: whether it sleeps in its own loop is not
+    /// known here.
     pub fn has_awake_poller(&self) -> bool {
         self.pollers.active.load(Ordering::Relaxed) > self.polling.sleeping.load(Ordering::Relaxed)
     }
