@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -99,8 +99,13 @@ struct Polling {
     spin_us: AtomicU32,
     /// A fixed spin set by the host (`set_poll_spin`); 0: adapt.
     fixed_spin_us: AtomicU32,
-    /// Pollers asleep in `recv` (see `has_awake_poller`).
+    /// Pollers asleep on `wake` (see `has_awake_poller`).
     sleeping: AtomicUsize,
+    /// Where pollers sleep: crossbeam's blocking `recv` would call
+    /// `sched_yield` in its back-off, a context switch each on a busy
+    /// machine, after our own spin already waited.
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
     /// Whether a poller is spinning: one at a time does.
     spinning: AtomicBool,
 }
@@ -137,6 +142,8 @@ impl TaskQueue {
                 spin_us: AtomicU32::new(0),
                 fixed_spin_us: AtomicU32::new(0),
                 sleeping: AtomicUsize::new(0),
+                sleep_lock: Mutex::new(()),
+                wake: Condvar::new(),
                 spinning: AtomicBool::new(false),
             }),
             pollers: CachePadded::new(Pollers {
@@ -174,9 +181,8 @@ impl TaskQueue {
                 return Err(PostError::QueueFull);
             }
         }
-        // The receiver lives in `self`, so sending cannot fail.
         let task = Task::new(request, token, sink, &self.pollers.unanswered, &posting.pool);
-        let _ = posting.tx.send(Some(task));
+        self.send(Some(task));
         *queued += 1;
         self.pollers.unanswered.posted();
         drop(queued);
@@ -192,7 +198,7 @@ impl TaskQueue {
         if posting.finished.swap(true, Ordering::Relaxed) {
             return false;
         }
-        let _ = posting.tx.send(None);
+        self.send(None);
         drop(_gate);
         self.signal_ready();
         true
@@ -385,11 +391,35 @@ impl TaskQueue {
         self.pollers.active.load(Ordering::Relaxed) > self.polling.sleeping.load(Ordering::Relaxed)
     }
 
-    /// Blocks in the channel until a task or the end arrives.
+    /// Queues a task (or the end) and wakes a sleeping poller, if any.
+    fn send(&self, item: Option<Box<Task>>) {
+        // The receiver lives in `self`, so sending cannot fail.
+        let _ = self.posting.tx.send(item);
+        // Pairs with the fence in `sleep_for_task`: either the poller sees
+        // `item` or this sees the poller asleep.
+        fence(Ordering::SeqCst);
+        let Polling { sleeping, sleep_lock, wake, .. } = &*self.polling;
+        if sleeping.load(Ordering::Relaxed) > 0 {
+            // Taking the lock waits for a poller between counting itself
+            // and its wait, so the notification reaches it.
+            let _lock = sleep_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            wake.notify_one();
+        }
+    }
+
+    /// Sleeps until a task or the end arrives (`None`: every sender is gone).
     fn sleep_for_task(&self) -> Option<Option<Box<Task>>> {
-        let sleeping = &self.polling.sleeping;
+        let Polling { rx, sleeping, sleep_lock, wake, .. } = &*self.polling;
+        let mut lock = sleep_lock.lock().unwrap_or_else(PoisonError::into_inner);
         sleeping.fetch_add(1, Ordering::Relaxed);
-        let received = self.polling.rx.recv().ok();
+        fence(Ordering::SeqCst);
+        let received = loop {
+            match rx.try_recv() {
+                Ok(item) => break Some(item),
+                Err(TryRecvError::Disconnected) => break None,
+                Err(TryRecvError::Empty) => lock = wake.wait(lock).unwrap_or_else(PoisonError::into_inner),
+            }
+        };
         sleeping.fetch_sub(1, Ordering::Relaxed);
         received
     }
@@ -477,7 +507,7 @@ impl TaskQueue {
     /// sees the end.
     fn task_or_end(&self, task: Option<Box<Task>>) -> Option<Box<Task>> {
         if task.is_none() {
-            let _ = self.posting.tx.send(None);
+            self.send(None);
         }
         task
     }

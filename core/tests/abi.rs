@@ -442,6 +442,47 @@ fn a_fixed_poll_spin_keeps_the_poller_awake_for_that_long_then_it_sleeps_and_say
 }
 
 #[test]
+fn every_post_wakes_a_sleeping_poller_and_unload_wakes_them_all() {
+    const POLLERS: usize = 3;
+    let (sink, _) = counting_sink();
+    let queue = TaskQueue::new(8);
+    let pollers: Vec<_> = (0..POLLERS)
+        .map(|_| {
+            let q = Arc::clone(&queue);
+            std::thread::spawn(move || loop {
+                let task = ngx_http_lua_ffi_task_poll(tq(&q));
+                if task.is_null() {
+                    return;
+                }
+                ngx_http_lua_ffi_respond(task, 0, std::ptr::null_mut(), 0);
+            })
+        })
+        .collect();
+    let all_asleep = || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while queue.has_awake_poller() {
+            assert!(Instant::now() < deadline, "the pollers never sleep");
+            std::thread::yield_now();
+        }
+    };
+    // Each task goes to a queue whose pollers all sleep; none may be missed.
+    for token in 0..300 {
+        all_asleep();
+        queue.post(b"x", token, &sink).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while drain_all(&sink).is_empty() {
+            assert!(Instant::now() < deadline, "task {token} was posted to sleeping pollers and never answered");
+            std::thread::yield_now();
+        }
+    }
+    all_asleep();
+    assert!(queue.unload());
+    for poller in pollers {
+        poller.join().unwrap();
+    }
+}
+
+#[test]
 fn sink_spin_through_the_c_abi_is_capped_at_a_millisecond() {
     let sink = resty_ffi_sink_new();
     let started = Instant::now();
