@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 import common  # noqa: E402
 
-PEER_ORDER = ["stock", "ours", "ffi", "ffi_spin", "httpcall", "ext_proc", "floor", "floor_hop"]
+PEER_ORDER = ["stock", "ours", "ffi", "ffi_spin", "httpcall", "ext_proc", "floor", "floor_hop", "floor_lua"]
 NGINX_GOAL_SIZE = 102400
 
 
@@ -135,6 +135,8 @@ def cpu_rows(nginx, envoy):
                 extra = m["cpu0_us"] + m["sidecar_cpu_us"] - base
             elif key == "floor_hop":
                 extra = m["cpu0_us"] - t["floor"]["cpu0_us"] if "floor" in t else None
+            elif key == "floor_lua":
+                extra = m["cpu0_us"] - base
             else:
                 extra = None
             rows.append((f"Envoy: {envoy['peers'][key]}", m["cpu0_us"], m["sidecar_cpu_us"], extra))
@@ -181,11 +183,11 @@ def goals_section(nginx, envoy):
     if not rows:
         return ""
     return ("## Goals (issue 14), judged by this run\n\n"
-            "\"Floor\" is what the floor module (`envoy_filter/bench/floor`: a native dynamic module,\n"
-            "no Lua, answering after a round trip to a thread of its own through a channel and\n"
-            "Envoy's dispatcher post) reached on the same measure in the same rounds: the best a\n"
-            "filter that answers on another thread could do on this machine. For the CPU and\n"
-            "1-connection rows it is the hop alone (floor + hop − floor respond).\n\n"
+            "\"Floor\" is the goal's own formula with ours + ffi replaced by the stock Lua filter's\n"
+            "respond() behind the cheapest thread round trip (`envoy_filter/bench/floor`, a native\n"
+            "dynamic module without Lua: a channel send to a thread of its own, its answer, Envoy's\n"
+            "dispatcher post, then the request goes on), in the same rounds: the least a Lua filter\n"
+            "making one call answered on another thread could cost on this machine.\n\n"
             + table(("goal", "this run", "", "floor"), rows) + "\n")
 
 
@@ -308,8 +310,9 @@ def cpu_section(nginx, envoy, plot_dir, md_dir):
     return f"""## CPU per call, by host (wrk -c32)
 
 "extra" is what the call costs over a plain answer: nginx `/ffi` − `/plain`; Envoy
-ours + ffi − ours respond; the floor module's thread hop − its respond; for the
-sidecars, Envoy + sidecar − the stock filter's respond.
+ours + ffi − ours respond; the floor module's thread hop − its respond, and the hop
+in front of the stock filter − the stock filter alone; for the sidecars, Envoy +
+sidecar − the stock filter's respond.
 
 {table(("host: peer", "host CPU µs/req", "sidecar CPU µs/req", "extra per call µs"), md_rows)}
 

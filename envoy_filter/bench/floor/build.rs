@@ -6,7 +6,7 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header(header)
         .allowlist_type("envoy_dynamic_module_type_.*")
-        .allowlist_function("envoy_dynamic_module_callback_(http_send_response|http_filter_scheduler_.*)")
+        .allowlist_function("envoy_dynamic_module_callback_(http_send_response|http_filter_scheduler_.*|http_filter_continue_decoding)")
         .prepend_enum_name(false)
         .layout_tests(false)
         .generate()

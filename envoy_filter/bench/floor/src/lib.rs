@@ -6,9 +6,12 @@
 //!   design pays that answers on another thread, as resty_ffi does: a
 //!   channel send that wakes the thread (it blocks in `recv`), the thread's
 //!   answer, a scheduler commit (Envoy's dispatcher post) and the scheduled
-//!   hook that sends the reply.
+//!   hook that sends the reply;
+//! * `hop`: the same round trip, then the request goes on to the next filter
+//!   (the stock Lua filter answering after it: the least a Lua filter making
+//!   one call answered on another thread could cost).
 //!
-//! The filter config is a `google.protobuf.StringValue`: `respond` or `handoff`.
+//! The filter config is a `google.protobuf.StringValue`: `respond`, `handoff` or `hop`.
 //! `envoy_filter/bench/bench.py` runs both beside the stock Lua filter and ours.
 
 use std::ffi::c_char;
@@ -53,7 +56,9 @@ struct Job {
 
 enum Config {
     Respond,
-    Handoff(Mutex<Sender<Job>>),
+    /// Round trips to the answering thread; `reply`: answer with what it
+    /// sent back, else let the request go on.
+    Handoff { jobs: Mutex<Sender<Job>>, reply: bool },
 }
 
 struct Filter {
@@ -93,10 +98,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     let text = unsafe { std::slice::from_raw_parts(config.ptr as *const u8, config.length) };
     let config = match text {
         b"respond" => Config::Respond,
-        b"handoff" => {
+        b"handoff" | b"hop" => {
             let (jobs, queue) = channel();
             std::thread::Builder::new().name("floor_answer".into()).spawn(move || answer_jobs(queue)).unwrap();
-            Config::Handoff(Mutex::new(jobs))
+            Config::Handoff { jobs: Mutex::new(jobs), reply: text == b"handoff" }
         }
         _ => return std::ptr::null(),
     };
@@ -148,7 +153,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     // SAFETY: the config outlives its filters.
     match unsafe { &*filter.config } {
         Config::Respond => send_response(envoy, ANSWER),
-        Config::Handoff(jobs) => {
+        Config::Handoff { jobs, .. } => {
             // SAFETY: made on the worker thread during a hook of the live filter.
             let scheduler = Arc::new(Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(envoy) }));
             filter.scheduler = Some(Arc::clone(&scheduler));
@@ -164,8 +169,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(envoy: FilterEnv
     // SAFETY: Envoy passes a live filter of ours.
     let filter = unsafe { filter(ptr) };
     let answer = filter.answer.lock().unwrap().take();
-    if let Some(answer) = answer {
-        send_response(envoy, &answer);
+    // SAFETY: the config outlives its filters.
+    let reply = matches!(unsafe { &*filter.config }, Config::Handoff { reply: true, .. });
+    match answer {
+        Some(answer) if reply => send_response(envoy, &answer),
+        // SAFETY: the request-headers hook returned StopIteration.
+        Some(_) => unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(envoy) },
+        None => {}
     }
 }
 
