@@ -711,41 +711,36 @@ local function load_ffi(lib, cfg, opts)
 
   local key = cfg and (lib .. "&" .. cfg) or lib
   local rt = runtimes[key]
-  if rt then
-    if poll_spin_us then
-      C.resty_ffi_runtime_set_poll_spin(rt[STATE].ptr, poll_spin_us)
+  if not rt then
+    local ptr = C.resty_ffi_runtime_load(lib, cfg, cfg and #cfg or 0, max_queue,
+                                         opts.is_global and 1 or 0,
+                                         opts.unpin and 1 or 0,
+                                         opts.shared and 1 or 0,
+                                         init_rc, errbuf, ERR_LEN)
+    if ptr == nil then
+      local rc = init_rc[0]
+      if rc ~= 0 then
+        host.log_error("resty_ffi: libffi_init of " .. lib .. " returned " .. rc .. describe_cfg(cfg))
+        return nil, rc
+      end
+      local err = ffi_str(errbuf)
+      if err:find("Permission denied", 1, true) then
+        err = err .. " (this process runs as uid " .. tonumber(C.geteuid()) .. ", which cannot read it"
+              .. " or a directory above it: nginx's workers run as the user of nginx.conf;"
+              .. " nobody and www-data cannot read /root)"
+      end
+      return nil, err
     end
-    return rt
+    rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
+                                    timeout = timeout, spin_pause = 0, spin_backoff = 1, last_caller = false,
+                                    last_answer = 0,
+                                    next_publish = 0 } }, Runtime)
+    runtimes[key] = rt
   end
-
-  local ptr = C.resty_ffi_runtime_load(lib, cfg, cfg and #cfg or 0, max_queue,
-                                       opts.is_global and 1 or 0,
-                                       opts.unpin and 1 or 0,
-                                       opts.shared and 1 or 0,
-                                       init_rc, errbuf, ERR_LEN)
-  if ptr == nil then
-    local rc = init_rc[0]
-    if rc ~= 0 then
-      host.log_error("resty_ffi: libffi_init of " .. lib .. " returned " .. rc .. describe_cfg(cfg))
-      return nil, rc
-    end
-    local err = ffi_str(errbuf)
-    if err:find("Permission denied", 1, true) then
-      err = err .. " (this process runs as uid " .. tonumber(C.geteuid()) .. ", which cannot read it"
-            .. " or a directory above it: nginx's workers run as the user of nginx.conf;"
-            .. " nobody and www-data cannot read /root)"
-    end
-    return nil, err
-  end
-
+  -- On every load, a cached runtime's too (SPEC §1).
   if poll_spin_us then
-    C.resty_ffi_runtime_set_poll_spin(ptr, poll_spin_us)
+    C.resty_ffi_runtime_set_poll_spin(rt[STATE].ptr, poll_spin_us)
   end
-  rt = setmetatable({ [STATE] = { ptr = ffi_gc(ptr, C.resty_ffi_runtime_free), key = key,
-                                  timeout = timeout, spin_pause = 0, spin_backoff = 1, last_caller = false,
-                                  last_answer = 0,
-                                  next_publish = 0 } }, Runtime)
-  runtimes[key] = rt
   return rt
 end
 
