@@ -14,6 +14,9 @@
 //! The filter config is a `google.protobuf.StringValue`: `respond`, `handoff` or `hop`.
 //! `envoy_filter/bench/bench.py` runs both beside the stock Lua filter and ours.
 
+// The hooks are Envoy's to call, with pointers the ABI vouches for.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use std::ffi::c_char;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -158,7 +161,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             let scheduler = Arc::new(Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(envoy) }));
             filter.scheduler = Some(Arc::clone(&scheduler));
             let job = Job { request: ANSWER.to_vec(), answer: Arc::clone(&filter.answer), scheduler };
-            jobs.lock().unwrap().send(job).unwrap();
+            if jobs.lock().map_or(true, |jobs| jobs.send(job).is_err()) {
+                send_response(envoy, b"the answering thread is gone");
+            }
         }
     }
     envoy_dynamic_module_type_on_http_filter_headers_status_StopIteration
@@ -185,126 +190,46 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(ptr: FilterModuleP
     drop(unsafe { Box::from_raw(ptr as *mut Filter) });
 }
 
-// The hooks Envoy requires and this filter has no use for.
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _end_of_stream: bool,
-) -> envoy_dynamic_module_type_on_http_filter_body_status {
-    envoy_dynamic_module_type_on_http_filter_body_status_Continue
+// The hooks Envoy requires and this filter has no use for: each takes the
+// stream's two pointers, then `args`, and returns `value`.
+macro_rules! unused_hooks {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty = $value:expr)?;)*) => {$(
+        #[no_mangle]
+        #[allow(unused_variables)]
+        pub extern "C" fn $name(_envoy: FilterEnvoyPtr, _filter: FilterModulePtr $(, $arg: $ty)*) $(-> $ret)? {
+            $($value)?
+        }
+    )*};
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-) -> envoy_dynamic_module_type_on_http_filter_trailers_status {
-    envoy_dynamic_module_type_on_http_filter_trailers_status_Continue
-}
+type BodyStatus = envoy_dynamic_module_type_on_http_filter_body_status;
+type HeadersStatus = envoy_dynamic_module_type_on_http_filter_headers_status;
+type TrailersStatus = envoy_dynamic_module_type_on_http_filter_trailers_status;
+type Headers = *mut envoy_dynamic_module_type_envoy_http_header;
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _end_of_stream: bool,
-) -> envoy_dynamic_module_type_on_http_filter_headers_status {
-    envoy_dynamic_module_type_on_http_filter_headers_status_Continue
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _end_of_stream: bool,
-) -> envoy_dynamic_module_type_on_http_filter_body_status {
-    envoy_dynamic_module_type_on_http_filter_body_status_Continue
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-) -> envoy_dynamic_module_type_on_http_filter_trailers_status {
-    envoy_dynamic_module_type_on_http_filter_trailers_status_Continue
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(_envoy: FilterEnvoyPtr, _filter: FilterModulePtr) {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _callout_id: u64,
-    _result: envoy_dynamic_module_type_http_callout_result,
-    _headers: *mut envoy_dynamic_module_type_envoy_http_header,
-    _headers_size: usize,
-    _body_chunks: *mut envoy_dynamic_module_type_envoy_buffer,
-    _body_chunks_size: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _stream_id: u64,
-    _headers: *mut envoy_dynamic_module_type_envoy_http_header,
-    _headers_size: usize,
-    _end_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _stream_id: u64,
-    _data: *const envoy_dynamic_module_type_envoy_buffer,
-    _data_count: usize,
-    _end_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _stream_id: u64,
-    _trailers: *mut envoy_dynamic_module_type_envoy_http_header,
-    _trailers_size: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _stream_id: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-    _stream_id: u64,
-    _reason: envoy_dynamic_module_type_http_stream_reset_reason,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
-) {
+unused_hooks! {
+    fn envoy_dynamic_module_on_http_filter_request_body(end_of_stream: bool)
+        -> BodyStatus = envoy_dynamic_module_type_on_http_filter_body_status_Continue;
+    fn envoy_dynamic_module_on_http_filter_request_trailers()
+        -> TrailersStatus = envoy_dynamic_module_type_on_http_filter_trailers_status_Continue;
+    fn envoy_dynamic_module_on_http_filter_response_headers(end_of_stream: bool)
+        -> HeadersStatus = envoy_dynamic_module_type_on_http_filter_headers_status_Continue;
+    fn envoy_dynamic_module_on_http_filter_response_body(end_of_stream: bool)
+        -> BodyStatus = envoy_dynamic_module_type_on_http_filter_body_status_Continue;
+    fn envoy_dynamic_module_on_http_filter_response_trailers()
+        -> TrailersStatus = envoy_dynamic_module_type_on_http_filter_trailers_status_Continue;
+    fn envoy_dynamic_module_on_http_filter_stream_complete();
+    fn envoy_dynamic_module_on_http_filter_http_callout_done(
+        callout_id: u64, result: envoy_dynamic_module_type_http_callout_result, headers: Headers,
+        headers_size: usize, body_chunks: *mut envoy_dynamic_module_type_envoy_buffer, body_chunks_size: usize);
+    fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+        stream_id: u64, headers: Headers, headers_size: usize, end_stream: bool);
+    fn envoy_dynamic_module_on_http_filter_http_stream_data(
+        stream_id: u64, data: *const envoy_dynamic_module_type_envoy_buffer, data_count: usize, end_stream: bool);
+    fn envoy_dynamic_module_on_http_filter_http_stream_trailers(stream_id: u64, trailers: Headers, trailers_size: usize);
+    fn envoy_dynamic_module_on_http_filter_http_stream_complete(stream_id: u64);
+    fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+        stream_id: u64, reason: envoy_dynamic_module_type_http_stream_reset_reason);
+    fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark();
+    fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark();
 }
