@@ -84,7 +84,6 @@ EXT_PROC = {
 }
 
 
-
 def floor(mode):
     """The floor module (envoy_filter/bench/floor): no Lua; `respond` answers at
     once, `handoff` after a round trip to a thread of its own, `hop` lets the

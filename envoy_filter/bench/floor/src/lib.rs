@@ -12,7 +12,7 @@
 //!   one call answered on another thread could cost).
 //!
 //! The filter config is a `google.protobuf.StringValue`: `respond`, `handoff` or `hop`.
-//! `envoy_filter/bench/bench.py` runs both beside the stock Lua filter and ours.
+//! `envoy_filter/bench/bench.py` runs all three beside the stock Lua filter and ours.
 
 // The hooks are Envoy's to call, with pointers the ABI vouches for.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
@@ -61,20 +61,22 @@ enum Config {
     Respond,
     /// Round trips to the answering thread; `reply`: answer with what it
     /// sent back, else let the request go on.
-    Handoff { jobs: Mutex<Sender<Job>>, reply: bool },
+    Handoff { jobs: Sender<Job>, reply: bool },
 }
 
 struct Filter {
     config: *const Config,
     answer: Arc<Mutex<Option<Vec<u8>>>>,
+    /// Kept until the filter is destroyed, so that a committed event still
+    /// has its scheduler.
     scheduler: Option<Arc<Scheduler>>,
 }
 
-fn send_response(envoy: FilterEnvoyPtr, body: &[u8]) {
+fn send_response(envoy: FilterEnvoyPtr, status: u32, body: &[u8]) {
     let buffer = |bytes: &[u8]| envoy_dynamic_module_type_module_buffer { ptr: bytes.as_ptr() as *const c_char, length: bytes.len() };
     // SAFETY: called from a hook of the live filter `envoy`; Envoy copies body
     // and details during the call.
-    unsafe { envoy_dynamic_module_callback_http_send_response(envoy, 200, std::ptr::null_mut(), 0, buffer(body), buffer(b"")) }
+    unsafe { envoy_dynamic_module_callback_http_send_response(envoy, status, std::ptr::null_mut(), 0, buffer(body), buffer(b"")) }
 }
 
 /// The answering thread: an echo, like the runtime ours calls.
@@ -104,7 +106,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         b"handoff" | b"hop" => {
             let (jobs, queue) = channel();
             std::thread::Builder::new().name("floor_answer".into()).spawn(move || answer_jobs(queue)).unwrap();
-            Config::Handoff { jobs: Mutex::new(jobs), reply: text == b"handoff" }
+            Config::Handoff { jobs, reply: text == b"handoff" }
         }
         _ => return std::ptr::null(),
     };
@@ -155,14 +157,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let filter = unsafe { filter(ptr) };
     // SAFETY: the config outlives its filters.
     match unsafe { &*filter.config } {
-        Config::Respond => send_response(envoy, ANSWER),
+        Config::Respond => send_response(envoy, 200, ANSWER),
         Config::Handoff { jobs, .. } => {
             // SAFETY: made on the worker thread during a hook of the live filter.
             let scheduler = Arc::new(Scheduler(unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(envoy) }));
             filter.scheduler = Some(Arc::clone(&scheduler));
             let job = Job { request: ANSWER.to_vec(), answer: Arc::clone(&filter.answer), scheduler };
-            if jobs.lock().map_or(true, |jobs| jobs.send(job).is_err()) {
-                send_response(envoy, b"the answering thread is gone");
+            if jobs.send(job).is_err() {
+                send_response(envoy, 500, b"the answering thread is gone");
             }
         }
     }
@@ -177,7 +179,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(envoy: FilterEnv
     // SAFETY: the config outlives its filters.
     let reply = matches!(unsafe { &*filter.config }, Config::Handoff { reply: true, .. });
     match answer {
-        Some(answer) if reply => send_response(envoy, &answer),
+        Some(answer) if reply => send_response(envoy, 200, &answer),
         // SAFETY: the request-headers hook returned StopIteration.
         Some(_) => unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(envoy) },
         None => {}
