@@ -58,12 +58,6 @@ function M.check(rc)
   return rc
 end
 
--- The stream context Rust handed over (its address), kept alive by Lua
--- until collected.
-function M.ctx(ctx)
-  return ffi.gc(ffi.cast("void *", ctx), api.ctx_release)
-end
-
 -- How many arguments (self included) the running method got.
 local nargs = 0
 

@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_int};
 
 use crate::abi::{BodyKind, Direction, EnvoyBuffer, EnvoyFilter, HeaderKind};
-use crate::api::{bytes, with_stream, StreamCtx};
+use crate::api::{bytes, with_stream, StreamCtx, StreamId};
 
 fn direction(raw: c_int) -> Direction {
     if raw == 0 {
@@ -29,7 +29,10 @@ fn parts(ctx: &StreamCtx, dir: Direction, part: c_int) -> &'static [BodyKind] {
 }
 
 fn chunk_count(ctx: &StreamCtx, envoy: EnvoyFilter, dir: Direction, part: c_int) -> usize {
-    parts(ctx, dir, part).iter().map(|&kind| envoy.body_chunk_count(dir, kind)).sum()
+    parts(ctx, dir, part)
+        .iter()
+        .map(|&kind| envoy.body_chunk_count(dir, kind))
+        .sum()
 }
 
 /// 0: there is no body (the headers ended the stream), 1: it is complete,
@@ -37,8 +40,8 @@ fn chunk_count(ctx: &StreamCtx, envoy: EnvoyFilter, dir: Direction, part: c_int)
 /// (not while it waited for a runtime's answers).
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]).
-pub unsafe extern "C" fn body_state(ctx: *const StreamCtx, dir: c_int) -> c_int {
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn body_state(ctx: StreamId, dir: c_int) -> c_int {
     with_stream(ctx, |ctx, _| {
         let body = ctx.body(direction(dir));
         let state = if body.is_headers_only() {
@@ -63,8 +66,8 @@ const DATA_SEEN: c_int = 4;
 /// 0: the body ended (or there is none), 2: wait for the next chunk.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]).
-pub unsafe extern "C" fn next_chunk(ctx: *const StreamCtx, dir: c_int) -> c_int {
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn next_chunk(ctx: StreamId, dir: c_int) -> c_int {
     with_stream(ctx, |ctx, _| {
         let body = ctx.body(direction(dir));
         if body.take_chunk() {
@@ -81,8 +84,8 @@ pub unsafe extern "C" fn next_chunk(ctx: *const StreamCtx, dir: c_int) -> c_int 
 /// them, 2 wait.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]).
-pub unsafe extern "C" fn trailers_state(ctx: *const StreamCtx, dir: c_int) -> c_int {
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn trailers_state(ctx: StreamId, dir: c_int) -> c_int {
     with_stream(ctx, |ctx, _| {
         let body = ctx.body(direction(dir));
         if body.has_trailers() {
@@ -99,9 +102,9 @@ pub unsafe extern "C" fn trailers_state(ctx: *const StreamCtx, dir: c_int) -> c_
 /// made of; with `out`, writes them (at most `max`, else none and 0).
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `out` is NULL or writable for `max` buffers.
+/// `out` is NULL or writable for `max` buffers.
 pub unsafe extern "C" fn body_chunks(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     dir: c_int,
     part: c_int,
     out: *mut EnvoyBuffer,
@@ -133,8 +136,14 @@ pub unsafe extern "C" fn body_chunks(
 /// chunk (`part` 1) with `data`.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `data` is readable for `len` bytes.
-pub unsafe extern "C" fn body_set(ctx: *const StreamCtx, dir: c_int, part: c_int, data: *const c_char, len: usize) -> c_int {
+/// `data` is readable for `len` bytes.
+pub unsafe extern "C" fn body_set(
+    ctx: StreamId,
+    dir: c_int,
+    part: c_int,
+    data: *const c_char,
+    len: usize,
+) -> c_int {
     with_stream(ctx, |ctx, envoy| {
         let dir = direction(dir);
         let data = bytes(data, len);
@@ -145,7 +154,15 @@ pub unsafe extern "C" fn body_set(ctx: *const StreamCtx, dir: c_int, part: c_int
         for &kind in parts(ctx, dir, part) {
             envoy.drain_body(dir, kind, usize::MAX);
         }
-        envoy.append_body(dir, if in_hook { BodyKind::Received } else { BodyKind::Buffered }, data);
+        envoy.append_body(
+            dir,
+            if in_hook {
+                BodyKind::Received
+            } else {
+                BodyKind::Buffered
+            },
+            data,
+        );
         if part != WHOLE {
             return 1;
         }
@@ -153,7 +170,11 @@ pub unsafe extern "C" fn body_set(ctx: *const StreamCtx, dir: c_int, part: c_int
             Direction::Request => HeaderKind::Request,
             Direction::Response => HeaderKind::Response,
         };
-        envoy.set_header(headers, b"content-length", Some(data.len().to_string().as_bytes()));
+        envoy.set_header(
+            headers,
+            b"content-length",
+            Some(data.len().to_string().as_bytes()),
+        );
         1
     })
 }

@@ -411,7 +411,7 @@ function Handle:respond(hdrs, data)
 end
 
 -- make_handle(ctx, dir, reply, namespace, context, store): `ctx` the stream
--- (its address), `dir` 0 request / 1 response, `reply` a local reply that
+-- (its id), `dir` 0 request / 1 response, `reply` a local reply that
 -- envoy_on_response works on (or nil), `namespace` the route metadata
 -- namespace, `context` the route's filter_context (a table, or nil), `store`
 -- a table per stream that the handles of both directions share.
@@ -421,7 +421,7 @@ base.scoped(Route)
 base.scoped(PublicKey)
 
 return function(ctx, dir, reply, namespace, context, store)
-  local handle = base.new(Handle, { ctx = base.ctx(ctx), dir = dir, reply = reply, namespace = namespace,
+  local handle = base.new(Handle, { ctx = ctx, dir = dir, reply = reply, namespace = namespace,
     context = context, store = store })
   return handle
 end

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int};
 
 use crate::abi::{Direction, EnvoyBuffer, EnvoyFilter, EnvoyHeader, HeaderKind};
-use crate::api::{bytes, with_stream, StreamCtx, CONTINUED};
+use crate::api::{bytes, with_stream, StreamCtx, StreamId, CONTINUED};
 
 /// A header as `resty_ffi_envoy_header` (Envoy's own layout).
 pub type Header = EnvoyHeader;
@@ -27,7 +27,9 @@ fn kind(raw: c_int) -> Option<HeaderKind> {
 /// cannot change; trailers can until they go on themselves).
 fn passed(ctx: &StreamCtx, raw: c_int, map: HeaderKind) -> bool {
     match map {
-        HeaderKind::Request => raw != REQUEST_HEADERS_ANYTIME && ctx.body(Direction::Request).are_headers_continued(),
+        HeaderKind::Request => {
+            raw != REQUEST_HEADERS_ANYTIME && ctx.body(Direction::Request).are_headers_continued()
+        }
         HeaderKind::Response => ctx.body(Direction::Response).are_headers_continued(),
         HeaderKind::RequestTrailers | HeaderKind::ResponseTrailers => false,
     }
@@ -36,10 +38,14 @@ fn passed(ctx: &StreamCtx, raw: c_int, map: HeaderKind) -> bool {
 /// 1 if the headers of direction `dir` (0 request, 1 response) went on.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]).
-pub unsafe extern "C" fn headers_continued(ctx: *const StreamCtx, dir: c_int) -> c_int {
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn headers_continued(ctx: StreamId, dir: c_int) -> c_int {
     with_stream(ctx, |ctx, _| {
-        let dir = if dir == 0 { Direction::Request } else { Direction::Response };
+        let dir = if dir == 0 {
+            Direction::Request
+        } else {
+            Direction::Response
+        };
         c_int::from(ctx.body(dir).are_headers_continued())
     })
 }
@@ -56,10 +62,10 @@ fn changed(ctx: &StreamCtx, envoy: EnvoyFilter, map: HeaderKind) {
 /// value at `index` to `out` (if `out` is not NULL and the value exists).
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `key` is readable for `key_len`
+/// `key` is readable for `key_len`
 /// bytes; `out` is NULL or writable.
 pub unsafe extern "C" fn header_get(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     map: c_int,
     key: *const c_char,
     key_len: usize,
@@ -80,10 +86,12 @@ pub unsafe extern "C" fn header_get(
 /// How many headers the map holds.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]).
-pub unsafe extern "C" fn headers_count(ctx: *const StreamCtx, map: c_int) -> c_int {
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn headers_count(ctx: StreamId, map: c_int) -> c_int {
     with_stream(ctx, |_, envoy| {
-        kind(map).map_or(0, |map| c_int::try_from(envoy.header_count(map)).unwrap_or(0))
+        kind(map).map_or(0, |map| {
+            c_int::try_from(envoy.header_count(map)).unwrap_or(0)
+        })
     })
 }
 
@@ -91,8 +99,13 @@ pub unsafe extern "C" fn headers_count(ctx: *const StreamCtx, map: c_int) -> c_i
 /// `out` has no room for all of them.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `out` is writable for `max` headers.
-pub unsafe extern "C" fn headers_all(ctx: *const StreamCtx, map: c_int, out: *mut Header, max: usize) -> c_int {
+/// `out` is writable for `max` headers.
+pub unsafe extern "C" fn headers_all(
+    ctx: StreamId,
+    map: c_int,
+    out: *mut Header,
+    max: usize,
+) -> c_int {
     with_stream(ctx, |_, envoy| {
         let Some(map) = kind(map) else { return 0 };
         let count = envoy.header_count(map);
@@ -112,10 +125,10 @@ pub unsafe extern "C" fn headers_all(ctx: *const StreamCtx, map: c_int, out: *mu
 /// Adds a value to header `key`.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `key` and `value` are readable for
+/// `key` and `value` are readable for
 /// their lengths.
 pub unsafe extern "C" fn header_add(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     raw: c_int,
     key: *const c_char,
     key_len: usize,
@@ -138,7 +151,7 @@ pub unsafe extern "C" fn header_add(
 /// # Safety
 /// As [`header_add`]; `value` may be NULL.
 pub unsafe extern "C" fn header_set(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     raw: c_int,
     key: *const c_char,
     key_len: usize,

@@ -5,9 +5,11 @@ use std::ffi::{c_char, c_int};
 
 use mlua::{Lua, Table, Value};
 
-use crate::abi::{copy_envoy_buffer, CalloutStart, Direction, EnvoyBuffer, EnvoyHeader, ModuleHeader};
+use crate::abi::{
+    copy_envoy_buffer, CalloutStart, Direction, EnvoyBuffer, EnvoyHeader, ModuleHeader,
+};
 use crate::api::headers::Header;
-use crate::api::{bytes, with_stream, Callout, StreamCtx};
+use crate::api::{bytes, with_stream, Callout, StreamId};
 
 /// Started; the caller waits (synchronous) or goes on (asynchronous).
 const STARTED: c_int = 0;
@@ -22,11 +24,11 @@ const FAILED: c_int = 4;
 /// `timeout_ms` 0 is no timeout.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `headers` is readable for `count`
+/// `headers` is readable for `count`
 /// headers whose pointers are readable for their lengths; the other pointers
 /// are readable for the lengths that follow them.
 pub unsafe extern "C" fn http_call(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     dir: c_int,
     duplicates: c_int,
     cluster: *const c_char,
@@ -45,8 +47,17 @@ pub unsafe extern "C" fn http_call(
             // of Envoy's module headers ({key, key length, value, value length}).
             unsafe { std::slice::from_raw_parts_mut(headers as *mut ModuleHeader, count) }
         };
-        let timeout = if timeout_ms.is_finite() && timeout_ms > 0.0 { timeout_ms as u64 } else { 0 };
-        match envoy.http_callout(bytes(cluster, cluster_len), headers, bytes(body, body_len), timeout) {
+        let timeout = if timeout_ms.is_finite() && timeout_ms > 0.0 {
+            timeout_ms as u64
+        } else {
+            0
+        };
+        match envoy.http_callout(
+            bytes(cluster, cluster_len),
+            headers,
+            bytes(body, body_len),
+            timeout,
+        ) {
             CalloutStart::Started(id) => {
                 let waiter = match dir {
                     0 => Some(Direction::Request),
@@ -54,7 +65,13 @@ pub unsafe extern "C" fn http_call(
                     _ => None,
                 };
                 if let Some(dir) = waiter {
-                    ctx.await_callout(dir, Callout { id, duplicate_headers: duplicates != 0 });
+                    ctx.await_callout(
+                        dir,
+                        Callout {
+                            id,
+                            duplicate_headers: duplicates != 0,
+                        },
+                    );
                 }
                 STARTED
             }
@@ -82,9 +99,14 @@ pub fn answer(
         return Ok((table, Value::String(lua.create_string("upstream failure")?)));
     }
     for header in headers {
-        let key = lua.create_string(copy_envoy_buffer(&EnvoyBuffer { ptr: header.key_ptr, length: header.key_length }))?;
-        let value =
-            lua.create_string(copy_envoy_buffer(&EnvoyBuffer { ptr: header.value_ptr, length: header.value_length }))?;
+        let key = lua.create_string(copy_envoy_buffer(&EnvoyBuffer {
+            ptr: header.key_ptr,
+            length: header.key_length,
+        }))?;
+        let value = lua.create_string(copy_envoy_buffer(&EnvoyBuffer {
+            ptr: header.value_ptr,
+            length: header.value_length,
+        }))?;
         match table.raw_get::<Value>(&key)? {
             Value::String(first) if callout.duplicate_headers => {
                 table.raw_set(key, lua.create_sequence_from([first, value])?)?;
@@ -94,6 +116,10 @@ pub fn answer(
         }
     }
     let bytes: Vec<u8> = body.iter().flat_map(copy_envoy_buffer).collect();
-    let body = if bytes.is_empty() { Value::Nil } else { Value::String(lua.create_string(bytes)?) };
+    let body = if bytes.is_empty() {
+        Value::Nil
+    } else {
+        Value::String(lua.create_string(bytes)?)
+    };
     Ok((table, body))
 }

@@ -3,7 +3,7 @@
 use std::ffi::{c_char, c_int};
 
 use crate::abi::{EnvoyBuffer, MetaValue, MetadataSource, NewMetaValue};
-use crate::api::{bytes, with_stream, StreamCtx};
+use crate::api::{bytes, with_stream, StreamId};
 
 const NONE: c_int = 0;
 const STRING: c_int = 1;
@@ -48,10 +48,10 @@ unsafe fn put(value: Option<MetaValue>, text: *mut EnvoyBuffer, number: *mut f64
 /// else none and 0).
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `ns` is readable for `ns_len` bytes;
+/// `ns` is readable for `ns_len` bytes;
 /// `out` is NULL or writable for `max` buffers.
 pub unsafe extern "C" fn metadata_keys(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     src: c_int,
     ns: *const c_char,
     ns_len: usize,
@@ -81,10 +81,10 @@ pub unsafe extern "C" fn metadata_keys(
 /// 2 number in `number`, 3 bool as 0/1 in `number`).
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `ns` and `key` are readable for their
+/// `ns` and `key` are readable for their
 /// lengths; `text` and `number` are writable.
 pub unsafe extern "C" fn metadata_get(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     src: c_int,
     ns: *const c_char,
     ns_len: usize,
@@ -95,7 +95,13 @@ pub unsafe extern "C" fn metadata_get(
 ) -> c_int {
     with_stream(ctx, |_, envoy| {
         // SAFETY: `text` and `number` are writable (contract).
-        unsafe { put(envoy.metadata(source(src), bytes(ns, ns_len), bytes(key, key_len)), text, number) }
+        unsafe {
+            put(
+                envoy.metadata(source(src), bytes(ns, ns_len), bytes(key, key_len)),
+                text,
+                number,
+            )
+        }
     })
 }
 
@@ -103,10 +109,10 @@ pub unsafe extern "C" fn metadata_get(
 /// (1 string from `text`, 2 number, 3 bool: `number` ≠ 0).
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `ns`, `key` and `text` are readable
+/// `ns`, `key` and `text` are readable
 /// for their lengths.
 pub unsafe extern "C" fn metadata_set(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     ns: *const c_char,
     ns_len: usize,
     key: *const c_char,
@@ -132,8 +138,13 @@ pub unsafe extern "C" fn metadata_set(
 /// `max`, else none and 0).
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `out` is NULL or writable for `max` buffers.
-pub unsafe extern "C" fn metadata_namespaces(ctx: *const StreamCtx, src: c_int, out: *mut EnvoyBuffer, max: usize) -> c_int {
+/// `out` is NULL or writable for `max` buffers.
+pub unsafe extern "C" fn metadata_namespaces(
+    ctx: StreamId,
+    src: c_int,
+    out: *mut EnvoyBuffer,
+    max: usize,
+) -> c_int {
     with_stream(ctx, |_, envoy| {
         let src = source(src);
         let count = envoy.metadata_namespace_count(src);
@@ -156,18 +167,20 @@ pub unsafe extern "C" fn metadata_namespaces(ctx: *const StreamCtx, src: c_int, 
 /// How many elements the list at `ns`/`key` has; -3 if it is not a list.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `ns` and `key` are readable for their lengths.
+/// `ns` and `key` are readable for their lengths.
 pub unsafe extern "C" fn metadata_list_len(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     src: c_int,
     ns: *const c_char,
     ns_len: usize,
     key: *const c_char,
     key_len: usize,
 ) -> c_int {
-    with_stream(ctx, |_, envoy| match envoy.metadata_list_len(source(src), bytes(ns, ns_len), bytes(key, key_len)) {
-        Some(len) => c_int::try_from(len).unwrap_or(c_int::MAX),
-        None => NOT_A_LIST,
+    with_stream(ctx, |_, envoy| {
+        match envoy.metadata_list_len(source(src), bytes(ns, ns_len), bytes(key, key_len)) {
+            Some(len) => c_int::try_from(len).unwrap_or(c_int::MAX),
+            None => NOT_A_LIST,
+        }
     })
 }
 
@@ -176,7 +189,7 @@ pub unsafe extern "C" fn metadata_list_len(
 /// # Safety
 /// As [`metadata_get`].
 pub unsafe extern "C" fn metadata_list_item(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     src: c_int,
     ns: *const c_char,
     ns_len: usize,
@@ -187,7 +200,8 @@ pub unsafe extern "C" fn metadata_list_item(
     number: *mut f64,
 ) -> c_int {
     with_stream(ctx, |_, envoy| {
-        let item = envoy.metadata_list_item(source(src), bytes(ns, ns_len), bytes(key, key_len), index);
+        let item =
+            envoy.metadata_list_item(source(src), bytes(ns, ns_len), bytes(key, key_len), index);
         // SAFETY: `text` and `number` are writable (contract).
         unsafe { put(item, text, number) }
     })
@@ -197,9 +211,9 @@ pub unsafe extern "C" fn metadata_list_item(
 /// which `metadata.lua` encodes) into dynamic metadata namespace `ns`.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `ns` and `serialized` are readable for their lengths.
+/// `ns` and `serialized` are readable for their lengths.
 pub unsafe extern "C" fn metadata_merge(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     ns: *const c_char,
     ns_len: usize,
     serialized: *const c_char,

@@ -24,7 +24,9 @@ pub mod stats;
 pub mod stream_info;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -122,13 +124,16 @@ impl BodyState {
     }
 }
 
-/// The per-stream state the Lua objects of one stream work on. Lua holds it
-/// through [`StreamCtx::to_lua`]; it outlives the stream while Lua keeps a
-/// handle, and then every call on it fails (Lua raises "object used outside of proper scope").
+/// The per-stream state the Lua objects of one stream work on. Lua holds its
+/// id ([`StreamCtx::to_lua`]), not a reference: once the stream is gone the
+/// id finds nothing, and every call on a handle Lua kept fails (Lua raises
+/// "object used outside of proper scope").
 ///
 /// Thread contract: lives on the stream's worker thread. No `RefCell` borrow
 /// is held while calling into Envoy or Lua (either may re-enter the stream).
 pub struct StreamCtx {
+    /// What Lua calls it by; unique on its worker thread.
+    id: StreamId,
     /// Envoy's filter; `None` once the stream is gone (detached).
     envoy: Cell<Option<EnvoyFilter>>,
     sink: RefCell<Option<Sink>>,
@@ -160,8 +165,15 @@ fn index(dir: Direction) -> usize {
 }
 
 impl StreamCtx {
-    pub fn new(envoy: EnvoyFilter, clear_route_cache: bool, metrics: Arc<Metrics>) -> StreamCtx {
-        StreamCtx {
+    /// A stream's state, found by its id until it is detached.
+    pub fn new(
+        envoy: EnvoyFilter,
+        clear_route_cache: bool,
+        metrics: Arc<Metrics>,
+    ) -> Rc<StreamCtx> {
+        let id = NEXT_STREAM_ID.with(|next| next.replace(next.get() + 1));
+        let ctx = Rc::new(StreamCtx {
+            id,
             envoy: Cell::new(Some(envoy)),
             sink: RefCell::new(None),
             request: BodyState::default(),
@@ -170,7 +182,9 @@ impl StreamCtx {
             clear_route_cache,
             metrics,
             callouts: [Cell::new(None), Cell::new(None)],
-        }
+        });
+        STREAMS.with(|streams| streams.borrow_mut().insert(id, Rc::clone(&ctx)));
+        ctx
     }
 
     /// `dir`'s coroutine will wait for `callout`.
@@ -181,13 +195,15 @@ impl StreamCtx {
     /// The direction waiting for callout `id`, and how (none: an
     /// asynchronous call nobody waits for).
     pub fn take_callout(&self, id: u64) -> Option<(Direction, Callout)> {
-        [Direction::Request, Direction::Response].into_iter().find_map(|dir| {
-            let slot = &self.callouts[index(dir)];
-            match slot.get() {
-                Some(callout) if callout.id == id => slot.take().map(|c| (dir, c)),
-                _ => None,
-            }
-        })
+        [Direction::Request, Direction::Response]
+            .into_iter()
+            .find_map(|dir| {
+                let slot = &self.callouts[index(dir)];
+                match slot.get() {
+                    Some(callout) if callout.id == id => slot.take().map(|c| (dir, c)),
+                    _ => None,
+                }
+            })
     }
 
     /// Envoy's filter while the stream lives.
@@ -203,6 +219,8 @@ impl StreamCtx {
     /// answers arriving later are freed by the core.
     pub fn detach(&self) {
         self.envoy.set(None);
+        let registered = STREAMS.with(|streams| streams.borrow_mut().remove(&self.id));
+        drop(registered);
         let sink = self.sink.borrow_mut().take();
         drop(sink);
     }
@@ -218,7 +236,10 @@ impl StreamCtx {
     pub fn sink_ptr(&self) -> Option<*mut resty_ffi_sink> {
         let envoy = self.envoy()?;
         let mut sink = self.sink.borrow_mut();
-        Some(sink.get_or_insert_with(|| Sink::new(envoy.new_scheduler())).as_ptr())
+        Some(
+            sink.get_or_insert_with(|| Sink::new(envoy.new_scheduler()))
+                .as_ptr(),
+        )
     }
 
     /// The sink, if a call created one.
@@ -231,12 +252,10 @@ impl StreamCtx {
         self.panicked.replace(false)
     }
 
-    /// A reference for Lua: `api.lua` wraps it with `ffi.gc(…, ctx_release)`.
-    /// An address as a number (exact: addresses are below 2^53), which
-    /// LuaJIT's compiler turns into a pointer; it cannot convert a light
-    /// userdata, and would not compile the making of a handle.
-    pub fn to_lua(self: &Rc<Self>) -> f64 {
-        Rc::into_raw(Rc::clone(self)) as usize as f64
+    /// The id Lua passes to the FFI functions, as a Lua number (exact:
+    /// ids stay below 2^53).
+    pub fn to_lua(&self) -> f64 {
+        self.id as f64
     }
 }
 
@@ -265,29 +284,52 @@ pub unsafe fn bytes<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
     unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }
 }
 
-/// Runs an FFI function on the stream behind `ctx`: `GONE` once the stream
-/// ended, `PANICKED` (and the stream marked) if `f` panics; never unwinds.
-///
-/// # Safety
-/// `ctx` came from [`StreamCtx::to_lua`] and Lua has not released it.
-pub unsafe fn with_stream(ctx: *const StreamCtx, f: impl FnOnce(&StreamCtx, EnvoyFilter) -> c_int) -> c_int {
-    // SAFETY: the caller's contract: the `Rc` handed to Lua keeps it alive.
-    let ctx = unsafe { &*ctx };
-    let Some(envoy) = ctx.envoy() else { return GONE };
-    catch_unwind(AssertUnwindSafe(|| f(ctx, envoy))).unwrap_or_else(|_| {
+/// What Lua holds for a stream: an id, never reused on its worker thread.
+/// Lua keeps no reference (no `ffi.gc` finalizer per stream, which cost
+/// LuaJIT's collector several µs per request).
+pub type StreamId = u64;
+
+/// Hashes stream ids, which are distinct integers already.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+thread_local! {
+    /// The streams of this worker thread that are not detached, by id.
+    static STREAMS: RefCell<HashMap<StreamId, Rc<StreamCtx>, BuildHasherDefault<IdHasher>>> =
+        RefCell::new(HashMap::default());
+    static NEXT_STREAM_ID: Cell<StreamId> = const { Cell::new(1) };
+}
+
+/// Runs an FFI function on stream `id`: `GONE` once the stream ended (or
+/// for an id that is no stream's), `PANICKED` (and the stream marked) if `f`
+/// panics; never unwinds.
+pub fn with_stream(id: StreamId, f: impl FnOnce(&StreamCtx, EnvoyFilter) -> c_int) -> c_int {
+    let Some(ctx) = STREAMS.with(|streams| streams.borrow().get(&id).cloned()) else {
+        return GONE;
+    };
+    let Some(envoy) = ctx.envoy() else {
+        return GONE;
+    };
+    catch_unwind(AssertUnwindSafe(|| f(&ctx, envoy))).unwrap_or_else(|_| {
         ctx.panicked.set(true);
         PANICKED
     })
-}
-
-/// `ctx_release`: Lua's reference is collected.
-///
-/// # Safety
-/// `ctx` came from [`StreamCtx::to_lua`] and is released once.
-unsafe extern "C" fn ctx_release(ctx: *const StreamCtx) -> c_int {
-    // SAFETY: the caller's contract; this drops the `Rc` that `to_lua` leaked.
-    drop(unsafe { Rc::from_raw(ctx) });
-    0
 }
 
 /// The C type of a Rust type in the generated `ffi.cdef`.
@@ -309,7 +351,7 @@ c_types! {
     *mut headers::Header => "resty_ffi_envoy_header *",
     *mut f64 => "double *",
     *mut c_int => "int *",
-    *const StreamCtx => "void *",
+    StreamId => "uint64_t",
     *mut c_void => "void *",
 }
 
@@ -343,39 +385,38 @@ macro_rules! api_table {
 }
 
 api_table! {
-    ctx_release: fn(*const StreamCtx) -> c_int = ctx_release;
     current_sink: fn() -> *mut c_void = ffi::current_sink;
     publish_stats: fn(*mut c_void, *const c_char, usize) -> c_int = ffi::publish_stats;
     log_enabled: fn(c_int) -> c_int = log::log_enabled;
     log: fn(c_int, *const c_char, usize) -> c_int = log::log;
-    header_get: fn(*const StreamCtx, c_int, *const c_char, usize, usize, *mut Buf) -> c_int = headers::header_get;
-    headers_count: fn(*const StreamCtx, c_int) -> c_int = headers::headers_count;
-    headers_all: fn(*const StreamCtx, c_int, *mut headers::Header, usize) -> c_int = headers::headers_all;
-    header_add: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_add;
-    header_set: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_set;
-    body_state: fn(*const StreamCtx, c_int) -> c_int = body::body_state;
-    headers_continued: fn(*const StreamCtx, c_int) -> c_int = headers::headers_continued;
-    next_chunk: fn(*const StreamCtx, c_int) -> c_int = body::next_chunk;
-    trailers_state: fn(*const StreamCtx, c_int) -> c_int = body::trailers_state;
-    body_chunks: fn(*const StreamCtx, c_int, c_int, *mut Buf, usize) -> c_int = body::body_chunks;
-    body_set: fn(*const StreamCtx, c_int, c_int, *const c_char, usize) -> c_int = body::body_set;
-    attribute: fn(*const StreamCtx, c_int, *mut Buf) -> c_int = stream_info::attribute;
-    peer_certificate_presented: fn(*const StreamCtx) -> c_int = stream_info::peer_certificate_presented;
-    filter_state_get: fn(*const StreamCtx, *const c_char, usize, *mut Buf) -> c_int = stream_info::filter_state_get;
-    filter_state_set: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = stream_info::filter_state_set;
-    clear_route_cache: fn(*const StreamCtx) -> c_int = routing::clear_route_cache;
-    set_upstream_override_host: fn(*const StreamCtx, *const c_char, usize, c_int) -> c_int = routing::set_upstream_override_host;
-    http_call: fn(*const StreamCtx, c_int, c_int, *const c_char, usize, *mut headers::Header, usize, *const c_char, usize, f64) -> c_int = http_call::http_call;
-    metadata_namespaces: fn(*const StreamCtx, c_int, *mut Buf, usize) -> c_int = metadata::metadata_namespaces;
-    metadata_list_len: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_list_len;
-    metadata_list_item: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_list_item;
-    stat: fn(*const StreamCtx, c_int, *const c_char, usize, c_int, f64, *mut f64) -> c_int = stats::stat;
-    metadata_merge: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_merge;
-    metadata_keys: fn(*const StreamCtx, c_int, *const c_char, usize, *mut Buf, usize) -> c_int = metadata::metadata_keys;
-    metadata_get: fn(*const StreamCtx, c_int, *const c_char, usize, *const c_char, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_get;
+    header_get: fn(StreamId, c_int, *const c_char, usize, usize, *mut Buf) -> c_int = headers::header_get;
+    headers_count: fn(StreamId, c_int) -> c_int = headers::headers_count;
+    headers_all: fn(StreamId, c_int, *mut headers::Header, usize) -> c_int = headers::headers_all;
+    header_add: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_add;
+    header_set: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_set;
+    body_state: fn(StreamId, c_int) -> c_int = body::body_state;
+    headers_continued: fn(StreamId, c_int) -> c_int = headers::headers_continued;
+    next_chunk: fn(StreamId, c_int) -> c_int = body::next_chunk;
+    trailers_state: fn(StreamId, c_int) -> c_int = body::trailers_state;
+    body_chunks: fn(StreamId, c_int, c_int, *mut Buf, usize) -> c_int = body::body_chunks;
+    body_set: fn(StreamId, c_int, c_int, *const c_char, usize) -> c_int = body::body_set;
+    attribute: fn(StreamId, c_int, *mut Buf) -> c_int = stream_info::attribute;
+    peer_certificate_presented: fn(StreamId) -> c_int = stream_info::peer_certificate_presented;
+    filter_state_get: fn(StreamId, *const c_char, usize, *mut Buf) -> c_int = stream_info::filter_state_get;
+    filter_state_set: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize) -> c_int = stream_info::filter_state_set;
+    clear_route_cache: fn(StreamId) -> c_int = routing::clear_route_cache;
+    set_upstream_override_host: fn(StreamId, *const c_char, usize, c_int) -> c_int = routing::set_upstream_override_host;
+    http_call: fn(StreamId, c_int, c_int, *const c_char, usize, *mut headers::Header, usize, *const c_char, usize, f64) -> c_int = http_call::http_call;
+    metadata_namespaces: fn(StreamId, c_int, *mut Buf, usize) -> c_int = metadata::metadata_namespaces;
+    metadata_list_len: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_list_len;
+    metadata_list_item: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_list_item;
+    stat: fn(StreamId, c_int, *const c_char, usize, c_int, f64, *mut f64) -> c_int = stats::stat;
+    metadata_merge: fn(StreamId, *const c_char, usize, *const c_char, usize) -> c_int = metadata::metadata_merge;
+    metadata_keys: fn(StreamId, c_int, *const c_char, usize, *mut Buf, usize) -> c_int = metadata::metadata_keys;
+    metadata_get: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize, *mut Buf, *mut f64) -> c_int = metadata::metadata_get;
     public_key_valid: fn(*const c_char, usize) -> c_int = crypto::public_key_valid;
     verify_signature: fn(*const c_char, usize, *const c_char, usize, *const c_char, usize, *const c_char, usize) -> c_int = crypto::verify_signature;
-    metadata_set: fn(*const StreamCtx, *const c_char, usize, *const c_char, usize, c_int, *const c_char, usize, f64) -> c_int = metadata::metadata_set;
+    metadata_set: fn(StreamId, *const c_char, usize, *const c_char, usize, c_int, *const c_char, usize, f64) -> c_int = metadata::metadata_set;
     shdict_release: fn(*const SharedDict) -> c_int = shdict::release;
     shdict_get: fn(*const SharedDict, *const c_char, usize, c_int, *mut Buf, *mut f64, *mut c_int) -> c_int = shdict::get;
     shdict_store: fn(*const SharedDict, c_int, *const c_char, usize, c_int, *const c_char, usize, f64, f64, c_int, *mut c_int, *mut Buf) -> c_int = shdict::store;
@@ -396,7 +437,10 @@ api_table! {
 const LUA_MODULES: &[(&str, &str)] = &[
     ("resty_ffi.envoy.headers", include_str!("headers.lua")),
     ("resty_ffi.envoy.body", include_str!("body.lua")),
-    ("resty_ffi.envoy.stream_info", include_str!("stream_info.lua")),
+    (
+        "resty_ffi.envoy.stream_info",
+        include_str!("stream_info.lua"),
+    ),
     ("resty_ffi.envoy.metadata", include_str!("metadata.lua")),
     ("resty_ffi.envoy.http_call", include_str!("http_call.lua")),
     ("resty_ffi.envoy.stats", include_str!("stats.lua")),
@@ -411,12 +455,20 @@ pub fn install(lua: &Lua) -> mlua::Result<Function> {
     let package: Table = lua.globals().get("package")?;
     let preload: Table = package.get("preload")?;
     for (name, source) in LUA_MODULES {
-        let chunk = lua.load(*source).set_name(format!("={name}")).into_function()?;
+        let chunk = lua
+            .load(*source)
+            .set_name(format!("={name}"))
+            .into_function()?;
         preload.set(*name, chunk)?;
     }
     let api = LightUserData(&API as *const Api as *mut c_void);
-    let base: Table = lua.load(include_str!("api.lua")).set_name("=resty_ffi.envoy.api").call((api, cdef()))?;
-    package.get::<Table>("loaded")?.set("resty_ffi.envoy.api", base)?;
+    let base: Table = lua
+        .load(include_str!("api.lua"))
+        .set_name("=resty_ffi.envoy.api")
+        .call((api, cdef()))?;
+    package
+        .get::<Table>("loaded")?
+        .set("resty_ffi.envoy.api", base)?;
     let require: Function = lua.globals().get("require")?;
     // Loaded now: resty_ffi.lua tells the host by package.loaded["resty_ffi.envoy"].
     require.call::<()>("resty_ffi.envoy")?;
@@ -428,6 +480,8 @@ pub fn install(lua: &Lua) -> mlua::Result<Function> {
 pub fn install_for_check(lua: &Lua) -> mlua::Result<Function> {
     let make_handle = install(lua)?;
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
-    loaded.get::<Table>("resty_ffi.envoy")?.set("config_check", true)?;
+    loaded
+        .get::<Table>("resty_ffi.envoy")?
+        .set("config_check", true)?;
     Ok(make_handle)
 }

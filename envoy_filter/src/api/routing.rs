@@ -2,13 +2,13 @@
 
 use std::ffi::{c_char, c_int};
 
-use crate::api::{bytes, with_stream, StreamCtx};
+use crate::api::{bytes, with_stream, StreamId};
 
 /// Makes Envoy select the stream's route again.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]).
-pub unsafe extern "C" fn clear_route_cache(ctx: *const StreamCtx) -> c_int {
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn clear_route_cache(ctx: StreamId) -> c_int {
     with_stream(ctx, |_, envoy| {
         envoy.clear_route_cache();
         1
@@ -19,12 +19,14 @@ pub unsafe extern "C" fn clear_route_cache(ctx: *const StreamCtx) -> c_int {
 /// available); 0 if `host` is not an address.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `host` is readable for `len` bytes.
+/// `host` is readable for `len` bytes.
 pub unsafe extern "C" fn set_upstream_override_host(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     host: *const c_char,
     len: usize,
     strict: c_int,
 ) -> c_int {
-    with_stream(ctx, |_, envoy| c_int::from(envoy.set_upstream_override_host(bytes(host, len), strict != 0)))
+    with_stream(ctx, |_, envoy| {
+        c_int::from(envoy.set_upstream_override_host(bytes(host, len), strict != 0))
+    })
 }

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int};
 
 use crate::abi::{Attribute, EnvoyBuffer};
-use crate::api::{bytes, with_stream, StreamCtx};
+use crate::api::{bytes, with_stream, StreamId};
 
 /// The attributes of `attribute`, by the ids `stream_info.lua` uses.
 const ATTRIBUTES: [Option<Attribute>; 15] = [
@@ -29,8 +29,8 @@ const ATTRIBUTES: [Option<Attribute>; 15] = [
 /// remote address); 1 if it exists, else 0.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `out` is writable.
-pub unsafe extern "C" fn attribute(ctx: *const StreamCtx, id: c_int, out: *mut EnvoyBuffer) -> c_int {
+/// `out` is writable.
+pub unsafe extern "C" fn attribute(ctx: StreamId, id: c_int, out: *mut EnvoyBuffer) -> c_int {
     with_stream(ctx, |_, envoy| {
         let value = match usize::try_from(id).ok().and_then(|i| ATTRIBUTES.get(i)) {
             Some(Some(attribute)) => envoy.attribute(*attribute),
@@ -52,8 +52,8 @@ pub unsafe extern "C" fn attribute(ctx: *const StreamCtx, id: c_int, out: *mut E
 /// connection is not TLS.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]).
-pub unsafe extern "C" fn peer_certificate_presented(ctx: *const StreamCtx) -> c_int {
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn peer_certificate_presented(ctx: StreamId) -> c_int {
     with_stream(ctx, |_, envoy| match envoy.peer_certificate_presented() {
         Some(presented) => c_int::from(presented),
         None => -3,
@@ -63,9 +63,14 @@ pub unsafe extern "C" fn peer_certificate_presented(ctx: *const StreamCtx) -> c_
 /// Writes filter state object `key`, serialized, to `out`; 1 if it exists.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `key` is readable for `len` bytes;
+/// `key` is readable for `len` bytes;
 /// `out` is writable.
-pub unsafe extern "C" fn filter_state_get(ctx: *const StreamCtx, key: *const c_char, len: usize, out: *mut EnvoyBuffer) -> c_int {
+pub unsafe extern "C" fn filter_state_get(
+    ctx: StreamId,
+    key: *const c_char,
+    len: usize,
+    out: *mut EnvoyBuffer,
+) -> c_int {
     with_stream(ctx, |_, envoy| match envoy.filter_state(bytes(key, len)) {
         Some(value) if !out.is_null() => {
             // SAFETY: `out` is writable (contract).
@@ -80,10 +85,10 @@ pub unsafe extern "C" fn filter_state_get(ctx: *const StreamCtx, key: *const c_c
 /// what the factory registered for `key` makes of it; 0 if Envoy refused.
 ///
 /// # Safety
-/// `ctx` is live (see [`with_stream`]); `key` and `value` are readable for
+/// `key` and `value` are readable for
 /// their lengths.
 pub unsafe extern "C" fn filter_state_set(
-    ctx: *const StreamCtx,
+    ctx: StreamId,
     typed: c_int,
     key: *const c_char,
     key_len: usize,
@@ -91,6 +96,10 @@ pub unsafe extern "C" fn filter_state_set(
     value_len: usize,
 ) -> c_int {
     with_stream(ctx, |_, envoy| {
-        c_int::from(envoy.set_filter_state(bytes(key, key_len), bytes(value, value_len), typed != 0))
+        c_int::from(envoy.set_filter_state(
+            bytes(key, key_len),
+            bytes(value, value_len),
+            typed != 0,
+        ))
     })
 }
