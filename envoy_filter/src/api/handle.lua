@@ -357,7 +357,8 @@ local function reply_header(key, name, value, index, list, status, has_body)
   elseif name == "content-length" and has_body then
     return status
   end
-  list[#list + 1] = { name, value }
+  local n = #list
+  list[n + 1], list[n + 2] = name, value
   return status
 end
 
@@ -402,9 +403,10 @@ function Handle:respond(hdrs, data)
   local has_body = #data > 0
   local status, list = reply_headers(hdrs, has_body)
   if has_body then
-    list[#list + 1] = { "content-length", tostring(#data) }
+    local n = #list
+    list[n + 1], list[n + 2] = "content-length", tostring(#data)
     if not seen.content_type then
-      list[#list + 1] = { "content-type", "text/plain" }
+      list[n + 3], list[n + 4] = "content-type", "text/plain"
     end
   end
   vm.responded({ status = status, headers = list, body = data })

@@ -7,7 +7,7 @@ local base = require("resty_ffi.envoy.api")
 local api, check, array = base.api, base.check, base.array
 local ffi_str = ffi.string
 local lower, concat = string.lower, table.concat
-local tostring, type, ipairs = tostring, type, ipairs
+local tostring, type = tostring, type
 
 local string_arg = base.string_arg
 
@@ -140,9 +140,10 @@ local function reply_values(reply, key)
   end
   local values = {}
   key = lower(key)
-  for _, h in ipairs(reply.headers) do
-    if h[1] == key then
-      values[#values + 1] = h[2]
+  local list = reply.headers
+  for i = 1, #list, 2 do
+    if list[i] == key then
+      values[#values + 1] = list[i + 1]
     end
   end
   return values
@@ -171,16 +172,19 @@ local function reply_add(reply, key, value)
   if key == ":status" then
     reply.status = tonumber(value) or reply.status
   else
-    reply.headers[#reply.headers + 1] = { lower(key), value }
+    local list = reply.headers
+    local n = #list
+    list[n + 1], list[n + 2] = lower(key), value
   end
 end
 
 local function reply_remove(reply, key)
   key = lower(key)
-  local kept = {}
-  for _, h in ipairs(reply.headers) do
-    if h[1] ~= key then
-      kept[#kept + 1] = h
+  local kept, list = {}, reply.headers
+  for i = 1, #list, 2 do
+    if list[i] ~= key then
+      local n = #kept
+      kept[n + 1], kept[n + 2] = list[i], list[i + 1]
     end
   end
   reply.headers = kept
@@ -207,9 +211,9 @@ end
 
 function ReplyHeaders:__pairs()
   local reply = self.reply
-  local list = { { ":status", tostring(reply.status) } }
-  for _, h in ipairs(reply.headers) do
-    list[#list + 1] = h
+  local list, flat = { { ":status", tostring(reply.status) } }, reply.headers
+  for i = 1, #flat, 2 do
+    list[#list + 1] = { flat[i], flat[i + 1] }
   end
   return iterate(self, list)
 end
@@ -229,8 +233,5 @@ end
 function M.reply(reply)
   return base.new(ReplyHeaders, { reply = reply })
 end
-
--- A local reply's headers, for a replace that keeps one value per name.
-M.reply_remove = reply_remove
 
 return M

@@ -1,5 +1,5 @@
-//! A local reply as `handle.lua` builds it (`{status, headers = {{name,
-//! value}, …}, body}`), read back for sending.
+//! A local reply as `handle.lua` builds it (`{status, headers = {name,
+//! value, name, value, …}, body}`), read back for sending.
 
 use mlua::{LuaString, Table};
 
@@ -23,10 +23,10 @@ impl LocalReply {
     }
 
     pub fn from_lua(reply: &Table) -> mlua::Result<LocalReply> {
-        let mut headers = Vec::new();
-        for header in reply.get::<Table>("headers")?.sequence_values::<Table>() {
-            let header = header?;
-            let (name, value): (LuaString, LuaString) = (header.get(1)?, header.get(2)?);
+        let list: Table = reply.get("headers")?;
+        let mut headers = Vec::with_capacity(list.raw_len() / 2);
+        for name_at in (1..list.raw_len()).step_by(2) {
+            let (name, value): (LuaString, LuaString) = (list.raw_get(name_at)?, list.raw_get(name_at + 1)?);
             headers.push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
         }
         Ok(LocalReply {

@@ -20,25 +20,25 @@ local M = {
   current = { epoch = 0 },
 }
 
--- Each filter coroutine's scope and handle.
+-- Each filter coroutine's scope (`{ epoch, handle }`).
 local coroutines = setmetatable({}, { __mode = "k" })
 
 local function resumed(co, ...)
-  local state = coroutines[co]
-  M.current = state.scope
-  state.handle.epoch = state.scope.epoch
+  local scope = coroutines[co]
+  M.current = scope
+  scope.handle.epoch = scope.epoch
   return ...
 end
 
 -- Yields `sentinel` (and `value`) to the filter; `keep`: objects stay usable.
 local function leave(sentinel, value, keep)
   local co = running()
-  local state = coroutines[co]
-  if not state then
+  local scope = coroutines[co]
+  if not scope then
     error("resty_ffi: the filter cannot wait inside a coroutine the script made", 0)
   end
   if not keep then
-    state.scope.epoch = state.scope.epoch + 1
+    scope.epoch = scope.epoch + 1
   end
   return resumed(co, yield(sentinel, value))
 end
@@ -89,8 +89,8 @@ end
 -- What a coroutine runs for `entry` (envoy_on_request or envoy_on_response).
 return function(entry)
   return function(handle)
-    local scope = { epoch = 0 }
-    coroutines[running()] = { scope = scope, handle = handle }
+    local scope = { epoch = 0, handle = handle }
+    coroutines[running()] = scope
     M.current = scope
     handle.scope, handle.epoch = scope, 0
     local ok, message = xpcall(entry, message_of, handle)
