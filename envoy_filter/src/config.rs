@@ -35,10 +35,7 @@ struct SearchPaths {
 
 impl SearchPaths {
     fn parse(config: &Value) -> Result<SearchPaths, String> {
-        Ok(SearchPaths {
-            path: strings_field(config, "package_paths")?,
-            cpath: strings_field(config, "package_cpaths")?,
-        })
+        Ok(SearchPaths { path: strings_field(config, "package_paths")?, cpath: strings_field(config, "package_cpaths")? })
     }
 }
 
@@ -68,11 +65,7 @@ impl ScriptVms {
 
     fn with_search_paths(script: Script, search_paths: SearchPaths) -> Result<ScriptVms, String> {
         vm::check_syntax(&script.source, &script.chunk_name)?;
-        Ok(ScriptVms {
-            script,
-            search_paths,
-            vms: Mutex::new(HashMap::new()),
-        })
+        Ok(ScriptVms { script, search_paths, vms: Mutex::new(HashMap::new()) })
     }
 
     /// The script with its module search paths: its own before the filter's
@@ -88,19 +81,13 @@ impl ScriptVms {
     /// Runs the script's top level once, in a VM of its own where no
     /// runtime is loaded: a script that fails there rejects the config, as
     /// in the stock filter.
-    fn check(
-        &self,
-        package_path: Option<&str>,
-        package_cpath: Option<&str>,
-        dicts: &[Arc<SharedDict>],
-    ) -> Result<(), String> {
+    fn check(&self, package_path: Option<&str>, package_cpath: Option<&str>, dicts: &[Arc<SharedDict>]) -> Result<(), String> {
         let setup = |lua: &mlua::Lua| {
             let make_handle = api::install_for_check(lua)?;
             api::shdict::install(lua, dicts)?;
             Ok(make_handle)
         };
-        let vm = Vm::new(&self.with_paths(package_path, package_cpath), setup)
-            .map_err(|e| format!("resty_ffi: {e}"))?;
+        let vm = Vm::new(&self.with_paths(package_path, package_cpath), setup).map_err(|e| format!("resty_ffi: {e}"))?;
         match vm.broken {
             Some(why) => Err(format!("script load error: {why}")),
             None => Ok(()),
@@ -116,10 +103,7 @@ impl ScriptVms {
         if let Some(vm) = self.lock_vms().get(&worker) {
             return Arc::clone(&vm.0);
         }
-        let script = self.with_paths(
-            filter.package_path.as_deref(),
-            filter.package_cpath.as_deref(),
-        );
+        let script = self.with_paths(filter.package_path.as_deref(), filter.package_cpath.as_deref());
         // Built without the lock: the script's top level may take its time.
         let setup = |lua: &mlua::Lua| {
             let make_handle = api::install(lua)?;
@@ -128,10 +112,7 @@ impl ScriptVms {
         };
         let vm = Arc::new(Vm::new(&script, setup).expect("resty_ffi: the prelude must load"));
         if let Some(why) = &vm.broken {
-            log(
-                LogLevel::Error,
-                &format!("resty_ffi: script failed to load: {why}"),
-            );
+            log(LogLevel::Error, &format!("resty_ffi: script failed to load: {why}"));
         }
         self.lock_vms().insert(worker, WorkerVm(Arc::clone(&vm)));
         vm
@@ -188,13 +169,10 @@ fn object(json: &[u8], what: &str) -> Result<Value, String> {
     let value: Value = if json.is_empty() {
         Value::Object(Map::new())
     } else {
-        serde_json::from_slice(json)
-            .map_err(|e| format!("resty_ffi: {what} is not a JSON object: {e}"))?
+        serde_json::from_slice(json).map_err(|e| format!("resty_ffi: {what} is not a JSON object: {e}"))?
     };
     if !value.is_object() {
-        return Err(format!(
-            "resty_ffi: {what} must be a google.protobuf.Struct"
-        ));
+        return Err(format!("resty_ffi: {what} must be a google.protobuf.Struct"));
     }
     Ok(value)
 }
@@ -203,9 +181,7 @@ fn string_field(config: &Value, key: &str) -> Result<Option<String>, String> {
     match config.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!(
-            "resty_ffi: config field \"{key}\" must be a string"
-        )),
+        Some(_) => Err(format!("resty_ffi: config field \"{key}\" must be a string")),
     }
 }
 
@@ -221,10 +197,7 @@ fn strings_field(config: &Value, key: &str) -> Result<Vec<String>, String> {
     let invalid = || format!("resty_ffi: config field \"{key}\" must be a list of strings");
     match config.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid))
-            .collect(),
+        Some(Value::Array(items)) => items.iter().map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid)).collect(),
         Some(_) => Err(invalid()),
     }
 }
@@ -257,12 +230,8 @@ fn dict_size(value: &Value) -> Option<usize> {
 
 /// `shared_dicts` (name → size) as (name, size), checked.
 fn shared_dict_sizes(config: &Value) -> Result<Vec<(String, usize)>, String> {
-    let Some(dicts) = config.get("shared_dicts").filter(|d| !d.is_null()) else {
-        return Ok(Vec::new());
-    };
-    let dicts = dicts
-        .as_object()
-        .ok_or("resty_ffi: shared_dicts must be a map of names to sizes")?;
+    let Some(dicts) = config.get("shared_dicts").filter(|d| !d.is_null()) else { return Ok(Vec::new()) };
+    let dicts = dicts.as_object().ok_or("resty_ffi: shared_dicts must be a map of names to sizes")?;
     let mut sizes = Vec::new();
     for (name, size) in dicts {
         let size = dict_size(size)
@@ -278,16 +247,13 @@ fn shared_dict_sizes(config: &Value) -> Result<Vec<(String, usize)>, String> {
 /// A `DataSource` (`inline_string` or `filename`) as a script, or `None`
 /// when `source` is absent.
 fn data_source(source: Option<&Value>) -> Result<Option<Script>, String> {
-    let Some(source) = source.filter(|s| !s.is_null()) else {
-        return Ok(None);
-    };
+    let Some(source) = source.filter(|s| !s.is_null()) else { return Ok(None) };
     // Inline code is named by its own text, as the stock filter loads it
     // (error messages then read `[string "..."]:LINE:`).
     let (code, chunk_name) = if let Some(inline) = string_field(source, "inline_string")? {
         (inline.clone(), inline)
     } else if let Some(path) = string_field(source, "filename")? {
-        let code = std::fs::read_to_string(&path)
-            .map_err(|e| format!("resty_ffi: read \"{path}\": {e}"))?;
+        let code = std::fs::read_to_string(&path).map_err(|e| format!("resty_ffi: read \"{path}\": {e}"))?;
         (code, format!("@{path}"))
     } else {
         return Err("resty_ffi: a source code needs inline_string or filename".to_owned());
@@ -298,48 +264,27 @@ fn data_source(source: Option<&Value>) -> Result<Option<Script>, String> {
 impl FilterConfig {
     /// `filter_name` is the dynamic module filter's name; `json` its
     /// filter_config; `envoy` defines the scripts' metrics.
-    pub fn parse(
-        filter_name: &str,
-        json: &[u8],
-        envoy: EnvoyConfig,
-    ) -> Result<FilterConfig, String> {
+    pub fn parse(filter_name: &str, json: &[u8], envoy: EnvoyConfig) -> Result<FilterConfig, String> {
         let config = object(json, "filter_config")?;
-        let (path, cpath) = (
-            string_field(&config, "lua_package_path")?,
-            string_field(&config, "lua_package_cpath")?,
-        );
+        let (path, cpath) = (string_field(&config, "lua_package_path")?, string_field(&config, "lua_package_cpath")?);
         let default = match config.get("default_source_code") {
             Some(source) => data_source(Some(source))?,
             // Our first configs named the code `inline_code`.
-            None => {
-                string_field(&config, "inline_code")?.map(|code| Script::new(code.clone(), code))
-            }
+            None => string_field(&config, "inline_code")?.map(|code| Script::new(code.clone(), code)),
         };
         let mut named = HashMap::new();
         if let Some(codes) = config.get("source_codes").filter(|c| !c.is_null()) {
-            let codes = codes
-                .as_object()
-                .ok_or("resty_ffi: source_codes must be a map of names to sources")?;
+            let codes = codes.as_object().ok_or("resty_ffi: source_codes must be a map of names to sources")?;
             for (name, source) in codes {
                 let script = data_source(Some(source))?
                     .ok_or_else(|| format!("resty_ffi: source_codes.{name} has no code"))?;
                 named.insert(name.clone(), ScriptVms::new(script)?);
             }
         }
-        let sources = default
-            .iter()
-            .map(|s| s.source.as_str())
-            .chain(named.values().map(|n: &ScriptVms| n.script.source.as_str()));
-        let metrics = Metrics::define(
-            envoy,
-            &string_field(&config, "stat_prefix")?.unwrap_or_default(),
-            sources,
-        );
+        let sources = default.iter().map(|s| s.source.as_str()).chain(named.values().map(|n: &ScriptVms| n.script.source.as_str()));
+        let metrics = Metrics::define(envoy, &string_field(&config, "stat_prefix")?.unwrap_or_default(), sources);
         let search_paths = SearchPaths::parse(&config)?;
-        let (package_path, package_cpath) = (
-            search_path(&search_paths.path, path.as_deref()),
-            search_path(&search_paths.cpath, cpath.as_deref()),
-        );
+        let (package_path, package_cpath) = (search_path(&search_paths.path, path.as_deref()), search_path(&search_paths.cpath, cpath.as_deref()));
         let default = default.map(ScriptVms::new).transpose()?;
         // The check sees the dicts already declared with these sizes and
         // throwaway ones for the rest: a config it rejects changes no dict.
@@ -353,19 +298,14 @@ impl FilterConfig {
             })
             .collect();
         for scripts in default.iter().chain(named.values()) {
-            scripts.check(
-                package_path.as_deref(),
-                package_cpath.as_deref(),
-                &for_check,
-            )?;
+            scripts.check(package_path.as_deref(), package_cpath.as_deref(), &for_check)?;
         }
         let mut parsed = FilterConfig {
             metrics: Arc::new(metrics),
             default,
             named,
             fail_closed: bool_field(&config, "fail_closed", false)?,
-            metadata_namespace: string_field(&config, "metadata_namespace")?
-                .unwrap_or_else(|| filter_name.to_owned()),
+            metadata_namespace: string_field(&config, "metadata_namespace")?.unwrap_or_else(|| filter_name.to_owned()),
             clear_route_cache: bool_field(&config, "clear_route_cache", true)?,
             package_path,
             package_cpath,
@@ -375,10 +315,7 @@ impl FilterConfig {
         // Declared last, once nothing can reject the config.
         parsed.shared_dicts = dict_sizes
             .iter()
-            .map(|(name, size)| {
-                shdict::declare(name, *size)
-                    .map_err(|e| format!("resty_ffi: shared_dicts.{name}: {e}"))
-            })
+            .map(|(name, size)| shdict::declare(name, *size).map_err(|e| format!("resty_ffi: shared_dicts.{name}: {e}")))
             .collect::<Result<_, _>>()?;
         Ok(parsed)
     }
@@ -393,18 +330,10 @@ impl PerRouteConfig {
         } else if let Some(name) = string_field(&config, "name")? {
             RouteScript::Named(name)
         } else if let Some(script) = data_source(config.get("source_code"))? {
-            RouteScript::Inline(ScriptVms::with_search_paths(
-                script,
-                SearchPaths::parse(&config)?,
-            )?)
+            RouteScript::Inline(ScriptVms::with_search_paths(script, SearchPaths::parse(&config)?)?)
         } else {
-            return Err(
-                "resty_ffi: a per-route config needs disabled, name or source_code".to_owned(),
-            );
+            return Err("resty_ffi: a per-route config needs disabled, name or source_code".to_owned());
         };
-        Ok(PerRouteConfig {
-            script,
-            filter_context,
-        })
+        Ok(PerRouteConfig { script, filter_context })
     }
 }

@@ -17,9 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::abi::sys::*;
-use crate::abi::{
-    copy_envoy_buffer, log, Direction, EnvoyConfig, EnvoyFilter, LogLevel, Status, ABI_VERSION,
-};
+use crate::abi::{copy_envoy_buffer, log, Direction, EnvoyConfig, EnvoyFilter, LogLevel, Status, ABI_VERSION};
 use crate::config::{FilterConfig, PerRouteConfig};
 use crate::stream::Stream;
 
@@ -122,22 +120,14 @@ impl Slot {
         // SAFETY: the caller's contract.
         let slot = unsafe { &*(ptr as *const Slot) };
         if slot.canary.get() != ALIVE {
-            log(
-                LogLevel::Critical,
-                "resty_ffi: a hook reached a freed filter; aborting",
-            );
+            log(LogLevel::Critical, "resty_ffi: a hook reached a freed filter; aborting");
             std::process::abort();
         }
         slot
     }
 
     fn into_raw(filter: Filter) -> FilterModulePtr {
-        let slot = Slot {
-            canary: Cell::new(ALIVE),
-            depth: Cell::new(0),
-            destroyed: Cell::new(false),
-            filter,
-        };
+        let slot = Slot { canary: Cell::new(ALIVE), depth: Cell::new(0), destroyed: Cell::new(false), filter };
         Box::into_raw(Box::new(slot)) as *const c_void
     }
 
@@ -164,13 +154,8 @@ fn filter_hook(ptr: FilterModulePtr, what: &str, f: impl FnOnce(&Stream) -> Stat
         slot.filter.run(f)
     }))
     .unwrap_or_else(|_| {
-        log(
-            LogLevel::Error,
-            &format!("resty_ffi: panic in {what}; failing the stream closed"),
-        );
-        no_unwind("panic handling", Status::StopNoBuffer, || {
-            slot.filter.fail_after_panic()
-        })
+        log(LogLevel::Error, &format!("resty_ffi: panic in {what}; failing the stream closed"));
+        no_unwind("panic handling", Status::StopNoBuffer, || slot.filter.fail_after_panic())
     });
     slot.depth.set(slot.depth.get() - 1);
     if slot.depth.get() == 0 && slot.destroyed.get() {

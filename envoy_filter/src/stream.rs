@@ -21,9 +21,7 @@ use std::sync::Arc;
 
 use mlua::{LightUserData, Table, Value};
 
-use crate::abi::{
-    log, BodyKind, Direction, EnvoyBuffer, EnvoyFilter, EnvoyHeader, LogLevel, Status,
-};
+use crate::abi::{log, BodyKind, Direction, EnvoyBuffer, EnvoyFilter, EnvoyHeader, LogLevel, Status};
 use crate::api::ffi::with_current;
 use crate::api::http_call;
 use crate::api::reply::LocalReply;
@@ -80,11 +78,7 @@ struct Phase {
 
 impl Phase {
     fn new() -> Phase {
-        Phase {
-            coroutine: RefCell::new(None),
-            wait: Cell::new(Wait::Nothing),
-            stopped: Cell::new(false),
-        }
+        Phase { coroutine: RefCell::new(None), wait: Cell::new(Wait::Nothing), stopped: Cell::new(false) }
     }
 }
 
@@ -115,11 +109,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(
-        config: Arc<FilterConfig>,
-        envoy: EnvoyFilter,
-        route_config_of: RouteConfigOf,
-    ) -> Stream {
+    pub fn new(config: Arc<FilterConfig>, envoy: EnvoyFilter, route_config_of: RouteConfigOf) -> Stream {
         let ctx = StreamCtx::new(envoy, config.clear_route_cache, Arc::clone(&config.metrics));
         Stream {
             config,
@@ -224,15 +214,9 @@ impl Stream {
         if self.failed.get() || self.phase(dir).coroutine.borrow().is_some() {
             return Status::Continue;
         }
-        let Some(vm) = self.vm() else {
-            return Status::Continue;
-        };
+        let Some(vm) = self.vm() else { return Status::Continue };
         if let Some(why) = &vm.broken {
-            return self.fail(
-                dir,
-                Site::Headers,
-                format!("resty_ffi: the script failed to load: {why}"),
-            );
+            return self.fail(dir, Site::Headers, format!("resty_ffi: the script failed to load: {why}"));
         }
         let entry = match dir {
             Direction::Request => vm.on_request.clone(),
@@ -246,16 +230,8 @@ impl Stream {
 
     /// Runs `entry(handle)` in a new coroutine; `local` makes the handle work
     /// on a local reply instead of Envoy's response.
-    fn start(
-        &self,
-        dir: Direction,
-        entry: mlua::Function,
-        local: Option<Table>,
-        site: Site,
-    ) -> Status {
-        let Some(selected) = self.selected() else {
-            return Status::Continue;
-        };
+    fn start(&self, dir: Direction, entry: mlua::Function, local: Option<Table>, site: Site) -> Status {
+        let Some(selected) = self.selected() else { return Status::Continue };
         let vm = &selected.vm;
         let started = vm.coroutine(entry).and_then(|coroutine| {
             let dir_id = match dir {
@@ -267,20 +243,9 @@ impl Stream {
                 Some(route) if !route.filter_context.is_empty() => &route.filter_context,
                 _ => &self.config.filter_context,
             };
-            let context = if context.is_empty() {
-                Value::Nil
-            } else {
-                Value::Table(vm.table_of(context)?)
-            };
+            let context = if context.is_empty() { Value::Nil } else { Value::Table(vm.table_of(context)?) };
             let namespace = self.config.metadata_namespace.as_str();
-            let handle = vm.handle((
-                self.ctx.to_lua(),
-                dir_id,
-                local,
-                namespace,
-                context,
-                selected.store.clone(),
-            ))?;
+            let handle = vm.handle((self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone()))?;
             Ok((coroutine, handle))
         });
         if let Some(envoy) = self.ctx.envoy() {
@@ -357,30 +322,17 @@ impl Stream {
         }
         if let Some(sink) = self.ctx.existing_sink() {
             let sink = LightUserData(sink as *mut c_void);
-            let drained = self.vm().map_or(Ok(()), |vm| {
-                vm.call_loaded("resty_ffi.envoy", "drain", sink)
-            });
+            let drained = self.vm().map_or(Ok(()), |vm| vm.call_loaded("resty_ffi.envoy", "drain", sink));
             if let Err(e) = drained {
-                log(
-                    LogLevel::Error,
-                    &format!("resty_ffi: draining late answers: {e}"),
-                );
+                log(LogLevel::Error, &format!("resty_ffi: draining late answers: {e}"));
             }
         }
     }
 
     /// An HTTP callout answered: resumes the coroutine that waits for it with
     /// what `httpCall()` returns (asynchronous calls have no waiter).
-    pub fn on_callout_done(
-        &self,
-        id: u64,
-        succeeded: bool,
-        headers: &[EnvoyHeader],
-        body: &[EnvoyBuffer],
-    ) {
-        let Some((dir, callout)) = self.ctx.take_callout(id) else {
-            return;
-        };
+    pub fn on_callout_done(&self, id: u64, succeeded: bool, headers: &[EnvoyHeader], body: &[EnvoyBuffer]) {
+        let Some((dir, callout)) = self.ctx.take_callout(id) else { return };
         if self.phase(dir).wait.get() != Wait::Callout {
             return;
         }
@@ -403,14 +355,7 @@ impl Stream {
         self.end_coroutine(Direction::Request);
         self.end_coroutine(Direction::Response);
         self.pending_reply.borrow_mut().take();
-        self.fail_closed_now(
-            if self.response_started.get() {
-                Direction::Response
-            } else {
-                Direction::Request
-            },
-            "resty_ffi_panic",
-        )
+        self.fail_closed_now(if self.response_started.get() { Direction::Response } else { Direction::Request }, "resty_ffi_panic")
     }
 
     fn resume(&self, dir: Direction, args: impl mlua::IntoLuaMulti) -> Resumed {
@@ -436,15 +381,10 @@ impl Stream {
         }
         match resumed {
             Resumed::Finished => self.finish(dir, site),
-            Resumed::Yielded(Yield::Body)
-                if site == Site::Scheduled && self.body_cannot_complete(dir) =>
-            {
+            Resumed::Yielded(Yield::Body) if site == Site::Scheduled && self.body_cannot_complete(dir) => {
                 self.end_coroutine(dir);
                 match dir {
-                    Direction::Request => self.send_local(
-                        &LocalReply::plain(413, b"Payload Too Large"),
-                        "resty_ffi_body_too_large",
-                    ),
+                    Direction::Request => self.send_local(&LocalReply::plain(413, b"Payload Too Large"), "resty_ffi_body_too_large"),
                     Direction::Response => self.reset("resty_ffi_body_too_large"),
                 }
                 Status::StopNoBuffer
@@ -454,9 +394,7 @@ impl Stream {
             Resumed::Yielded(Yield::Chunk) => self.stream_by(dir, site, Wait::Chunk),
             Resumed::Yielded(Yield::Trailers) => self.stream_by(dir, site, Wait::Trailers),
             Resumed::Yielded(Yield::Callout) => self.stop(dir, site, Wait::Callout),
-            Resumed::Yielded(Yield::Responded) => {
-                self.fail(dir, site, "resty_ffi: respond() without a reply".to_owned())
-            }
+            Resumed::Yielded(Yield::Responded) => self.fail(dir, site, "resty_ffi: respond() without a reply".to_owned()),
             Resumed::Responded(reply) => self.responded(dir, site, reply),
             Resumed::Failed(message) => self.fail_lua(dir, site, &message),
         }
@@ -491,10 +429,7 @@ impl Stream {
         self.reply.set(Reply::Decided);
         if self.response_started.get() {
             // E.g. Envoy timed the request out while the script waited.
-            log(
-                LogLevel::Warn,
-                "resty_ffi: respond() after the response started; ignored",
-            );
+            log(LogLevel::Warn, "resty_ffi: respond() after the response started; ignored");
         } else {
             self.respond_locally(reply, site);
         }
@@ -505,10 +440,7 @@ impl Stream {
     /// module's encode hooks for the module's own local replies, so we run
     /// envoy_on_response over the reply here, as the stock Lua filter would.
     fn respond_locally(&self, reply: Table, site: Site) {
-        let on_response = self
-            .vm()
-            .and_then(|vm| vm.on_response.clone())
-            .filter(|_| !self.failed.get());
+        let on_response = self.vm().and_then(|vm| vm.on_response.clone()).filter(|_| !self.failed.get());
         let Some(entry) = on_response else {
             self.send_lua_reply(&reply);
             return;
@@ -532,12 +464,8 @@ impl Stream {
         self.reply.set(Reply::Decided);
         if let Some(envoy) = self.ctx.envoy() {
             // Envoy sets content-length itself.
-            let headers: Vec<_> = reply
-                .headers
-                .iter()
-                .filter(|(k, _)| k != b"content-length")
-                .cloned()
-                .collect();
+            let headers: Vec<_> =
+                reply.headers.iter().filter(|(k, _)| k != b"content-length").cloned().collect();
             envoy.send_response(reply.status, &headers, &reply.body, details);
         }
     }
@@ -554,13 +482,9 @@ impl Stream {
     /// reading, so the rest would never come. Envoy's own buffering answers
     /// such bodies with 413; so do we.
     fn body_cannot_complete(&self, dir: Direction) -> bool {
-        let Some(envoy) = self.ctx.envoy() else {
-            return false;
-        };
+        let Some(envoy) = self.ctx.envoy() else { return false };
         let limit = envoy.buffer_limit();
-        !self.ctx.body(dir).is_complete()
-            && limit > 0
-            && envoy.body_size(dir, BodyKind::Buffered) as u64 >= limit
+        !self.ctx.body(dir).is_complete() && limit > 0 && envoy.body_size(dir, BodyKind::Buffered) as u64 >= limit
     }
 
     /// The script ended (or failed open): let the stream go on.
@@ -573,10 +497,7 @@ impl Stream {
             let pending = self.pending_reply.borrow_mut().take();
             if let Some(reply) = pending {
                 if self.response_started.get() {
-                    log(
-                        LogLevel::Warn,
-                        "resty_ffi: local reply dropped: Envoy already answered the stream",
-                    );
+                    log(LogLevel::Warn, "resty_ffi: local reply dropped: Envoy already answered the stream");
                 } else {
                     self.send_lua_reply(&reply);
                 }

@@ -10,12 +10,7 @@
 
 use std::ffi::c_char;
 
-#[allow(
-    non_camel_case_types,
-    non_upper_case_globals,
-    non_snake_case,
-    dead_code
-)]
+#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
 pub(crate) mod sys {
     include!(concat!(env!("OUT_DIR"), "/envoy_abi.rs"));
 }
@@ -60,13 +55,9 @@ impl HeaderKind {
     fn raw(self) -> envoy_dynamic_module_type_http_header_type {
         match self {
             HeaderKind::Request => envoy_dynamic_module_type_http_header_type_RequestHeader,
-            HeaderKind::RequestTrailers => {
-                envoy_dynamic_module_type_http_header_type_RequestTrailer
-            }
+            HeaderKind::RequestTrailers => envoy_dynamic_module_type_http_header_type_RequestTrailer,
             HeaderKind::Response => envoy_dynamic_module_type_http_header_type_ResponseHeader,
-            HeaderKind::ResponseTrailers => {
-                envoy_dynamic_module_type_http_header_type_ResponseTrailer
-            }
+            HeaderKind::ResponseTrailers => envoy_dynamic_module_type_http_header_type_ResponseTrailer,
         }
     }
 }
@@ -80,18 +71,10 @@ pub enum BodyKind {
 
 fn body_type(dir: Direction, kind: BodyKind) -> envoy_dynamic_module_type_http_body_type {
     match (dir, kind) {
-        (Direction::Request, BodyKind::Received) => {
-            envoy_dynamic_module_type_http_body_type_ReceivedRequestBody
-        }
-        (Direction::Request, BodyKind::Buffered) => {
-            envoy_dynamic_module_type_http_body_type_BufferedRequestBody
-        }
-        (Direction::Response, BodyKind::Received) => {
-            envoy_dynamic_module_type_http_body_type_ReceivedResponseBody
-        }
-        (Direction::Response, BodyKind::Buffered) => {
-            envoy_dynamic_module_type_http_body_type_BufferedResponseBody
-        }
+        (Direction::Request, BodyKind::Received) => envoy_dynamic_module_type_http_body_type_ReceivedRequestBody,
+        (Direction::Request, BodyKind::Buffered) => envoy_dynamic_module_type_http_body_type_BufferedRequestBody,
+        (Direction::Response, BodyKind::Received) => envoy_dynamic_module_type_http_body_type_ReceivedResponseBody,
+        (Direction::Response, BodyKind::Buffered) => envoy_dynamic_module_type_http_body_type_BufferedResponseBody,
     }
 }
 
@@ -118,35 +101,17 @@ impl Attribute {
         match self {
             Attribute::Protocol => envoy_dynamic_module_type_attribute_id_RequestProtocol,
             Attribute::SourceAddress => envoy_dynamic_module_type_attribute_id_SourceAddress,
-            Attribute::DestinationAddress => {
-                envoy_dynamic_module_type_attribute_id_DestinationAddress
-            }
+            Attribute::DestinationAddress => envoy_dynamic_module_type_attribute_id_DestinationAddress,
             Attribute::RouteName => envoy_dynamic_module_type_attribute_id_XdsRouteName,
-            Attribute::VirtualClusterName => {
-                envoy_dynamic_module_type_attribute_id_XdsVirtualClusterName
-            }
-            Attribute::RequestedServerName => {
-                envoy_dynamic_module_type_attribute_id_ConnectionRequestedServerName
-            }
+            Attribute::VirtualClusterName => envoy_dynamic_module_type_attribute_id_XdsVirtualClusterName,
+            Attribute::RequestedServerName => envoy_dynamic_module_type_attribute_id_ConnectionRequestedServerName,
             Attribute::TlsVersion => envoy_dynamic_module_type_attribute_id_ConnectionTlsVersion,
-            Attribute::SubjectPeerCertificate => {
-                envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate
-            }
-            Attribute::SubjectLocalCertificate => {
-                envoy_dynamic_module_type_attribute_id_ConnectionSubjectLocalCertificate
-            }
-            Attribute::DnsSanPeerCertificate => {
-                envoy_dynamic_module_type_attribute_id_ConnectionDnsSanPeerCertificate
-            }
-            Attribute::DnsSanLocalCertificate => {
-                envoy_dynamic_module_type_attribute_id_ConnectionDnsSanLocalCertificate
-            }
-            Attribute::UriSanPeerCertificate => {
-                envoy_dynamic_module_type_attribute_id_ConnectionUriSanPeerCertificate
-            }
-            Attribute::UriSanLocalCertificate => {
-                envoy_dynamic_module_type_attribute_id_ConnectionUriSanLocalCertificate
-            }
+            Attribute::SubjectPeerCertificate => envoy_dynamic_module_type_attribute_id_ConnectionSubjectPeerCertificate,
+            Attribute::SubjectLocalCertificate => envoy_dynamic_module_type_attribute_id_ConnectionSubjectLocalCertificate,
+            Attribute::DnsSanPeerCertificate => envoy_dynamic_module_type_attribute_id_ConnectionDnsSanPeerCertificate,
+            Attribute::DnsSanLocalCertificate => envoy_dynamic_module_type_attribute_id_ConnectionDnsSanLocalCertificate,
+            Attribute::UriSanPeerCertificate => envoy_dynamic_module_type_attribute_id_ConnectionUriSanPeerCertificate,
+            Attribute::UriSanLocalCertificate => envoy_dynamic_module_type_attribute_id_ConnectionUriSanLocalCertificate,
             Attribute::Sha256PeerCertificateDigest => {
                 envoy_dynamic_module_type_attribute_id_ConnectionSha256PeerCertificateDigest
             }
@@ -224,15 +189,9 @@ impl Status {
     pub(crate) fn body(self) -> envoy_dynamic_module_type_on_http_filter_body_status {
         match self {
             Status::Continue => envoy_dynamic_module_type_on_http_filter_body_status_Continue,
-            Status::StopAndBuffer => {
-                envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndBuffer
-            }
-            Status::StopAndWatermark => {
-                envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndWatermark
-            }
-            Status::StopNoBuffer => {
-                envoy_dynamic_module_type_on_http_filter_body_status_StopIterationNoBuffer
-            }
+            Status::StopAndBuffer => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndBuffer,
+            Status::StopAndWatermark => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationAndWatermark,
+            Status::StopNoBuffer => envoy_dynamic_module_type_on_http_filter_body_status_StopIterationNoBuffer,
         }
     }
 
@@ -252,10 +211,7 @@ pub type EnvoyBuffer = envoy_dynamic_module_type_envoy_buffer;
 /// value_length}`), valid like an [`EnvoyBuffer`].
 pub type EnvoyHeader = envoy_dynamic_module_type_envoy_http_header;
 
-pub const EMPTY_BUFFER: EnvoyBuffer = EnvoyBuffer {
-    ptr: std::ptr::null(),
-    length: 0,
-};
+pub const EMPTY_BUFFER: EnvoyBuffer = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
 
 /// A metadata value: strings are Envoy's bytes (an [`EnvoyBuffer`]).
 pub enum MetaValue {
@@ -278,11 +234,10 @@ fn module_buffer(bytes: &[u8]) -> envoy_dynamic_module_type_module_buffer {
     }
 }
 
-const NULL_MODULE_BUFFER: envoy_dynamic_module_type_module_buffer =
-    envoy_dynamic_module_type_module_buffer {
-        ptr: std::ptr::null(),
-        length: 0,
-    };
+const NULL_MODULE_BUFFER: envoy_dynamic_module_type_module_buffer = envoy_dynamic_module_type_module_buffer {
+    ptr: std::ptr::null(),
+    length: 0,
+};
 
 pub(crate) fn copy_envoy_buffer(buffer: &EnvoyBuffer) -> Vec<u8> {
     if buffer.ptr.is_null() || buffer.length == 0 {
@@ -348,15 +303,12 @@ impl EnvoyConfig {
         let define = match kind {
             MetricKind::Counter => envoy_dynamic_module_callback_http_filter_config_define_counter,
             MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge,
-            MetricKind::Histogram => {
-                envoy_dynamic_module_callback_http_filter_config_define_histogram
-            }
+            MetricKind::Histogram => envoy_dynamic_module_callback_http_filter_config_define_histogram,
         };
         let mut id = 0usize;
         // SAFETY: the pointer is the live config being created (type contract);
         // `name` and `labels` are read during the call; `id` is a writable local.
-        let result =
-            unsafe { define(self.0, module_buffer(name), labels_ptr, labels_len, &mut id) };
+        let result = unsafe { define(self.0, module_buffer(name), labels_ptr, labels_len, &mut id) };
         (result == envoy_dynamic_module_type_metrics_result_Success).then_some(id)
     }
 }
@@ -378,12 +330,7 @@ impl EnvoyFilter {
     }
 
     /// How many values header `key` has, and the one at `index` if any.
-    pub fn header(
-        self,
-        kind: HeaderKind,
-        key: &[u8],
-        index: usize,
-    ) -> (usize, Option<EnvoyBuffer>) {
+    pub fn header(self, kind: HeaderKind, key: &[u8], index: usize) -> (usize, Option<EnvoyBuffer>) {
         let mut value = EMPTY_BUFFER;
         let mut count = 0usize;
         // SAFETY: type contract; `value` and `count` are writable locals.
@@ -413,20 +360,13 @@ impl EnvoyFilter {
             return false;
         }
         // SAFETY: type contract; `out` has room for every header Envoy writes.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_headers(self.0, kind.raw(), out.as_mut_ptr())
-        }
+        unsafe { envoy_dynamic_module_callback_http_get_headers(self.0, kind.raw(), out.as_mut_ptr()) }
     }
 
     pub fn add_header(self, kind: HeaderKind, key: &[u8], value: &[u8]) -> bool {
         // SAFETY: type contract; Envoy copies key and value during the call.
         unsafe {
-            envoy_dynamic_module_callback_http_add_header(
-                self.0,
-                kind.raw(),
-                module_buffer(key),
-                module_buffer(value),
-            )
+            envoy_dynamic_module_callback_http_add_header(self.0, kind.raw(), module_buffer(key), module_buffer(value))
         }
     }
 
@@ -434,23 +374,10 @@ impl EnvoyFilter {
     pub fn set_header(self, kind: HeaderKind, key: &[u8], value: Option<&[u8]>) -> bool {
         let value = value.map_or(NULL_MODULE_BUFFER, module_buffer);
         // SAFETY: type contract; Envoy copies key and value during the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_set_header(
-                self.0,
-                kind.raw(),
-                module_buffer(key),
-                value,
-            )
-        }
+        unsafe { envoy_dynamic_module_callback_http_set_header(self.0, kind.raw(), module_buffer(key), value) }
     }
 
-    pub fn send_response(
-        self,
-        status: u32,
-        headers: &[(Vec<u8>, Vec<u8>)],
-        body: &[u8],
-        details: &str,
-    ) {
+    pub fn send_response(self, status: u32, headers: &[(Vec<u8>, Vec<u8>)], body: &[u8], details: &str) {
         let mut raw: Vec<envoy_dynamic_module_type_module_http_header> = headers
             .iter()
             .map(|(k, v)| envoy_dynamic_module_type_module_http_header {
@@ -476,21 +403,13 @@ impl EnvoyFilter {
 
     pub fn reset_stream(self, details: &str) {
         // SAFETY: type contract; reason 0 is a local reset.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_reset_stream(
-                self.0,
-                0,
-                module_buffer(details.as_bytes()),
-            )
-        }
+        unsafe { envoy_dynamic_module_callback_http_filter_reset_stream(self.0, 0, module_buffer(details.as_bytes())) }
     }
 
     /// How many chunks the body buffer holds.
     pub fn body_chunk_count(self, dir: Direction, kind: BodyKind) -> usize {
         // SAFETY: type contract.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type(dir, kind))
-        }
+        unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type(dir, kind)) }
     }
 
     /// Fills `out` with the body's chunks; false if `out` has no room for
@@ -500,13 +419,7 @@ impl EnvoyFilter {
             return false;
         }
         // SAFETY: type contract; `out` has room for every chunk Envoy writes.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_body_chunks(
-                self.0,
-                body_type(dir, kind),
-                out.as_mut_ptr(),
-            )
-        }
+        unsafe { envoy_dynamic_module_callback_http_get_body_chunks(self.0, body_type(dir, kind), out.as_mut_ptr()) }
     }
 
     pub fn body_size(self, dir: Direction, kind: BodyKind) -> usize {
@@ -521,20 +434,12 @@ impl EnvoyFilter {
 
     pub fn append_body(self, dir: Direction, kind: BodyKind, data: &[u8]) -> bool {
         // SAFETY: type contract; Envoy copies `data` during the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_append_body(
-                self.0,
-                body_type(dir, kind),
-                module_buffer(data),
-            )
-        }
+        unsafe { envoy_dynamic_module_callback_http_append_body(self.0, body_type(dir, kind), module_buffer(data)) }
     }
 
     pub fn drain_body(self, dir: Direction, kind: BodyKind, bytes: usize) -> bool {
         // SAFETY: type contract.
-        unsafe {
-            envoy_dynamic_module_callback_http_drain_body(self.0, body_type(dir, kind), bytes)
-        }
+        unsafe { envoy_dynamic_module_callback_http_drain_body(self.0, body_type(dir, kind), bytes) }
     }
 
     pub fn set_dynamic_metadata(self, ns: &[u8], key: &[u8], value: &NewMetaValue) {
@@ -543,22 +448,13 @@ impl EnvoyFilter {
         unsafe {
             match value {
                 NewMetaValue::Str(s) => {
-                    envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-                        self.0,
-                        ns,
-                        key,
-                        module_buffer(s),
-                    )
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_string(self.0, ns, key, module_buffer(s))
                 }
                 NewMetaValue::Number(n) => {
-                    envoy_dynamic_module_callback_http_set_dynamic_metadata_number(
-                        self.0, ns, key, *n,
-                    )
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_number(self.0, ns, key, *n)
                 }
                 NewMetaValue::Bool(b) => {
-                    envoy_dynamic_module_callback_http_set_dynamic_metadata_bool(
-                        self.0, ns, key, *b,
-                    )
+                    envoy_dynamic_module_callback_http_set_dynamic_metadata_bool(self.0, ns, key, *b)
                 }
             }
         }
@@ -572,23 +468,13 @@ impl EnvoyFilter {
         let mut flag = false;
         // SAFETY: type contract; the out-parameters are writable locals.
         unsafe {
-            if envoy_dynamic_module_callback_http_get_metadata_string(
-                self.0, source, ns, key, &mut text,
-            ) {
+            if envoy_dynamic_module_callback_http_get_metadata_string(self.0, source, ns, key, &mut text) {
                 return Some(MetaValue::Str(text));
             }
-            if envoy_dynamic_module_callback_http_get_metadata_number(
-                self.0,
-                source,
-                ns,
-                key,
-                &mut number,
-            ) {
+            if envoy_dynamic_module_callback_http_get_metadata_number(self.0, source, ns, key, &mut number) {
                 return Some(MetaValue::Number(number));
             }
-            if envoy_dynamic_module_callback_http_get_metadata_bool(
-                self.0, source, ns, key, &mut flag,
-            ) {
+            if envoy_dynamic_module_callback_http_get_metadata_bool(self.0, source, ns, key, &mut flag) {
                 return Some(MetaValue::Bool(flag));
             }
         }
@@ -598,48 +484,26 @@ impl EnvoyFilter {
     /// How many keys namespace `ns` of `source` has.
     pub fn metadata_key_count(self, source: MetadataSource, ns: &[u8]) -> usize {
         // SAFETY: type contract.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_metadata_keys_count(
-                self.0,
-                source.raw(),
-                module_buffer(ns),
-            )
-        }
+        unsafe { envoy_dynamic_module_callback_http_get_metadata_keys_count(self.0, source.raw(), module_buffer(ns)) }
     }
 
     /// Fills `out` with the namespace's keys; false if `out` has no room for
     /// all of them ([`Self::metadata_key_count`]).
-    pub fn fill_metadata_keys(
-        self,
-        source: MetadataSource,
-        ns: &[u8],
-        out: &mut [EnvoyBuffer],
-    ) -> bool {
+    pub fn fill_metadata_keys(self, source: MetadataSource, ns: &[u8], out: &mut [EnvoyBuffer]) -> bool {
         if out.len() < self.metadata_key_count(source, ns) {
             return false;
         }
         // SAFETY: type contract; `out` has room for every key Envoy writes.
         unsafe {
-            envoy_dynamic_module_callback_http_get_metadata_keys(
-                self.0,
-                source.raw(),
-                module_buffer(ns),
-                out.as_mut_ptr(),
-            )
+            envoy_dynamic_module_callback_http_get_metadata_keys(self.0, source.raw(), module_buffer(ns), out.as_mut_ptr())
         }
     }
 
     pub fn attribute(self, attribute: Attribute) -> Option<EnvoyBuffer> {
         let mut value = EMPTY_BUFFER;
         // SAFETY: type contract; `value` is a writable local.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_get_attribute_string(
-                self.0,
-                attribute.raw(),
-                &mut value,
-            )
-        }
-        .then_some(value)
+        unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(self.0, attribute.raw(), &mut value) }
+            .then_some(value)
     }
 
     /// Whether the downstream peer presented a TLS certificate (`None`: not TLS).
@@ -674,37 +538,21 @@ impl EnvoyFilter {
 
     /// Element `index` of the list at `ns`/`key` of `source`, if it is a
     /// string, number or bool.
-    pub fn metadata_list_item(
-        self,
-        source: MetadataSource,
-        ns: &[u8],
-        key: &[u8],
-        index: usize,
-    ) -> Option<MetaValue> {
+    pub fn metadata_list_item(self, source: MetadataSource, ns: &[u8], key: &[u8], index: usize) -> Option<MetaValue> {
         let (source, ns, key) = (source.raw(), module_buffer(ns), module_buffer(key));
         let mut text = EMPTY_BUFFER;
         let mut number = 0f64;
         let mut flag = false;
         // SAFETY: type contract; the out-parameters are writable locals.
         unsafe {
-            if envoy_dynamic_module_callback_http_get_metadata_list_string(
-                self.0, source, ns, key, index, &mut text,
-            ) {
+            if envoy_dynamic_module_callback_http_get_metadata_list_string(self.0, source, ns, key, index, &mut text) {
                 return Some(MetaValue::Str(text));
             }
-            if envoy_dynamic_module_callback_http_get_metadata_list_number(
-                self.0,
-                source,
-                ns,
-                key,
-                index,
-                &mut number,
-            ) {
+            if envoy_dynamic_module_callback_http_get_metadata_list_number(self.0, source, ns, key, index, &mut number)
+            {
                 return Some(MetaValue::Number(number));
             }
-            if envoy_dynamic_module_callback_http_get_metadata_list_bool(
-                self.0, source, ns, key, index, &mut flag,
-            ) {
+            if envoy_dynamic_module_callback_http_get_metadata_list_bool(self.0, source, ns, key, index, &mut flag) {
                 return Some(MetaValue::Bool(flag));
             }
         }
@@ -714,9 +562,7 @@ impl EnvoyFilter {
     /// How many namespaces `source` metadata has.
     pub fn metadata_namespace_count(self, source: MetadataSource) -> usize {
         // SAFETY: type contract.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_metadata_namespaces_count(self.0, source.raw())
-        }
+        unsafe { envoy_dynamic_module_callback_http_get_metadata_namespaces_count(self.0, source.raw()) }
     }
 
     /// Fills `out` with the namespaces' names; false if `out` has no room for
@@ -726,13 +572,7 @@ impl EnvoyFilter {
             return false;
         }
         // SAFETY: type contract; `out` has room for every name Envoy writes.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_metadata_namespaces(
-                self.0,
-                source.raw(),
-                out.as_mut_ptr(),
-            )
-        }
+        unsafe { envoy_dynamic_module_callback_http_get_metadata_namespaces(self.0, source.raw(), out.as_mut_ptr()) }
     }
 
     /// Merges `serialized`, a google.protobuf.Struct in protobuf's wire
@@ -767,48 +607,23 @@ impl EnvoyFilter {
     pub fn filter_state(self, key: &[u8]) -> Option<EnvoyBuffer> {
         let mut value = EMPTY_BUFFER;
         // SAFETY: type contract; `value` is a writable local.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_filter_state_typed(
-                self.0,
-                module_buffer(key),
-                &mut value,
-            )
-        }
-        .then_some(value)
+        unsafe { envoy_dynamic_module_callback_http_get_filter_state_typed(self.0, module_buffer(key), &mut value) }
+            .then_some(value)
     }
 
     /// Updates metric `id` (of `kind`, with tag values `labels`); false if
     /// Envoy refused.
-    pub fn update_metric(
-        self,
-        kind: MetricKind,
-        id: usize,
-        labels: &[&[u8]],
-        update: MetricUpdate,
-    ) -> bool {
+    pub fn update_metric(self, kind: MetricKind, id: usize, labels: &[&[u8]], update: MetricUpdate) -> bool {
         let mut labels: Vec<_> = labels.iter().map(|label| module_buffer(label)).collect();
         let (labels_ptr, labels_len) = (labels.as_mut_ptr(), labels.len());
         let (update, value) = match (kind, update) {
-            (MetricKind::Counter, MetricUpdate::Add(v)) => (
-                envoy_dynamic_module_callback_http_filter_increment_counter as Update,
-                v,
-            ),
-            (MetricKind::Gauge, MetricUpdate::Add(v)) => (
-                envoy_dynamic_module_callback_http_filter_increment_gauge as Update,
-                v,
-            ),
-            (MetricKind::Gauge, MetricUpdate::Sub(v)) => (
-                envoy_dynamic_module_callback_http_filter_decrement_gauge as Update,
-                v,
-            ),
-            (MetricKind::Gauge, MetricUpdate::Set(v)) => (
-                envoy_dynamic_module_callback_http_filter_set_gauge as Update,
-                v,
-            ),
-            (MetricKind::Histogram, MetricUpdate::Record(v)) => (
-                envoy_dynamic_module_callback_http_filter_record_histogram_value as Update,
-                v,
-            ),
+            (MetricKind::Counter, MetricUpdate::Add(v)) => (envoy_dynamic_module_callback_http_filter_increment_counter as Update, v),
+            (MetricKind::Gauge, MetricUpdate::Add(v)) => (envoy_dynamic_module_callback_http_filter_increment_gauge as Update, v),
+            (MetricKind::Gauge, MetricUpdate::Sub(v)) => (envoy_dynamic_module_callback_http_filter_decrement_gauge as Update, v),
+            (MetricKind::Gauge, MetricUpdate::Set(v)) => (envoy_dynamic_module_callback_http_filter_set_gauge as Update, v),
+            (MetricKind::Histogram, MetricUpdate::Record(v)) => {
+                (envoy_dynamic_module_callback_http_filter_record_histogram_value as Update, v)
+            }
             _ => return false,
         };
         // SAFETY: type contract; `labels` is read during the call.
@@ -825,23 +640,11 @@ impl EnvoyFilter {
     /// Asks the load balancer for `host` ("ip" or "ip:port"); false if it is not an address.
     pub fn set_upstream_override_host(self, host: &[u8], strict: bool) -> bool {
         // SAFETY: type contract; Envoy copies `host` during the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_set_upstream_override_host(
-                self.0,
-                module_buffer(host),
-                strict,
-            )
-        }
+        unsafe { envoy_dynamic_module_callback_http_set_upstream_override_host(self.0, module_buffer(host), strict) }
     }
 
     /// Starts an HTTP request to `cluster` (0 ms: no timeout).
-    pub fn http_callout(
-        self,
-        cluster: &[u8],
-        headers: &mut [ModuleHeader],
-        body: &[u8],
-        timeout_ms: u64,
-    ) -> CalloutStart {
+    pub fn http_callout(self, cluster: &[u8], headers: &mut [ModuleHeader], body: &[u8], timeout_ms: u64) -> CalloutStart {
         let mut id = 0u64;
         // SAFETY: type contract; `headers` and the buffers are read during the
         // call only; `id` is a writable local.
@@ -858,9 +661,7 @@ impl EnvoyFilter {
         };
         if result == envoy_dynamic_module_type_http_callout_init_result_Success {
             CalloutStart::Started(id)
-        } else if result
-            == envoy_dynamic_module_type_http_callout_init_result_MissingRequiredHeaders
-        {
+        } else if result == envoy_dynamic_module_type_http_callout_init_result_MissingRequiredHeaders {
             CalloutStart::MissingHeaders
         } else if result == envoy_dynamic_module_type_http_callout_init_result_ClusterNotFound {
             CalloutStart::ClusterNotFound
@@ -873,25 +674,16 @@ impl EnvoyFilter {
     pub fn direct_remote_address(self) -> Option<EnvoyBuffer> {
         let mut address = EMPTY_BUFFER;
         // SAFETY: type contract; `address` is a writable local.
-        unsafe {
-            envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(
-                self.0,
-                &mut address,
-            )
-        }
-        .then_some(address)
+        unsafe { envoy_dynamic_module_callback_http_get_downstream_direct_remote_address(self.0, &mut address) }
+            .then_some(address)
     }
 
     pub fn continue_stream(self, dir: Direction) {
         // SAFETY: type contract; called only after a hook of `dir` returned a stop status.
         unsafe {
             match dir {
-                Direction::Request => {
-                    envoy_dynamic_module_callback_http_filter_continue_decoding(self.0)
-                }
-                Direction::Response => {
-                    envoy_dynamic_module_callback_http_filter_continue_encoding(self.0)
-                }
+                Direction::Request => envoy_dynamic_module_callback_http_filter_continue_decoding(self.0),
+                Direction::Response => envoy_dynamic_module_callback_http_filter_continue_encoding(self.0),
             }
         }
     }

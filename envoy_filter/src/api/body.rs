@@ -29,10 +29,7 @@ fn parts(ctx: &StreamCtx, dir: Direction, part: c_int) -> &'static [BodyKind] {
 }
 
 fn chunk_count(ctx: &StreamCtx, envoy: EnvoyFilter, dir: Direction, part: c_int) -> usize {
-    parts(ctx, dir, part)
-        .iter()
-        .map(|&kind| envoy.body_chunk_count(dir, kind))
-        .sum()
+    parts(ctx, dir, part).iter().map(|&kind| envoy.body_chunk_count(dir, kind)).sum()
 }
 
 /// 0: there is no body (the headers ended the stream), 1: it is complete,
@@ -137,13 +134,7 @@ pub unsafe extern "C" fn body_chunks(
 ///
 /// # Safety
 /// `data` is readable for `len` bytes.
-pub unsafe extern "C" fn body_set(
-    ctx: StreamId,
-    dir: c_int,
-    part: c_int,
-    data: *const c_char,
-    len: usize,
-) -> c_int {
+pub unsafe extern "C" fn body_set(ctx: StreamId, dir: c_int, part: c_int, data: *const c_char, len: usize) -> c_int {
     with_stream(ctx, |ctx, envoy| {
         let dir = direction(dir);
         let data = bytes(data, len);
@@ -154,15 +145,7 @@ pub unsafe extern "C" fn body_set(
         for &kind in parts(ctx, dir, part) {
             envoy.drain_body(dir, kind, usize::MAX);
         }
-        envoy.append_body(
-            dir,
-            if in_hook {
-                BodyKind::Received
-            } else {
-                BodyKind::Buffered
-            },
-            data,
-        );
+        envoy.append_body(dir, if in_hook { BodyKind::Received } else { BodyKind::Buffered }, data);
         if part != WHOLE {
             return 1;
         }
@@ -170,11 +153,7 @@ pub unsafe extern "C" fn body_set(
             Direction::Request => HeaderKind::Request,
             Direction::Response => HeaderKind::Response,
         };
-        envoy.set_header(
-            headers,
-            b"content-length",
-            Some(data.len().to_string().as_bytes()),
-        );
+        envoy.set_header(headers, b"content-length", Some(data.len().to_string().as_bytes()));
         1
     })
 }

@@ -24,9 +24,7 @@ fn verify<D>(key: RsaPublicKey, signature: &[u8], data: &[u8]) -> c_int
 where
     D: sha2::Digest + rsa::pkcs8::AssociatedOid,
 {
-    let Ok(signature) = Signature::try_from(signature) else {
-        return MISMATCH;
-    };
+    let Ok(signature) = Signature::try_from(signature) else { return MISMATCH };
     match VerifyingKey::<D>::new(key).verify(data, &signature) {
         Ok(()) => VERIFIED,
         Err(_) => MISMATCH,

@@ -7,9 +7,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::rc::Rc;
 
-use resty_ffi::host_abi::{
-    resty_ffi_runtime, resty_ffi_sink, resty_ffi_sink_free, runtime_stats_since_published,
-};
+use resty_ffi::host_abi::{resty_ffi_runtime, resty_ffi_sink, resty_ffi_sink_free, runtime_stats_since_published};
 use resty_ffi::CallbackHook;
 
 use crate::abi::Scheduler;
@@ -24,9 +22,7 @@ impl Sink {
     /// Each batch of answers (and each due call deadline) commits one event
     /// on the stream's worker thread.
     pub fn new(scheduler: Scheduler) -> Sink {
-        Sink(resty_ffi_sink::with_hook(CallbackHook::new(move || {
-            scheduler.commit(0)
-        })))
+        Sink(resty_ffi_sink::with_hook(CallbackHook::new(move || scheduler.commit(0))))
     }
 
     pub fn as_ptr(&self) -> *mut resty_ffi_sink {
@@ -80,13 +76,10 @@ pub unsafe extern "C" fn current_sink() -> *mut c_void {
 /// `rt` is a live `resty_ffi_runtime *` (Lua's runtime object holds it);
 /// `key` is readable for `len` bytes.
 pub unsafe extern "C" fn publish_stats(rt: *mut c_void, key: *const c_char, len: usize) -> c_int {
-    let Some(ctx) = CURRENT.with(|c| c.borrow().last().cloned()) else {
-        return 0;
-    };
+    let Some(ctx) = CURRENT.with(|c| c.borrow().last().cloned()) else { return 0 };
     let Some(envoy) = ctx.envoy() else { return 0 };
     // SAFETY: the caller's contract.
     let (was, now) = unsafe { runtime_stats_since_published(rt as *const resty_ffi_runtime) };
-    ctx.metrics
-        .publish_runtime(envoy, bytes(key, len), &was, &now);
+    ctx.metrics.publish_runtime(envoy, bytes(key, len), &was, &now);
     1
 }

@@ -27,9 +27,7 @@ fn kind(raw: c_int) -> Option<HeaderKind> {
 /// cannot change; trailers can until they go on themselves).
 fn passed(ctx: &StreamCtx, raw: c_int, map: HeaderKind) -> bool {
     match map {
-        HeaderKind::Request => {
-            raw != REQUEST_HEADERS_ANYTIME && ctx.body(Direction::Request).are_headers_continued()
-        }
+        HeaderKind::Request => raw != REQUEST_HEADERS_ANYTIME && ctx.body(Direction::Request).are_headers_continued(),
         HeaderKind::Response => ctx.body(Direction::Response).are_headers_continued(),
         HeaderKind::RequestTrailers | HeaderKind::ResponseTrailers => false,
     }
@@ -41,11 +39,7 @@ fn passed(ctx: &StreamCtx, raw: c_int, map: HeaderKind) -> bool {
 /// None: `unsafe` only for the function table.
 pub unsafe extern "C" fn headers_continued(ctx: StreamId, dir: c_int) -> c_int {
     with_stream(ctx, |ctx, _| {
-        let dir = if dir == 0 {
-            Direction::Request
-        } else {
-            Direction::Response
-        };
+        let dir = if dir == 0 { Direction::Request } else { Direction::Response };
         c_int::from(ctx.body(dir).are_headers_continued())
     })
 }
@@ -89,9 +83,7 @@ pub unsafe extern "C" fn header_get(
 /// None: `unsafe` only for the function table.
 pub unsafe extern "C" fn headers_count(ctx: StreamId, map: c_int) -> c_int {
     with_stream(ctx, |_, envoy| {
-        kind(map).map_or(0, |map| {
-            c_int::try_from(envoy.header_count(map)).unwrap_or(0)
-        })
+        kind(map).map_or(0, |map| c_int::try_from(envoy.header_count(map)).unwrap_or(0))
     })
 }
 
@@ -100,12 +92,7 @@ pub unsafe extern "C" fn headers_count(ctx: StreamId, map: c_int) -> c_int {
 ///
 /// # Safety
 /// `out` is writable for `max` headers.
-pub unsafe extern "C" fn headers_all(
-    ctx: StreamId,
-    map: c_int,
-    out: *mut Header,
-    max: usize,
-) -> c_int {
+pub unsafe extern "C" fn headers_all(ctx: StreamId, map: c_int, out: *mut Header, max: usize) -> c_int {
     with_stream(ctx, |_, envoy| {
         let Some(map) = kind(map) else { return 0 };
         let count = envoy.header_count(map);

@@ -5,9 +5,7 @@ use std::ffi::{c_char, c_int};
 
 use mlua::{Lua, Table, Value};
 
-use crate::abi::{
-    copy_envoy_buffer, CalloutStart, Direction, EnvoyBuffer, EnvoyHeader, ModuleHeader,
-};
+use crate::abi::{copy_envoy_buffer, CalloutStart, Direction, EnvoyBuffer, EnvoyHeader, ModuleHeader};
 use crate::api::headers::Header;
 use crate::api::{bytes, with_stream, Callout, StreamId};
 
@@ -47,17 +45,8 @@ pub unsafe extern "C" fn http_call(
             // of Envoy's module headers ({key, key length, value, value length}).
             unsafe { std::slice::from_raw_parts_mut(headers as *mut ModuleHeader, count) }
         };
-        let timeout = if timeout_ms.is_finite() && timeout_ms > 0.0 {
-            timeout_ms as u64
-        } else {
-            0
-        };
-        match envoy.http_callout(
-            bytes(cluster, cluster_len),
-            headers,
-            bytes(body, body_len),
-            timeout,
-        ) {
+        let timeout = if timeout_ms.is_finite() && timeout_ms > 0.0 { timeout_ms as u64 } else { 0 };
+        match envoy.http_callout(bytes(cluster, cluster_len), headers, bytes(body, body_len), timeout) {
             CalloutStart::Started(id) => {
                 let waiter = match dir {
                     0 => Some(Direction::Request),
@@ -65,13 +54,7 @@ pub unsafe extern "C" fn http_call(
                     _ => None,
                 };
                 if let Some(dir) = waiter {
-                    ctx.await_callout(
-                        dir,
-                        Callout {
-                            id,
-                            duplicate_headers: duplicates != 0,
-                        },
-                    );
+                    ctx.await_callout(dir, Callout { id, duplicate_headers: duplicates != 0 });
                 }
                 STARTED
             }
@@ -99,14 +82,9 @@ pub fn answer(
         return Ok((table, Value::String(lua.create_string("upstream failure")?)));
     }
     for header in headers {
-        let key = lua.create_string(copy_envoy_buffer(&EnvoyBuffer {
-            ptr: header.key_ptr,
-            length: header.key_length,
-        }))?;
-        let value = lua.create_string(copy_envoy_buffer(&EnvoyBuffer {
-            ptr: header.value_ptr,
-            length: header.value_length,
-        }))?;
+        let key = lua.create_string(copy_envoy_buffer(&EnvoyBuffer { ptr: header.key_ptr, length: header.key_length }))?;
+        let value =
+            lua.create_string(copy_envoy_buffer(&EnvoyBuffer { ptr: header.value_ptr, length: header.value_length }))?;
         match table.raw_get::<Value>(&key)? {
             Value::String(first) if callout.duplicate_headers => {
                 table.raw_set(key, lua.create_sequence_from([first, value])?)?;
@@ -116,10 +94,6 @@ pub fn answer(
         }
     }
     let bytes: Vec<u8> = body.iter().flat_map(copy_envoy_buffer).collect();
-    let body = if bytes.is_empty() {
-        Value::Nil
-    } else {
-        Value::String(lua.create_string(bytes)?)
-    };
+    let body = if bytes.is_empty() { Value::Nil } else { Value::String(lua.create_string(bytes)?) };
     Ok((table, body))
 }

@@ -47,13 +47,8 @@ fn runtime_level(nginx: c_int) -> LogLevel {
 /// Runtime log messages (`resty_ffi_log`) go to Envoy's log, written by a
 /// thread of the core (Envoy's log is thread-safe), never by the runtime's.
 pub fn take_runtime_logs() {
-    let taken = resty_ffi::log::use_writer(Box::new(|level, text| {
-        log_bytes(runtime_level(level), text)
-    }));
+    let taken = resty_ffi::log::use_writer(Box::new(|level, text| log_bytes(runtime_level(level), text)));
     if taken.is_err() {
-        log_bytes(
-            LogLevel::Warn,
-            b"resty_ffi: runtime log messages cannot reach Envoy's log in this process",
-        );
+        log_bytes(LogLevel::Warn, b"resty_ffi: runtime log messages cannot reach Envoy's log in this process");
     }
 }

@@ -95,13 +95,7 @@ pub unsafe extern "C" fn metadata_get(
 ) -> c_int {
     with_stream(ctx, |_, envoy| {
         // SAFETY: `text` and `number` are writable (contract).
-        unsafe {
-            put(
-                envoy.metadata(source(src), bytes(ns, ns_len), bytes(key, key_len)),
-                text,
-                number,
-            )
-        }
+        unsafe { put(envoy.metadata(source(src), bytes(ns, ns_len), bytes(key, key_len)), text, number) }
     })
 }
 
@@ -139,12 +133,7 @@ pub unsafe extern "C" fn metadata_set(
 ///
 /// # Safety
 /// `out` is NULL or writable for `max` buffers.
-pub unsafe extern "C" fn metadata_namespaces(
-    ctx: StreamId,
-    src: c_int,
-    out: *mut EnvoyBuffer,
-    max: usize,
-) -> c_int {
+pub unsafe extern "C" fn metadata_namespaces(ctx: StreamId, src: c_int, out: *mut EnvoyBuffer, max: usize) -> c_int {
     with_stream(ctx, |_, envoy| {
         let src = source(src);
         let count = envoy.metadata_namespace_count(src);
@@ -176,11 +165,9 @@ pub unsafe extern "C" fn metadata_list_len(
     key: *const c_char,
     key_len: usize,
 ) -> c_int {
-    with_stream(ctx, |_, envoy| {
-        match envoy.metadata_list_len(source(src), bytes(ns, ns_len), bytes(key, key_len)) {
-            Some(len) => c_int::try_from(len).unwrap_or(c_int::MAX),
-            None => NOT_A_LIST,
-        }
+    with_stream(ctx, |_, envoy| match envoy.metadata_list_len(source(src), bytes(ns, ns_len), bytes(key, key_len)) {
+        Some(len) => c_int::try_from(len).unwrap_or(c_int::MAX),
+        None => NOT_A_LIST,
     })
 }
 
@@ -200,8 +187,7 @@ pub unsafe extern "C" fn metadata_list_item(
     number: *mut f64,
 ) -> c_int {
     with_stream(ctx, |_, envoy| {
-        let item =
-            envoy.metadata_list_item(source(src), bytes(ns, ns_len), bytes(key, key_len), index);
+        let item = envoy.metadata_list_item(source(src), bytes(ns, ns_len), bytes(key, key_len), index);
         // SAFETY: `text` and `number` are writable (contract).
         unsafe { put(item, text, number) }
     })

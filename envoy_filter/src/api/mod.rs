@@ -166,11 +166,7 @@ fn index(dir: Direction) -> usize {
 
 impl StreamCtx {
     /// A stream's state, found by its id until it is detached.
-    pub fn new(
-        envoy: EnvoyFilter,
-        clear_route_cache: bool,
-        metrics: Arc<Metrics>,
-    ) -> Rc<StreamCtx> {
+    pub fn new(envoy: EnvoyFilter, clear_route_cache: bool, metrics: Arc<Metrics>) -> Rc<StreamCtx> {
         let id = NEXT_STREAM_ID.with(|next| next.replace(next.get() + 1));
         let ctx = Rc::new(StreamCtx {
             id,
@@ -195,15 +191,13 @@ impl StreamCtx {
     /// The direction waiting for callout `id`, and how (none: an
     /// asynchronous call nobody waits for).
     pub fn take_callout(&self, id: u64) -> Option<(Direction, Callout)> {
-        [Direction::Request, Direction::Response]
-            .into_iter()
-            .find_map(|dir| {
-                let slot = &self.callouts[index(dir)];
-                match slot.get() {
-                    Some(callout) if callout.id == id => slot.take().map(|c| (dir, c)),
-                    _ => None,
-                }
-            })
+        [Direction::Request, Direction::Response].into_iter().find_map(|dir| {
+            let slot = &self.callouts[index(dir)];
+            match slot.get() {
+                Some(callout) if callout.id == id => slot.take().map(|c| (dir, c)),
+                _ => None,
+            }
+        })
     }
 
     /// Envoy's filter while the stream lives.
@@ -236,10 +230,7 @@ impl StreamCtx {
     pub fn sink_ptr(&self) -> Option<*mut resty_ffi_sink> {
         let envoy = self.envoy()?;
         let mut sink = self.sink.borrow_mut();
-        Some(
-            sink.get_or_insert_with(|| Sink::new(envoy.new_scheduler()))
-                .as_ptr(),
-        )
+        Some(sink.get_or_insert_with(|| Sink::new(envoy.new_scheduler())).as_ptr())
     }
 
     /// The sink, if a call created one.
@@ -320,12 +311,8 @@ thread_local! {
 /// for an id that is no stream's), `PANICKED` (and the stream marked) if `f`
 /// panics; never unwinds.
 pub fn with_stream(id: StreamId, f: impl FnOnce(&StreamCtx, EnvoyFilter) -> c_int) -> c_int {
-    let Some(ctx) = STREAMS.with(|streams| streams.borrow().get(&id).cloned()) else {
-        return GONE;
-    };
-    let Some(envoy) = ctx.envoy() else {
-        return GONE;
-    };
+    let Some(ctx) = STREAMS.with(|streams| streams.borrow().get(&id).cloned()) else { return GONE };
+    let Some(envoy) = ctx.envoy() else { return GONE };
     catch_unwind(AssertUnwindSafe(|| f(&ctx, envoy))).unwrap_or_else(|_| {
         ctx.panicked.set(true);
         PANICKED
@@ -437,10 +424,7 @@ api_table! {
 const LUA_MODULES: &[(&str, &str)] = &[
     ("resty_ffi.envoy.headers", include_str!("headers.lua")),
     ("resty_ffi.envoy.body", include_str!("body.lua")),
-    (
-        "resty_ffi.envoy.stream_info",
-        include_str!("stream_info.lua"),
-    ),
+    ("resty_ffi.envoy.stream_info", include_str!("stream_info.lua")),
     ("resty_ffi.envoy.metadata", include_str!("metadata.lua")),
     ("resty_ffi.envoy.http_call", include_str!("http_call.lua")),
     ("resty_ffi.envoy.stats", include_str!("stats.lua")),
@@ -455,20 +439,12 @@ pub fn install(lua: &Lua) -> mlua::Result<Function> {
     let package: Table = lua.globals().get("package")?;
     let preload: Table = package.get("preload")?;
     for (name, source) in LUA_MODULES {
-        let chunk = lua
-            .load(*source)
-            .set_name(format!("={name}"))
-            .into_function()?;
+        let chunk = lua.load(*source).set_name(format!("={name}")).into_function()?;
         preload.set(*name, chunk)?;
     }
     let api = LightUserData(&API as *const Api as *mut c_void);
-    let base: Table = lua
-        .load(include_str!("api.lua"))
-        .set_name("=resty_ffi.envoy.api")
-        .call((api, cdef()))?;
-    package
-        .get::<Table>("loaded")?
-        .set("resty_ffi.envoy.api", base)?;
+    let base: Table = lua.load(include_str!("api.lua")).set_name("=resty_ffi.envoy.api").call((api, cdef()))?;
+    package.get::<Table>("loaded")?.set("resty_ffi.envoy.api", base)?;
     let require: Function = lua.globals().get("require")?;
     // Loaded now: resty_ffi.lua tells the host by package.loaded["resty_ffi.envoy"].
     require.call::<()>("resty_ffi.envoy")?;
@@ -480,8 +456,6 @@ pub fn install(lua: &Lua) -> mlua::Result<Function> {
 pub fn install_for_check(lua: &Lua) -> mlua::Result<Function> {
     let make_handle = install(lua)?;
     let loaded: Table = lua.globals().get::<Table>("package")?.get("loaded")?;
-    loaded
-        .get::<Table>("resty_ffi.envoy")?
-        .set("config_check", true)?;
+    loaded.get::<Table>("resty_ffi.envoy")?.set("config_check", true)?;
     Ok(make_handle)
 }

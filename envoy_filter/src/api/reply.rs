@@ -15,11 +15,7 @@ pub struct LocalReply {
 impl LocalReply {
     /// A reply with no headers of its own.
     pub fn plain(status: u32, body: &[u8]) -> LocalReply {
-        LocalReply {
-            status,
-            headers: Vec::new(),
-            body: body.to_vec(),
-        }
+        LocalReply { status, headers: Vec::new(), body: body.to_vec() }
     }
 
     pub fn from_lua(reply: &Table) -> mlua::Result<LocalReply> {

@@ -26,7 +26,5 @@ pub unsafe extern "C" fn set_upstream_override_host(
     len: usize,
     strict: c_int,
 ) -> c_int {
-    with_stream(ctx, |_, envoy| {
-        c_int::from(envoy.set_upstream_override_host(bytes(host, len), strict != 0))
-    })
+    with_stream(ctx, |_, envoy| c_int::from(envoy.set_upstream_override_host(bytes(host, len), strict != 0)))
 }

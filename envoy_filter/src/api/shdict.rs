@@ -47,13 +47,7 @@ fn hand_out(bytes: &[u8], out: *mut Buf) {
         let mut scratch = scratch.borrow_mut();
         scratch.clear();
         scratch.extend_from_slice(bytes);
-        write(
-            out,
-            Buf {
-                ptr: scratch.as_ptr() as *const c_char,
-                length: scratch.len(),
-            },
-        );
+        write(out, Buf { ptr: scratch.as_ptr() as *const c_char, length: scratch.len() });
     });
 }
 
@@ -66,13 +60,7 @@ fn write<T>(out: *mut T, value: T) {
 
 fn fail(e: Error, err: *mut Buf) -> c_int {
     let message = e.message();
-    write(
-        err,
-        Buf {
-            ptr: message.as_ptr() as *const c_char,
-            length: message.len(),
-        },
-    );
+    write(err, Buf { ptr: message.as_ptr() as *const c_char, length: message.len() });
     FAILED
 }
 
@@ -126,15 +114,10 @@ pub unsafe extern "C" fn get(
     unsafe {
         with_dict(dict, |dict| {
             let found = dict.get(key, stale != 0, |found| {
-                let Some((value, flags, expired)) = found else {
-                    return NIL;
-                };
+                let Some((value, flags, expired)) = found else { return NIL };
                 write(meta, flags as c_int);
                 // SAFETY: `meta` is NULL or has room for two ints (contract).
-                write(
-                    if meta.is_null() { meta } else { meta.add(1) },
-                    c_int::from(expired),
-                );
+                write(if meta.is_null() { meta } else { meta.add(1) }, c_int::from(expired));
                 put_value(value, out, num)
             });
             found.unwrap_or_else(|e| fail(e, out))
@@ -201,14 +184,8 @@ pub unsafe extern "C" fn store(
     // SAFETY: the caller's contract.
     unsafe {
         with_dict(dict, |dict| {
-            let stored = dict.store(
-                store_op,
-                op & SAFE != 0,
-                key,
-                value_in(kind, s, num),
-                millis(exptime_ms),
-                flags as u32,
-            );
+            let stored =
+                dict.store(store_op, op & SAFE != 0, key, value_in(kind, s, num), millis(exptime_ms), flags as u32);
             match stored {
                 Ok(evicted) => {
                     write(forcible, c_int::from(evicted));
@@ -245,20 +222,13 @@ pub unsafe extern "C" fn incr(
     let (key, by) = unsafe { (bytes(key, key_len), *value) };
     // SAFETY: the caller's contract.
     unsafe {
-        with_dict(dict, |dict| {
-            match dict.incr(
-                key,
-                by,
-                (has_init != 0).then_some(init),
-                millis(init_ttl_ms),
-            ) {
-                Ok((new, evicted)) => {
-                    write(value, new);
-                    write(forcible, c_int::from(evicted));
-                    0
-                }
-                Err(e) => fail(e, err),
+        with_dict(dict, |dict| match dict.incr(key, by, (has_init != 0).then_some(init), millis(init_ttl_ms)) {
+            Ok((new, evicted)) => {
+                write(value, new);
+                write(forcible, c_int::from(evicted));
+                0
             }
+            Err(e) => fail(e, err),
         })
     }
 }
@@ -267,12 +237,7 @@ pub unsafe extern "C" fn incr(
 ///
 /// # Safety
 /// `dict` is live; `key` is readable for `key_len` bytes; `ms` is NULL or writable.
-pub unsafe extern "C" fn ttl(
-    dict: *const SharedDict,
-    key: *const c_char,
-    key_len: usize,
-    ms: *mut f64,
-) -> c_int {
+pub unsafe extern "C" fn ttl(dict: *const SharedDict, key: *const c_char, key_len: usize, ms: *mut f64) -> c_int {
     // SAFETY: the caller's contract.
     let key = unsafe { bytes(key, key_len) };
     // SAFETY: the caller's contract.
@@ -291,20 +256,11 @@ pub unsafe extern "C" fn ttl(
 ///
 /// # Safety
 /// `dict` is live; `key` is readable for `key_len` bytes.
-pub unsafe extern "C" fn expire(
-    dict: *const SharedDict,
-    key: *const c_char,
-    key_len: usize,
-    exptime_ms: f64,
-) -> c_int {
+pub unsafe extern "C" fn expire(dict: *const SharedDict, key: *const c_char, key_len: usize, exptime_ms: f64) -> c_int {
     // SAFETY: the caller's contract.
     let key = unsafe { bytes(key, key_len) };
     // SAFETY: the caller's contract.
-    unsafe {
-        with_dict(dict, |dict| {
-            c_int::from(!dict.expire(key, millis(exptime_ms)))
-        })
-    }
+    unsafe { with_dict(dict, |dict| c_int::from(!dict.expire(key, millis(exptime_ms)))) }
 }
 
 /// `flush_all`.
@@ -328,11 +284,7 @@ pub unsafe extern "C" fn flush_all(dict: *const SharedDict) -> c_int {
 pub unsafe extern "C" fn flush_expired(dict: *const SharedDict, max: c_int) -> c_int {
     let max = usize::try_from(max).unwrap_or(0);
     // SAFETY: the caller's contract.
-    unsafe {
-        with_dict(dict, |dict| {
-            c_int::try_from(dict.flush_expired(max)).unwrap_or(c_int::MAX)
-        })
-    }
+    unsafe { with_dict(dict, |dict| c_int::try_from(dict.flush_expired(max)).unwrap_or(c_int::MAX)) }
 }
 
 /// `get_keys(max)`: how many keys; `*out` holds them, each as a 2-byte
@@ -377,11 +329,7 @@ pub unsafe extern "C" fn push(
 ) -> c_int {
     // SAFETY: the caller's contract.
     let (key, s) = unsafe { (bytes(key, key_len), bytes(s, s_len)) };
-    let item = if kind == STRING {
-        Value::Str(s)
-    } else {
-        Value::Num(num)
-    };
+    let item = if kind == STRING { Value::Str(s) } else { Value::Num(num) };
     // SAFETY: the caller's contract.
     unsafe {
         with_dict(dict, |dict| match dict.push(key, item, front != 0) {
@@ -422,12 +370,7 @@ pub unsafe extern "C" fn pop(
 ///
 /// # Safety
 /// `dict` is live; `key` is readable for `key_len` bytes; `err` is NULL or writable.
-pub unsafe extern "C" fn llen(
-    dict: *const SharedDict,
-    key: *const c_char,
-    key_len: usize,
-    err: *mut Buf,
-) -> c_int {
+pub unsafe extern "C" fn llen(dict: *const SharedDict, key: *const c_char, key_len: usize, err: *mut Buf) -> c_int {
     // SAFETY: the caller's contract.
     let key = unsafe { bytes(key, key_len) };
     // SAFETY: the caller's contract.
@@ -470,7 +413,5 @@ pub fn install(lua: &Lua, dicts: &[Arc<SharedDict>]) -> mlua::Result<()> {
         let ptr = Arc::into_raw(Arc::clone(dict)) as *mut c_void;
         handles.set(dict.name(), LightUserData(ptr))?;
     }
-    lua.load(include_str!("shdict.lua"))
-        .set_name("=resty_ffi.envoy.shdict")
-        .call(handles)
+    lua.load(include_str!("shdict.lua")).set_name("=resty_ffi.envoy.shdict").call(handles)
 }

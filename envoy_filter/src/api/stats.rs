@@ -31,11 +31,8 @@ const RUNTIME_METRICS: [(MetricKind, &str); 11] = [
     (MetricKind::Gauge, "max_us"),
 ];
 
-const KINDS: [(MetricKind, &str); 3] = [
-    (MetricKind::Counter, "counter"),
-    (MetricKind::Gauge, "gauge"),
-    (MetricKind::Histogram, "histogram"),
-];
+const KINDS: [(MetricKind, &str); 3] =
+    [(MetricKind::Counter, "counter"), (MetricKind::Gauge, "gauge"), (MetricKind::Histogram, "histogram")];
 
 /// The metrics of one filter config (shared by every worker).
 #[derive(Default)]
@@ -59,12 +56,8 @@ fn names_in(source: &str, kind: &str) -> Vec<Vec<u8>> {
     let mut names = Vec::new();
     for (at, _) in source.match_indices(&call) {
         let rest = source[at + call.len()..].trim_start();
-        let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
-            continue;
-        };
-        let Some(end) = rest[1..].find(quote) else {
-            continue;
-        };
+        let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
+        let Some(end) = rest[1..].find(quote) else { continue };
         if rest[1 + end + 1..].trim_start().starts_with(')') {
             names.push(rest.as_bytes()[1..1 + end].to_vec());
         }
@@ -74,27 +67,15 @@ fn names_in(source: &str, kind: &str) -> Vec<Vec<u8>> {
 
 impl Metrics {
     /// Defines the metrics of `scripts` (names: `lua.[<stat_prefix>.]<name>`).
-    pub fn define<'a>(
-        envoy: EnvoyConfig,
-        stat_prefix: &str,
-        scripts: impl Iterator<Item = &'a str> + Clone,
-    ) -> Metrics {
-        let prefix = if stat_prefix.is_empty() {
-            "lua.".to_owned()
-        } else {
-            format!("lua.{stat_prefix}.")
-        };
+    pub fn define<'a>(envoy: EnvoyConfig, stat_prefix: &str, scripts: impl Iterator<Item = &'a str> + Clone) -> Metrics {
+        let prefix = if stat_prefix.is_empty() { "lua.".to_owned() } else { format!("lua.{stat_prefix}.") };
         let full = |name: &[u8]| [prefix.as_bytes(), name].concat();
         let mut metrics = Metrics {
             errors: envoy.define_metric(MetricKind::Counter, &full(b"errors"), &[]),
             executions: envoy.define_metric(MetricKind::Counter, &full(b"executions"), &[]),
             ..Metrics::default()
         };
-        let runtime_prefix = if stat_prefix.is_empty() {
-            "resty_ffi.".to_owned()
-        } else {
-            format!("resty_ffi.{stat_prefix}.")
-        };
+        let runtime_prefix = if stat_prefix.is_empty() { "resty_ffi.".to_owned() } else { format!("resty_ffi.{stat_prefix}.") };
         for (kind, name) in RUNTIME_METRICS {
             let full = [runtime_prefix.as_bytes(), name.as_bytes()].concat();
             if let Some(id) = envoy.define_metric(kind, &full, &[b"runtime"]) {
@@ -106,9 +87,7 @@ impl Metrics {
                 metrics.tagged.insert(kind, id);
             }
             for name in scripts.clone().flat_map(|source| names_in(source, call)) {
-                if let std::collections::hash_map::Entry::Vacant(slot) =
-                    metrics.named.entry((kind, name.clone()))
-                {
+                if let std::collections::hash_map::Entry::Vacant(slot) = metrics.named.entry((kind, name.clone())) {
                     if let Some(id) = envoy.define_metric(kind, &full(&name), &[]) {
                         slot.insert(id);
                     }
@@ -119,19 +98,10 @@ impl Metrics {
     }
 
     /// Applies `update` (none: just reads); returns the metric's value.
-    fn update(
-        &self,
-        envoy: EnvoyFilter,
-        kind: MetricKind,
-        name: &[u8],
-        update: Option<MetricUpdate>,
-    ) -> u64 {
+    fn update(&self, envoy: EnvoyFilter, kind: MetricKind, name: &[u8], update: Option<MetricUpdate>) -> u64 {
         let updated = update.filter(|&update| match self.named.get(&(kind, name.to_vec())) {
             Some(&id) => envoy.update_metric(kind, id, &[], update),
-            None => self
-                .tagged
-                .get(&kind)
-                .is_some_and(|&id| envoy.update_metric(kind, id, &[name], update)),
+            None => self.tagged.get(&kind).is_some_and(|&id| envoy.update_metric(kind, id, &[name], update)),
         });
         let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
         let value = values.entry((kind, name.to_vec())).or_default();
@@ -157,13 +127,7 @@ impl Metrics {
     /// `now`): counters grow by the difference, so each call counts once
     /// however many workers publish it; `in_flight` and `queue_len` move by
     /// theirs, so the gauges sum the workers' runtimes; latencies are set.
-    pub fn publish_runtime(
-        &self,
-        envoy: EnvoyFilter,
-        key: &[u8],
-        was: &StatsSnapshot,
-        now: &StatsSnapshot,
-    ) {
+    pub fn publish_runtime(&self, envoy: EnvoyFilter, key: &[u8], was: &StatsSnapshot, now: &StatsSnapshot) {
         for &(kind, name, id) in &self.runtime {
             let value = |s: &StatsSnapshot| match name {
                 "posted" => s.posted,
@@ -182,9 +146,7 @@ impl Metrics {
             let update = match (kind, name) {
                 (MetricKind::Counter, _) if after > before => MetricUpdate::Add(after - before),
                 (MetricKind::Counter, _) => continue,
-                (_, "in_flight" | "queue_len") if after >= before => {
-                    MetricUpdate::Add(after - before)
-                }
+                (_, "in_flight" | "queue_len") if after >= before => MetricUpdate::Add(after - before),
                 (_, "in_flight" | "queue_len") => MetricUpdate::Sub(before - after),
                 _ => MetricUpdate::Set(after),
             };
@@ -216,14 +178,8 @@ pub unsafe extern "C" fn stat(
     value: *mut f64,
 ) -> c_int {
     with_stream(ctx, |ctx, envoy| {
-        let Some(&(kind, _)) = usize::try_from(kind).ok().and_then(|k| KINDS.get(k)) else {
-            return 0;
-        };
-        let amount = if amount.is_finite() && amount > 0.0 {
-            amount as u64
-        } else {
-            0
-        };
+        let Some(&(kind, _)) = usize::try_from(kind).ok().and_then(|k| KINDS.get(k)) else { return 0 };
+        let amount = if amount.is_finite() && amount > 0.0 { amount as u64 } else { 0 };
         let update = match op {
             1 => Some(MetricUpdate::Add(amount)),
             2 => Some(MetricUpdate::Sub(amount)),

@@ -65,12 +65,7 @@ pub unsafe extern "C" fn peer_certificate_presented(ctx: StreamId) -> c_int {
 /// # Safety
 /// `key` is readable for `len` bytes;
 /// `out` is writable.
-pub unsafe extern "C" fn filter_state_get(
-    ctx: StreamId,
-    key: *const c_char,
-    len: usize,
-    out: *mut EnvoyBuffer,
-) -> c_int {
+pub unsafe extern "C" fn filter_state_get(ctx: StreamId, key: *const c_char, len: usize, out: *mut EnvoyBuffer) -> c_int {
     with_stream(ctx, |_, envoy| match envoy.filter_state(bytes(key, len)) {
         Some(value) if !out.is_null() => {
             // SAFETY: `out` is writable (contract).
@@ -96,10 +91,6 @@ pub unsafe extern "C" fn filter_state_set(
     value_len: usize,
 ) -> c_int {
     with_stream(ctx, |_, envoy| {
-        c_int::from(envoy.set_filter_state(
-            bytes(key, key_len),
-            bytes(value, value_len),
-            typed != 0,
-        ))
+        c_int::from(envoy.set_filter_state(bytes(key, key_len), bytes(value, value_len), typed != 0))
     })
 }

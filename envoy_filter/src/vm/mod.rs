@@ -13,10 +13,7 @@
 use std::ffi::c_void;
 
 use mlua::thread::ThreadStatus;
-use mlua::{
-    Function, IntoLuaMulti, LightUserData, Lua, LuaOptions, MultiValue, StdLib, Table, Thread,
-    Value,
-};
+use mlua::{Function, IntoLuaMulti, LightUserData, Lua, LuaOptions, MultiValue, StdLib, Table, Thread, Value};
 
 /// How many values a coroutine's resume passes back at most (a yield's
 /// sentinel and its argument).
@@ -37,12 +34,7 @@ pub struct Script {
 impl Script {
     /// A script with LuaJIT's default module search paths.
     pub fn new(source: String, chunk_name: String) -> Script {
-        Script {
-            source,
-            chunk_name,
-            package_path: None,
-            package_cpath: None,
-        }
+        Script { source, chunk_name, package_path: None, package_cpath: None }
     }
 }
 
@@ -64,14 +56,7 @@ pub enum Yield {
 }
 
 impl Yield {
-    const ALL: [Yield; 6] = [
-        Yield::Ffi,
-        Yield::Body,
-        Yield::Chunk,
-        Yield::Trailers,
-        Yield::Callout,
-        Yield::Responded,
-    ];
+    const ALL: [Yield; 6] = [Yield::Ffi, Yield::Body, Yield::Chunk, Yield::Trailers, Yield::Callout, Yield::Responded];
 
     /// Its name in the prelude's `wait_*` functions.
     fn name(self) -> &'static str {
@@ -118,18 +103,12 @@ impl Coroutine {
             Ok(values) => {
                 let mut values = values.into_iter().take(YIELDED_VALUES);
                 let yielded = match values.next() {
-                    Some(Value::LightUserData(ud)) => {
-                        Yield::ALL.into_iter().find(|y| sentinel(*y) == ud)
-                    }
+                    Some(Value::LightUserData(ud)) => Yield::ALL.into_iter().find(|y| sentinel(*y) == ud),
                     _ => None,
                 };
                 match (yielded, values.next()) {
-                    (Some(Yield::Responded), Some(Value::Table(reply))) => {
-                        Resumed::Responded(reply)
-                    }
-                    (Some(Yield::Responded), _) | (None, _) => {
-                        Resumed::Failed(UNKNOWN_YIELD.to_owned())
-                    }
+                    (Some(Yield::Responded), Some(Value::Table(reply))) => Resumed::Responded(reply),
+                    (Some(Yield::Responded), _) | (None, _) => Resumed::Failed(UNKNOWN_YIELD.to_owned()),
                     (Some(y), _) => Resumed::Yielded(y),
                 }
             }
@@ -224,29 +203,16 @@ impl Vm {
     /// Loads the prelude, then `setup` (the layers above install their
     /// modules and return the constructor of the handle a script gets), then
     /// the script. A script that fails to run leaves the VM `broken`.
-    pub fn new(
-        script: &Script,
-        setup: impl FnOnce(&Lua) -> mlua::Result<Function>,
-    ) -> mlua::Result<Vm> {
+    pub fn new(script: &Script, setup: impl FnOnce(&Lua) -> mlua::Result<Function>) -> mlua::Result<Vm> {
         let lua = new_lua()?;
         refuse_c_modules(&lua)?;
         let sentinels = lua.create_table()?;
         for y in Yield::ALL {
             sentinels.set(y.name(), sentinel(y))?;
         }
-        let protect = lua
-            .load(include_str!("prelude.lua"))
-            .set_name("=resty_ffi.envoy.vm")
-            .call::<Function>(sentinels)?;
+        let protect = lua.load(include_str!("prelude.lua")).set_name("=resty_ffi.envoy.vm").call::<Function>(sentinels)?;
         let make_handle = setup(&lua)?;
-        let mut vm = Vm {
-            lua,
-            on_request: None,
-            on_response: None,
-            make_handle,
-            protect,
-            broken: None,
-        };
+        let mut vm = Vm { lua, on_request: None, on_response: None, make_handle, protect, broken: None };
         if let Err(e) = vm.load_script(script) {
             vm.broken = Some(error_message(&e));
         }
@@ -260,10 +226,7 @@ impl Vm {
         if let Some(path) = &script.package_cpath {
             set_search_path(&self.lua, "cpath", path)?;
         }
-        self.lua
-            .load(&script.source)
-            .set_name(&script.chunk_name)
-            .exec()?;
+        self.lua.load(&script.source).set_name(&script.chunk_name).exec()?;
         let globals = self.lua.globals();
         self.on_request = self.entry(globals.get("envoy_on_request")?)?;
         self.on_response = self.entry(globals.get("envoy_on_response")?)?;
@@ -286,10 +249,7 @@ impl Vm {
 
     /// A Lua table of a JSON object (nested objects and arrays become
     /// tables; null becomes nil).
-    pub fn table_of(
-        &self,
-        object: &serde_json::Map<String, serde_json::Value>,
-    ) -> mlua::Result<Table> {
+    pub fn table_of(&self, object: &serde_json::Map<String, serde_json::Value>) -> mlua::Result<Table> {
         let table = self.lua.create_table()?;
         for (key, value) in object {
             table.set(key.as_str(), self.value_of(value)?)?;
@@ -316,16 +276,9 @@ impl Vm {
     }
 
     /// Calls `package.loaded[module][name](args)` if it is a function.
-    pub fn call_loaded(
-        &self,
-        module: &str,
-        name: &str,
-        args: impl IntoLuaMulti,
-    ) -> mlua::Result<()> {
+    pub fn call_loaded(&self, module: &str, name: &str, args: impl IntoLuaMulti) -> mlua::Result<()> {
         let loaded: Table = self.lua.globals().get::<Table>("package")?.get("loaded")?;
-        let Some(module) = loaded.get::<Option<Table>>(module)? else {
-            return Ok(());
-        };
+        let Some(module) = loaded.get::<Option<Table>>(module)? else { return Ok(()) };
         match module.get::<Option<Function>>(name)? {
             Some(f) => f.call(args),
             None => Ok(()),
