@@ -140,10 +140,15 @@ local function forget(sink, token)
 end
 
 -- Delivers every answer waiting in the sink. (The only loop is over the
--- answers: an outer one would keep LuaJIT from compiling the callers.)
+-- answers: an outer one would keep LuaJIT from compiling the callers. The
+-- first answer is delivered outside it: the loop runs only when several
+-- came, else a loop of one pass aborts the traces that reach it.)
 local function drain(sink, wake)
   local n = tonumber(C.resty_ffi_sink_drain(sink, completions, DRAIN_BATCH))
-  for i = 0, n - 1 do
+  if n > 0 then
+    deliver(completions[0], wake)
+  end
+  for i = 1, n - 1 do
     deliver(completions[i], wake)
   end
   if n == DRAIN_BATCH then

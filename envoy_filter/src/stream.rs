@@ -245,16 +245,17 @@ impl Stream {
             };
             let context = if context.is_empty() { Value::Nil } else { Value::Table(vm.table_of(context)?) };
             let namespace = self.config.metadata_namespace.as_str();
-            let handle = vm.handle((self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone()))?;
-            Ok((coroutine, handle))
+            // What the coroutine makes its handle of (vm::Vm::coroutine).
+            let handle_args = (self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone());
+            Ok((coroutine, handle_args))
         });
         if let Some(envoy) = self.ctx.envoy() {
             self.config.metrics.count_execution(envoy);
         }
         match started {
-            Ok((coroutine, handle)) => {
+            Ok((coroutine, handle_args)) => {
                 *self.phase(dir).coroutine.borrow_mut() = Some(coroutine);
-                let resumed = self.resume(dir, handle);
+                let resumed = self.resume(dir, handle_args);
                 self.settle(dir, site, resumed)
             }
             Err(e) => self.fail_lua(dir, site, &crate::vm::error_message(&e)),
@@ -441,8 +442,12 @@ impl Stream {
     /// envoy_on_response over the reply here, as the stock Lua filter would.
     fn respond_locally(&self, reply: Table, site: Site) {
         let on_response = self.vm().and_then(|vm| vm.on_response.clone()).filter(|_| !self.failed.get());
+        let staged = self.ctx.take_staged_reply();
         let Some(entry) = on_response else {
-            self.send_lua_reply(&reply);
+            match staged {
+                Some(staged) => self.send_local(&staged, "resty_ffi_respond"),
+                None => self.send_lua_reply(&reply),
+            }
             return;
         };
         *self.pending_reply.borrow_mut() = Some(reply.clone());

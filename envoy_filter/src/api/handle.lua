@@ -14,7 +14,7 @@ local vm = require("resty_ffi.envoy.vm")
 
 local fail, string_arg, number_arg, table_arg = base.fail, base.string_arg, base.number_arg, base.table_arg
 
-local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
+local type, tostring, tonumber, next, ipairs = type, tostring, tonumber, next, ipairs
 local lower, byte, char, sub, concat, floor = string.lower, string.byte, string.char, string.sub, table.concat,
   math.floor
 local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
@@ -345,6 +345,26 @@ end
 -- serves every stream).
 local seen = { content_type = false }
 
+-- The reply's headers as the C array respond() stages them in (api.reply_stage):
+-- filled as the list grows, so no loop over the list is needed afterwards.
+local HEADER = "resty_ffi_envoy_header"
+local staged, staged_size = ffi.new(HEADER .. "[?]", 16), 16
+
+-- Appends a header to a reply's list and to `staged`, whose entries point
+-- into the list's strings.
+local function append(list, name, value)
+  local n = #list
+  list[n + 1], list[n + 2] = name, value
+  local i = rshift(n, 1)
+  if i == staged_size then
+    local bigger = ffi.new(HEADER .. "[?]", 2 * staged_size)
+    ffi.copy(bigger, staged, ffi.sizeof(HEADER) * staged_size)
+    staged, staged_size = bigger, 2 * staged_size
+  end
+  local header = staged[i]
+  header.key, header.key_len, header.value, header.value_len = name, #name, value, #value
+end
+
 -- Headers given to respond(): string values, or arrays of strings. Errors
 -- name the stock filter's stack slots (key #4, value #5, array element #7).
 -- With a body, Envoy's content-length replaces the script's.
@@ -357,9 +377,25 @@ local function reply_header(key, name, value, index, list, status, has_body)
   elseif name == "content-length" and has_body then
     return status
   end
-  local n = #list
-  list[n + 1], list[n + 2] = name, value
+  append(list, name, value)
   return status
+end
+
+-- One entry of the table given to respond(); returns the status so far.
+local function reply_entry(key, value, list, status, has_body)
+  if type(key) == "number" then
+    -- The stock filter converts the key in place, which breaks its loop.
+    fail("invalid key to 'next'")
+  end
+  key = string_arg(key, 4)
+  local name = lower(key)
+  if type(value) == "table" then
+    for _, v in ipairs(value) do
+      status = reply_header(key, name, v, 7, list, status, has_body)
+    end
+    return status
+  end
+  return reply_header(key, name, value, 5, list, status, has_body)
 end
 
 local function reply_headers(t, has_body)
@@ -367,20 +403,16 @@ local function reply_headers(t, has_body)
   local status
   local list = {}
   seen.content_type = false
-  for key, value in pairs(t) do
-    if type(key) == "number" then
-      -- The stock filter converts the key in place, which breaks its loop.
-      fail("invalid key to 'next'")
-    end
-    key = string_arg(key, 4)
-    local name = lower(key)
-    if type(value) == "table" then
-      for _, v in ipairs(value) do
-        status = reply_header(key, name, v, 7, list, status, has_body)
-      end
-    else
-      -- No inner loop for a single value: LuaJIT would not compile the outer one.
-      status = reply_header(key, name, value, 5, list, status, has_body)
+  -- The first entry outside the loop: for the usual one-entry table the
+  -- loop never runs, and LuaJIT compiles respond() whole (a loop that runs
+  -- once per call aborts its traces, and respond() ran interpreted).
+  local key, value = next(t)
+  if key ~= nil then
+    status = reply_entry(key, value, list, status, has_body)
+    key, value = next(t, key)
+    while key ~= nil do
+      status = reply_entry(key, value, list, status, has_body)
+      key, value = next(t, key)
     end
   end
   if not status or status < 200 or status > 599 then
@@ -403,12 +435,13 @@ function Handle:respond(hdrs, data)
   local has_body = #data > 0
   local status, list = reply_headers(hdrs, has_body)
   if has_body then
-    local n = #list
-    list[n + 1], list[n + 2] = "content-length", tostring(#data)
+    append(list, "content-length", tostring(#data))
     if not seen.content_type then
-      list[n + 3], list[n + 4] = "content-type", "text/plain"
+      append(list, "content-type", "text/plain")
     end
   end
+  -- `list` keeps the strings `staged` points to alive during the call.
+  base.check(base.api.reply_stage(self.ctx, status, staged, rshift(#list, 1), data, #data))
   vm.responded({ status = status, headers = list, body = data })
 end
 

@@ -147,6 +147,8 @@ pub struct StreamCtx {
     pub metrics: Arc<Metrics>,
     /// The HTTP callout each direction's coroutine waits for.
     callouts: [Cell<Option<Callout>>; 2],
+    /// The reply `respond()` staged (reply::stage), until it is sent.
+    staged_reply: RefCell<Option<reply::LocalReply>>,
 }
 
 /// An HTTP callout a coroutine waits for.
@@ -178,6 +180,7 @@ impl StreamCtx {
             clear_route_cache,
             metrics,
             callouts: [Cell::new(None), Cell::new(None)],
+            staged_reply: RefCell::new(None),
         });
         STREAMS.with(|streams| streams.borrow_mut().insert(id, Rc::clone(&ctx)));
         ctx
@@ -198,6 +201,15 @@ impl StreamCtx {
                 _ => None,
             }
         })
+    }
+
+    pub fn stage_reply(&self, reply: reply::LocalReply) {
+        *self.staged_reply.borrow_mut() = Some(reply);
+    }
+
+    /// The reply `respond()` staged, if any (taken).
+    pub fn take_staged_reply(&self) -> Option<reply::LocalReply> {
+        self.staged_reply.borrow_mut().take()
     }
 
     /// Envoy's filter while the stream lives.
@@ -334,6 +346,7 @@ c_types! {
     u32 => "uint32_t",
     f64 => "double",
     *const c_char => "const char *",
+    *const headers::Header => "const resty_ffi_envoy_header *",
     *mut Buf => "resty_ffi_envoy_buf *",
     *mut headers::Header => "resty_ffi_envoy_header *",
     *mut f64 => "double *",
@@ -383,6 +396,7 @@ api_table! {
     header_set: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_set;
     body_state: fn(StreamId, c_int) -> c_int = body::body_state;
     headers_continued: fn(StreamId, c_int) -> c_int = headers::headers_continued;
+    reply_stage: fn(StreamId, c_int, *const headers::Header, usize, *const c_char, usize) -> c_int = reply::stage;
     next_chunk: fn(StreamId, c_int) -> c_int = body::next_chunk;
     trailers_state: fn(StreamId, c_int) -> c_int = body::trailers_state;
     body_chunks: fn(StreamId, c_int, c_int, *mut Buf, usize) -> c_int = body::body_chunks;

@@ -234,17 +234,13 @@ impl Vm {
     }
 
     fn entry(&self, function: Option<Function>) -> mlua::Result<Option<Function>> {
-        function.map(|f| self.protect.call(f)).transpose()
+        function.map(|f| self.protect.call((f, &self.make_handle))).transpose()
     }
 
-    /// A coroutine that runs `entry` when first resumed (with the handle).
+    /// A coroutine that runs `entry` when first resumed, with the handle
+    /// made of the resume's arguments by the constructor `setup` returned.
     pub fn coroutine(&self, entry: Function) -> mlua::Result<Coroutine> {
         Ok(Coroutine(self.lua.create_thread(entry)?))
-    }
-
-    /// The handle a script sees, made by the constructor `setup` returned.
-    pub fn handle(&self, args: impl IntoLuaMulti) -> mlua::Result<Value> {
-        self.make_handle.call(args)
     }
 
     /// A Lua table of a JSON object (nested objects and arrays become

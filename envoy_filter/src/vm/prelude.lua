@@ -86,9 +86,12 @@ local function message_of(e)
   return "unspecified lua error"
 end
 
--- What a coroutine runs for `entry` (envoy_on_request or envoy_on_response).
-return function(entry)
-  return function(handle)
+-- What a coroutine runs for `entry` (envoy_on_request or envoy_on_response):
+-- `make_handle` makes the handle of the first resume's arguments (no call
+-- from Rust into Lua of its own).
+return function(entry, make_handle)
+  return function(...)
+    local handle = make_handle(...)
     local scope = { epoch = 0, handle = handle }
     coroutines[running()] = scope
     M.current = scope
