@@ -293,6 +293,21 @@ part of the same cores, so 2 workers cannot double.
 
 {table(("peer", "--concurrency 1 RPS", "--concurrency 2 RPS", "2 / 1"), rows)}
 """)
+    if "instructions" in envoy:
+        counts = envoy["instructions"]
+        stock = counts.get("stock")
+        rows = [(m["label"], num(m["worker"]), num(m["all"]), f"{m['all'] / stock['all']:.2f}" if stock else "–")
+                for m in counts.values()]
+        out.append(f"""### Instructions per request (callgrind)
+
+CPU time on this shared VM swings by tens of percent between rounds; instruction
+counts do not. Each peer in its own Envoy under `valgrind --tool=callgrind`, wrk
+-c4 for 5 s after a 2-s warm-up; the worker thread, and all threads (the runtime's
+or the floor's thread included). Valgrind runs one thread at a time, so this counts
+the work of a request, not the cost of spinning or of waking threads.
+
+{table(("peer", "worker", "all threads", "× stock"), rows)}
+""")
     if "idle_cpu_percent" in envoy:
         out.append(f"Idle: Envoy with the runtime loaded used {envoy['idle_cpu_percent']:.2f}% CPU over 3 s "
                    "after the runs.\n")
@@ -336,7 +351,7 @@ cases interleaved, medians of several rounds).
 | the drivers alone | `cargo bench -p resty_ffi --bench roundtrip`, `nginx_module/bench/nginx_bench.sh`, `envoy_filter/bench/bench.sh` |
 
 The Envoy driver also takes `BENCH_CONNECTIONS="1 32"`, `BENCH_PEERS=ffi,ours` and
-`ENVOY_STEPS=peers,scaling,idle`; the nginx driver `SIZES` and `STEPS`. What each change
+`ENVOY_STEPS=peers,scaling,idle,instructions`; the nginx driver `SIZES` and `STEPS`. What each change
 to the hot paths bought, measured at the time: [performance.md](performance.md).
 """
 

@@ -16,14 +16,17 @@ listener per peer, all measured in the same run, rounds interleaved:
 
 At BENCH_CONNECTIONS (default 1 8 32 128) connections: RPS, p50/p99, CPU per
 request of Envoy and of the sidecar; medians of BENCH_RUNS rounds. Then
-scaling (--concurrency 2 vs 1 at 32 connections) and Envoy's idle CPU.
+scaling (--concurrency 2 vs 1 at 32 connections), Envoy's idle CPU, and the
+instructions per request of stock, ours, ours + ffi and the floor under
+callgrind (deterministic, where CPU time on a shared VM swings between rounds).
 Prints the issue-14 goals (met or not) and writes target/bench/envoy.json.
-`ENVOY_STEPS=peers,scaling,idle` picks parts; `BENCH_PEERS=ffi,stock` picks peers
+`ENVOY_STEPS=peers,scaling,idle,instructions` picks parts; `BENCH_PEERS=ffi,stock` picks peers
 (by key: stock, ours, ffi, ffi_spin, httpcall, ext_proc, floor, floor_hop, floor_lua).
 """
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +43,9 @@ OUT = ROOT / "target" / "envoy-bench"
 SIDECAR_TARGET = ROOT / "target" / "sidecars"
 ADMIN = 18199
 ADMIN_SCALING = 18198
+INSTRUCTION_SECONDS = 5
 CONNECTIONS = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1 8 32 128").split()]
-STEPS = os.environ.get("ENVOY_STEPS", "peers,scaling,idle").split(",")
+STEPS = os.environ.get("ENVOY_STEPS", "peers,scaling,idle,instructions").split(",")
 ECHO_HEADER = "x-echo: hello"  # what the ext_proc sidecar echoes; sent to every peer
 
 RESPOND = """
@@ -272,6 +276,49 @@ def scaling():
             envoy.stop()
 
 
+INSTRUCTION_PEERS = [key for key in ("stock", "ours", "ffi", "floor_lua") if key in {p[0] for p in PEERS}]
+
+
+def instructions():
+    """Instructions per request under callgrind, one Envoy per peer (valgrind
+    runs threads one at a time, so spinning and waking are not what they are
+    natively: this counts the work, not its timing). The busiest thread is
+    the worker; `all` adds the runtime's or the floor's thread."""
+    out = {}
+    for key in INSTRUCTION_PEERS:
+        _, label, _, flt, _ = next(p for p in PEERS if p[0] == key)
+        common.progress(f"envoy instructions per request under callgrind: {label}")
+        port, admin = harness.free_ports(2)
+        profile = OUT / f"callgrind_{key}.out"
+        for old in OUT.glob(f"callgrind_{key}.out*"):
+            old.unlink()
+        envoy = harness.Envoy([harness.listener(key, port, flt)], admin, startup_seconds=120, wrapper=(
+            "valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+            f"--callgrind-out-file={profile}"))
+        try:
+            pid = envoy.proc.pid
+            url = f"http://127.0.0.1:{port}/"
+            common.wrk(url, 4, seconds=2)  # warm up: LuaJIT compiles the path
+            subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+            sample = common.wrk(url, 4, seconds=INSTRUCTION_SECONDS)
+            subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+            subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+        finally:
+            envoy.stop()
+        per_thread = [int(re.search(r"^totals: (\d+)", f.read_text(errors="replace"), re.M).group(1))
+                      for f in OUT.glob(f"callgrind_{key}.out.*-*")]
+        out[key] = {"label": label, "requests": sample["requests"],
+                    "worker": max(per_thread) / sample["requests"], "all": sum(per_thread) / sample["requests"]}
+    stock = out.get("stock")
+    print("\ninstructions per request under callgrind (wrk -c4, "
+          f"{INSTRUCTION_SECONDS} s after a 2-s warm-up)")
+    print(f"{'':40} {'worker':>9} {'all threads':>12} {'x stock':>8}")
+    for m in out.values():
+        ratio = f"{m['all'] / stock['all']:8.2f}" if stock else ""
+        print(f"{m['label']:40} {m['worker']:9.0f} {m['all']:12.0f} {ratio}", flush=True)
+    return out
+
+
 def main():
     harness.ensure_built()
     result = {"machine_before": common.machine(), "connections": CONNECTIONS,
@@ -307,6 +354,8 @@ def main():
                 proc.wait()
     if "scaling" in STEPS:
         result["scaling"] = scaling()
+    if "instructions" in STEPS:
+        result["instructions"] = instructions()
     for g in result.get("goals", []):
         floor = f" (floor: {g['floor']:.2f})" if g["floor"] is not None else ""
         print(f"goal {'MET    ' if g['met'] else 'NOT MET'} {g['goal']}: {g['value']:.2f}{floor}")

@@ -182,7 +182,9 @@ class Envoy:
     comes linked in or preloaded instead."""
 
     def __init__(self, listeners, admin_port, concurrency=1, config_text=None, clusters=(), module_dir=None,
-                 env=None, extra_args=(), log_format="[%l] %v"):
+                 env=None, extra_args=(), log_format="[%l] %v", wrapper=(), startup_seconds=20):
+        """`wrapper`: a command Envoy runs under (valgrind, say), which may
+        need more than the default `startup_seconds` to get it ready."""
         env = {**os.environ, **(env or {})}
         env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(module_dir or RELEASE)
         self.preloaded = static_mode.apply(env, module_dir) if static_mode.FLAVOUR else None
@@ -199,11 +201,11 @@ class Envoy:
         self.log_path = self.dir / "envoy.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
+            [*wrapper, envoy_binary(), "-c", str(config), "--concurrency", str(concurrency),
              "--disable-hot-restart", "-l", "warning", "--log-format", log_format, *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
-            self.wait_ready()
+            self.wait_ready(startup_seconds)
             self.check_static()
         except BaseException:
             self._shut_down()
@@ -214,8 +216,8 @@ class Envoy:
         if static_mode.FLAVOUR and self.proc.poll() is None:
             static_mode.check_maps(self.proc.pid, self.preloaded)
 
-    def wait_ready(self):
-        deadline = time.time() + 20
+    def wait_ready(self, seconds=20):
+        deadline = time.time() + seconds
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
