@@ -7,6 +7,7 @@ Every test script imports this and stays runnable alone:
 """
 
 import concurrent.futures
+import fcntl
 import http.client
 import http.server
 import json
@@ -48,8 +49,20 @@ LIFECYCLE_RUNTIME_SRC = ROOT / "envoy_filter" / "tests" / "runtimes" / "lifecycl
 
 def build_test_faults():
     """The filter built with the `test-faults` feature (panics where
-    RESTY_FFI_TEST_PANIC_AT says); returns the directory that holds it."""
+    RESTY_FFI_TEST_PANIC_AT says); returns the directory that holds it.
+    A first build starts from a copy of target/release, whose dependencies
+    are the same: only the filter is compiled again (~7 s instead of ~55 s
+    of every dependency on two cores)."""
     cargo = shutil.which("cargo") or str(pathlib.Path.home() / ".cargo" / "bin" / "cargo")
+    if not TEST_FAULTS_DIR.exists() and RELEASE.is_dir():
+        TEST_FAULTS_DIR.parent.mkdir(parents=True, exist_ok=True)
+        seed = TEST_FAULTS_DIR.with_name("seed")
+        shutil.rmtree(seed, ignore_errors=True)
+        # cargo's own lock on target/release: no build writes there meanwhile.
+        with open(RELEASE / ".cargo-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            subprocess.run(["cp", "-a", str(RELEASE), str(seed)], check=True)
+        seed.rename(TEST_FAULTS_DIR)
     subprocess.run([cargo, "build", "--quiet", "--release", "--manifest-path", str(ROOT / "Cargo.toml"),
                     "-p", "resty_ffi_envoy", "--features", "test-faults",
                     "--target-dir", str(TEST_FAULTS_DIR.parent)], check=True)
