@@ -17,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::abi::sys::*;
-use crate::abi::{copy_envoy_buffer, log, Direction, EnvoyConfig, EnvoyFilter, LogLevel, Status, ABI_VERSION};
+use crate::abi::{c_slice, copy_envoy_buffer, log, Direction, EnvoyConfig, EnvoyFilter, LogLevel, Status, ABI_VERSION};
 use crate::config::{FilterConfig, PerRouteConfig};
 use crate::stream::Stream;
 
@@ -90,7 +90,7 @@ impl Filter {
             Filter::Live(stream) => f(stream),
             Filter::Broken(envoy) => match envoy.take() {
                 Some(envoy) => {
-                    envoy.send_response(500, &[], b"", "resty_ffi_panic");
+                    envoy.send_response(500, [], b"", "resty_ffi_panic");
                     Status::StopNoBuffer
                 }
                 None => Status::StopNoBuffer,
@@ -164,19 +164,6 @@ fn filter_hook(ptr: FilterModulePtr, what: &str, f: impl FnOnce(&Stream) -> Stat
         unsafe { Slot::free(ptr) };
     }
     status
-}
-
-/// A `(pointer, count)` array Envoy passed to a hook.
-///
-/// # Safety
-/// `ptr` is NULL or points to `len` initialized values valid for `'a`.
-unsafe fn envoy_slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
-    if ptr.is_null() || len == 0 {
-        &[]
-    } else {
-        // SAFETY: the caller's contract.
-        unsafe { std::slice::from_raw_parts(ptr, len) }
-    }
 }
 
 /// Our per-route config of the stream's route, if it has one.
@@ -372,7 +359,7 @@ hook! {
     ) {
         // SAFETY: Envoy passes arrays of `*_size` entries (or NULL), valid
         // until this hook returns; `answer` copies them before.
-        let (headers, body) = unsafe { (envoy_slice(headers, headers_size), envoy_slice(body_chunks, body_chunks_size)) };
+        let (headers, body) = unsafe { (c_slice(headers, headers_size), c_slice(body_chunks, body_chunks_size)) };
         // 0 = success; a reset or an oversized answer is a failure.
         let succeeded = result == 0;
         filter_hook(filter, "http_callout_done", |s| {

@@ -145,6 +145,9 @@ impl Stream {
                     None => self.config.default.as_ref()?,
                 };
                 let vm = scripts.worker_vm(&self.config);
+                if vm.on_response.is_some() {
+                    self.ctx.stop_staging_replies();
+                }
                 match vm.lua.create_table() {
                     Ok(store) => Some(Selected { vm, route, store }),
                     Err(e) => {
@@ -469,9 +472,8 @@ impl Stream {
         self.reply.set(Reply::Decided);
         if let Some(envoy) = self.ctx.envoy() {
             // Envoy sets content-length itself.
-            let headers: Vec<_> =
-                reply.headers.iter().filter(|(k, _)| k != b"content-length").cloned().collect();
-            envoy.send_response(reply.status, &headers, &reply.body, details);
+            let headers = reply.headers.iter().filter(|(k, _)| k != b"content-length");
+            envoy.send_response(reply.status, headers.map(|(k, v)| (&k[..], &v[..])), &reply.body, details);
         }
     }
 

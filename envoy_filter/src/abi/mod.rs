@@ -240,12 +240,35 @@ const NULL_MODULE_BUFFER: envoy_dynamic_module_type_module_buffer = envoy_dynami
 };
 
 pub(crate) fn copy_envoy_buffer(buffer: &EnvoyBuffer) -> Vec<u8> {
-    if buffer.ptr.is_null() || buffer.length == 0 {
-        return Vec::new();
-    }
     // SAFETY: Envoy hands out buffers readable for `length` bytes until the
     // current hook returns; we copy them at once.
-    unsafe { std::slice::from_raw_parts(buffer.ptr as *const u8, buffer.length) }.to_vec()
+    unsafe { c_slice(buffer.ptr as *const u8, buffer.length) }.to_vec()
+}
+
+/// A C array (from Envoy or from Lua) as a slice; empty for NULL or length 0.
+///
+/// # Safety
+/// A non-NULL `ptr` points to `len` initialized elements that stay alive and
+/// unchanged for `'a`.
+pub unsafe fn c_slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if ptr.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// [`c_slice`], writable.
+///
+/// # Safety
+/// A non-NULL `ptr` points to `len` initialized elements that nothing else
+/// reads or writes for `'a`.
+pub unsafe fn c_slice_mut<'a, T>(ptr: *mut T, len: usize) -> &'a mut [T] {
+    if ptr.is_null() || len == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
 }
 
 pub fn log_enabled(level: LogLevel) -> bool {
@@ -377,9 +400,15 @@ impl EnvoyFilter {
         unsafe { envoy_dynamic_module_callback_http_set_header(self.0, kind.raw(), module_buffer(key), value) }
     }
 
-    pub fn send_response(self, status: u32, headers: &[(Vec<u8>, Vec<u8>)], body: &[u8], details: &str) {
+    pub fn send_response<'h>(
+        self,
+        status: u32,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+        body: &[u8],
+        details: &str,
+    ) {
         let mut raw: Vec<envoy_dynamic_module_type_module_http_header> = headers
-            .iter()
+            .into_iter()
             .map(|(k, v)| envoy_dynamic_module_type_module_http_header {
                 key_ptr: k.as_ptr() as *const c_char,
                 key_length: k.len(),

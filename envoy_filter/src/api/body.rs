@@ -4,7 +4,7 @@
 
 use std::ffi::{c_char, c_int};
 
-use crate::abi::{BodyKind, Direction, EnvoyBuffer, EnvoyFilter, HeaderKind};
+use crate::abi::{c_slice_mut, BodyKind, Direction, EnvoyBuffer, EnvoyFilter, HeaderKind};
 use crate::api::{bytes, with_stream, StreamCtx, StreamId};
 
 fn direction(raw: c_int) -> Direction {
@@ -117,7 +117,7 @@ pub unsafe extern "C" fn body_chunks(
             return 0;
         }
         // SAFETY: `out` is writable for `max >= count` buffers (contract).
-        let mut out = unsafe { std::slice::from_raw_parts_mut(out, count) };
+        let mut out = unsafe { c_slice_mut(out, count) };
         for &kind in parts(ctx, dir, part) {
             let (these, rest) = out.split_at_mut(envoy.body_chunk_count(dir, kind));
             if !these.is_empty() && !envoy.fill_body_chunks(dir, kind, these) {

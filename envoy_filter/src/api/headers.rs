@@ -3,7 +3,7 @@
 
 use std::ffi::{c_char, c_int};
 
-use crate::abi::{Direction, EnvoyBuffer, EnvoyFilter, EnvoyHeader, HeaderKind};
+use crate::abi::{c_slice_mut, Direction, EnvoyBuffer, EnvoyFilter, EnvoyHeader, HeaderKind};
 use crate::api::{bytes, with_stream, StreamCtx, StreamId, CONTINUED};
 
 /// A header as `resty_ffi_envoy_header` (Envoy's own layout).
@@ -100,7 +100,7 @@ pub unsafe extern "C" fn headers_all(ctx: StreamId, map: c_int, out: *mut Header
             return 0;
         }
         // SAFETY: `out` is writable for `max >= count` headers (contract).
-        let out = unsafe { std::slice::from_raw_parts_mut(out, count) };
+        let out = unsafe { c_slice_mut(out, count) };
         if envoy.fill_headers(map, out) {
             c_int::try_from(count).unwrap_or(0)
         } else {

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int};
 
 use mlua::{Lua, Table, Value};
 
-use crate::abi::{copy_envoy_buffer, CalloutStart, Direction, EnvoyBuffer, EnvoyHeader, ModuleHeader};
+use crate::abi::{c_slice_mut, copy_envoy_buffer, CalloutStart, Direction, EnvoyBuffer, EnvoyHeader, ModuleHeader};
 use crate::api::headers::Header;
 use crate::api::{bytes, with_stream, Callout, StreamId};
 
@@ -38,13 +38,9 @@ pub unsafe extern "C" fn http_call(
     timeout_ms: f64,
 ) -> c_int {
     with_stream(ctx, |ctx, envoy| {
-        let headers: &mut [ModuleHeader] = if headers.is_null() || count == 0 {
-            &mut []
-        } else {
-            // SAFETY: the caller's contract; Lua's header array has the layout
-            // of Envoy's module headers ({key, key length, value, value length}).
-            unsafe { std::slice::from_raw_parts_mut(headers as *mut ModuleHeader, count) }
-        };
+        // SAFETY: the caller's contract; Lua's header array has the layout
+        // of Envoy's module headers ({key, key length, value, value length}).
+        let headers = unsafe { c_slice_mut(headers as *mut ModuleHeader, count) };
         let timeout = if timeout_ms.is_finite() && timeout_ms > 0.0 { timeout_ms as u64 } else { 0 };
         match envoy.http_callout(bytes(cluster, cluster_len), headers, bytes(body, body_len), timeout) {
             CalloutStart::Started(id) => {

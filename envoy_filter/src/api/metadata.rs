@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_int};
 
-use crate::abi::{EnvoyBuffer, MetaValue, MetadataSource, NewMetaValue};
+use crate::abi::{c_slice_mut, EnvoyBuffer, MetaValue, MetadataSource, NewMetaValue};
 use crate::api::{bytes, with_stream, StreamId};
 
 const NONE: c_int = 0;
@@ -68,7 +68,7 @@ pub unsafe extern "C" fn metadata_keys(
             return 0;
         }
         // SAFETY: `out` is writable for `max >= count` buffers (contract).
-        let out = unsafe { std::slice::from_raw_parts_mut(out, count) };
+        let out = unsafe { c_slice_mut(out, count) };
         if envoy.fill_metadata_keys(src, ns, out) {
             c_int::try_from(count).unwrap_or(0)
         } else {
@@ -144,7 +144,7 @@ pub unsafe extern "C" fn metadata_namespaces(ctx: StreamId, src: c_int, out: *mu
             return 0;
         }
         // SAFETY: `out` is writable for `max >= count` buffers (contract).
-        let out = unsafe { std::slice::from_raw_parts_mut(out, count) };
+        let out = unsafe { c_slice_mut(out, count) };
         if envoy.fill_metadata_namespaces(src, out) {
             c_int::try_from(count).unwrap_or(0)
         } else {

@@ -35,7 +35,7 @@ use mlua::{Function, LightUserData, Lua, Table};
 use resty_ffi::host_abi::resty_ffi_sink;
 use resty_ffi::shdict::SharedDict;
 
-use crate::abi::{Direction, EnvoyFilter};
+use crate::abi::{c_slice, Direction, EnvoyFilter};
 use ffi::Sink;
 use stats::Metrics;
 
@@ -149,6 +149,9 @@ pub struct StreamCtx {
     callouts: [Cell<Option<Callout>>; 2],
     /// The reply `respond()` staged (reply::stage), until it is sent.
     staged_reply: RefCell<Option<reply::LocalReply>>,
+    /// Whether `respond()` stages its reply: not when envoy_on_response runs
+    /// over the reply table, which is read back from Lua then.
+    stages_replies: Cell<bool>,
 }
 
 /// An HTTP callout a coroutine waits for.
@@ -181,6 +184,7 @@ impl StreamCtx {
             metrics,
             callouts: [Cell::new(None), Cell::new(None)],
             staged_reply: RefCell::new(None),
+            stages_replies: Cell::new(true),
         });
         STREAMS.with(|streams| streams.borrow_mut().insert(id, Rc::clone(&ctx)));
         ctx
@@ -205,6 +209,15 @@ impl StreamCtx {
 
     pub fn stage_reply(&self, reply: reply::LocalReply) {
         *self.staged_reply.borrow_mut() = Some(reply);
+    }
+
+    /// Local replies go through envoy_on_response, which reads them from Lua.
+    pub fn stop_staging_replies(&self) {
+        self.stages_replies.set(false);
+    }
+
+    pub fn stages_replies(&self) -> bool {
+        self.stages_replies.get()
     }
 
     /// The reply `respond()` staged, if any (taken).
@@ -280,11 +293,8 @@ pub type Buf = crate::abi::EnvoyBuffer;
 /// # Safety
 /// `ptr` is NULL (then `len` is ignored) or readable for `len` bytes during the call.
 pub unsafe fn bytes<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
-    if ptr.is_null() || len == 0 {
-        return &[];
-    }
     // SAFETY: the caller's contract (Lua passes strings it holds).
-    unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }
+    unsafe { c_slice(ptr as *const u8, len) }
 }
 
 /// What Lua holds for a stream: an id, never reused on its worker thread.
@@ -301,10 +311,9 @@ impl Hasher for IdHasher {
         self.0
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 << 8 | u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
+    /// Required by `Hasher`; the map's keys are `u64`s, hashed by `write_u64`.
+    fn write(&mut self, _bytes: &[u8]) {
+        unreachable!("IdHasher hashes u64 stream ids only")
     }
 
     fn write_u64(&mut self, id: u64) {
