@@ -37,9 +37,6 @@ pub type RouteConfigOf = fn(EnvoyFilter) -> Option<Arc<PerRouteConfig>>;
 struct Selected {
     vm: Arc<Vm>,
     route: Option<Arc<PerRouteConfig>>,
-    /// A Lua table the handles of both directions share (e.g. the tables
-    /// the script stored in dynamic metadata).
-    store: Table,
 }
 
 /// What a direction's coroutine waits for.
@@ -148,13 +145,7 @@ impl Stream {
                 if vm.on_response.is_some() {
                     self.ctx.stop_staging_replies();
                 }
-                match vm.lua.create_table() {
-                    Ok(store) => Some(Selected { vm, route, store }),
-                    Err(e) => {
-                        log(LogLevel::Error, &format!("resty_ffi: {e}; the filter passes"));
-                        None
-                    }
-                }
+                Some(Selected { vm, route })
             })
             .as_ref()
     }
@@ -249,7 +240,7 @@ impl Stream {
             let context = if context.is_empty() { Value::Nil } else { Value::Table(vm.table_of(context)?) };
             let namespace = self.config.metadata_namespace.as_str();
             // What the coroutine makes its handle of (vm::Vm::coroutine).
-            let handle_args = (self.ctx.to_lua(), dir_id, local, namespace, context, selected.store.clone());
+            let handle_args = (self.ctx.to_lua(), dir_id, local, namespace, context);
             Ok((coroutine, handle_args))
         });
         if let Some(envoy) = self.ctx.envoy() {
@@ -560,6 +551,11 @@ impl Stream {
     /// and handles kept by Lua raise errors instead of touching Envoy.
     pub fn shut_down(&self) {
         self.ctx.detach();
+        if self.ctx.made_store() {
+            if let Some(Err(e)) = self.vm().map(|vm| vm.call_loaded("resty_ffi.envoy.api", "forget_store", self.ctx.to_lua())) {
+                log(LogLevel::Error, &format!("resty_ffi: {}", crate::vm::error_message(&e)));
+            }
+        }
         self.end_coroutine(Direction::Request);
         self.end_coroutine(Direction::Response);
         let reply = self.pending_reply.borrow_mut().take();

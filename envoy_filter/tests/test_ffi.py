@@ -112,6 +112,19 @@ routes["/collect"] = function()
   return 200, "collected"
 end
 
+-- Dynamic metadata, which the stream's store keeps too (a distinct 1 KB value).
+routes["/store"] = function(handle)
+  handle:streamInfo():dynamicMetadata():set("test.store", "value", string.rep("s", 1024) .. math.random())
+  return 200, "stored"
+end
+
+-- KB that this worker's Lua holds after a full collection.
+routes["/lua-kb"] = function()
+  collectgarbage()
+  collectgarbage()
+  return 200, tostring(collectgarbage("count"))
+end
+
 routes["/keep-handle"] = function(handle)
   kept_handle = handle
   return 200, "kept"
@@ -384,6 +397,29 @@ def case_aborts_race_answers_without_leaking(envoy):
     assert envoy.alive(), envoy.log_tail()
     assert post("/echo", b"after aborts") == (200, b"after aborts")
     assert min(grown[1:]) < 1 << 20, f"allocated memory grew by {grown} bytes after 600, 1,200, 1,800 aborted calls"
+
+
+def case_stream_stores_are_forgotten_when_streams_end(_):
+    # One connection: every request reaches the same worker (and Lua VM).
+    conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
+
+    def get(path):
+        conn.request("POST", path, body=b"")
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+
+    try:
+        for _ in range(50):
+            assert get("/store") == (200, b"stored")
+        before = float(get("/lua-kb")[1])
+        for _ in range(1000):
+            assert get("/store") == (200, b"stored")
+        grown = float(get("/lua-kb")[1]) - before
+    finally:
+        conn.close()
+    print(f"  Lua memory grew by {grown:.0f} KB after 1,000 streams that stored 1 KB each")
+    # Kept stores would hold >= 1,000 KB.
+    assert grown < 200, f"Lua memory grew by {grown:.0f} KB after 1,000 streams that stored 1 KB each"
 
 
 def case_client_abort_while_waiting_for_body(envoy):

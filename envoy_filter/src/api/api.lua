@@ -58,6 +58,25 @@ function M.check(rc)
   return rc
 end
 
+-- Each stream's store, by stream: what its script put in dynamic metadata,
+-- for the handles of both directions. Made on first use (most scripts never
+-- need one); the filter calls forget_store when the stream ends.
+local stores = {}
+
+function M.store(ctx)
+  local store = stores[ctx]
+  if not store then
+    M.check(api.store_made(ctx))
+    store = {}
+    stores[ctx] = store
+  end
+  return store
+end
+
+function M.forget_store(ctx)
+  stores[ctx] = nil
+end
+
 -- How many arguments (self included) the running method got.
 local nargs = 0
 

@@ -72,7 +72,7 @@ function Handle:requestHeaders()
 end
 
 local function make_stream_info(self)
-  return stream_info.new(self.ctx, self.store)
+  return stream_info.new(self.ctx)
 end
 
 function Handle:streamInfo()
@@ -445,18 +445,17 @@ function Handle:respond(hdrs, data)
   vm.responded({ status = status, headers = list, body = data })
 end
 
--- make_handle(ctx, dir, reply, namespace, context, store): `ctx` the stream
+-- make_handle(ctx, dir, reply, namespace, context): `ctx` the stream
 -- (its id), `dir` 0 request / 1 response, `reply` a local reply that
 -- envoy_on_response works on (or nil), `namespace` the route metadata
--- namespace, `context` the route's filter_context (a table, or nil), `store`
--- a table per stream that the handles of both directions share.
+-- namespace, `context` the route's filter_context (a table, or nil).
 base.scoped(Handle)
 base.scoped(Connection)
 base.scoped(Route)
 base.scoped(PublicKey)
 
-return function(ctx, dir, reply, namespace, context, store)
+return function(ctx, dir, reply, namespace, context)
   local handle = base.new(Handle, { ctx = ctx, dir = dir, reply = reply, namespace = namespace,
-    context = context, store = store })
+    context = context })
   return handle
 end

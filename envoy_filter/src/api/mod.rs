@@ -152,6 +152,9 @@ pub struct StreamCtx {
     /// Whether `respond()` stages its reply: not when envoy_on_response runs
     /// over the reply table, which is read back from Lua then.
     stages_replies: Cell<bool>,
+    /// Lua made the stream's store (`api.lua`), which it forgets when the
+    /// stream ends.
+    made_store: Cell<bool>,
 }
 
 /// An HTTP callout a coroutine waits for.
@@ -185,6 +188,7 @@ impl StreamCtx {
             callouts: [Cell::new(None), Cell::new(None)],
             staged_reply: RefCell::new(None),
             stages_replies: Cell::new(true),
+            made_store: Cell::new(false),
         });
         STREAMS.with(|streams| streams.borrow_mut().insert(id, Rc::clone(&ctx)));
         ctx
@@ -218,6 +222,10 @@ impl StreamCtx {
 
     pub fn stages_replies(&self) -> bool {
         self.stages_replies.get()
+    }
+
+    pub fn made_store(&self) -> bool {
+        self.made_store.get()
     }
 
     /// The reply `respond()` staged, if any (taken).
@@ -340,6 +348,17 @@ pub fn with_stream(id: StreamId, f: impl FnOnce(&StreamCtx, EnvoyFilter) -> c_in
     })
 }
 
+/// Lua made the store of stream `ctx` (`api.lua`): forget it at the stream's end.
+///
+/// # Safety
+/// None: `unsafe` only for the function table.
+pub unsafe extern "C" fn store_made(ctx: StreamId) -> c_int {
+    with_stream(ctx, |ctx, _| {
+        ctx.made_store.set(true);
+        1
+    })
+}
+
 /// The C type of a Rust type in the generated `ffi.cdef`.
 pub trait CType {
     const C: &'static str;
@@ -405,6 +424,7 @@ api_table! {
     header_set: fn(StreamId, c_int, *const c_char, usize, *const c_char, usize) -> c_int = headers::header_set;
     body_state: fn(StreamId, c_int) -> c_int = body::body_state;
     headers_continued: fn(StreamId, c_int) -> c_int = headers::headers_continued;
+    store_made: fn(StreamId) -> c_int = store_made;
     reply_stage: fn(StreamId, c_int, *const headers::Header, usize, *const c_char, usize) -> c_int = reply::stage;
     next_chunk: fn(StreamId, c_int) -> c_int = body::next_chunk;
     trailers_state: fn(StreamId, c_int) -> c_int = body::trailers_state;

@@ -127,10 +127,11 @@ local DynamicMetadata = base.class("DynamicMetadata")
 
 -- What the script stored in namespace `ns` (see metadata.lua).
 local function stored(self, ns)
-  local namespaces = self.store.dynamic_metadata
+  local store = base.store(self.ctx)
+  local namespaces = store.dynamic_metadata
   if not namespaces then
     namespaces = {}
-    self.store.dynamic_metadata = namespaces
+    store.dynamic_metadata = namespaces
   end
   local values = namespaces[ns]
   if not values then
@@ -141,7 +142,7 @@ local function stored(self, ns)
 end
 
 function StreamInfo:dynamicMetadata()
-  return base.new(DynamicMetadata, { ctx = self.ctx, store = self.store })
+  return base.new(DynamicMetadata, { ctx = self.ctx })
 end
 
 -- A table of the namespace's values; nothing when the namespace is empty.
@@ -208,10 +209,9 @@ function FilterState:set(name, factory, value)
   end
 end
 
--- streamInfo(ctx, store): `store` is the stream's table shared by the
--- handles of both directions.
-function M.new(ctx, store)
-  return base.new(StreamInfo, { ctx = ctx, store = store })
+-- What handle:streamInfo() returns, for stream `ctx`.
+function M.new(ctx)
+  return base.new(StreamInfo, { ctx = ctx })
 end
 
 base.scoped(Ssl)
