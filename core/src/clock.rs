@@ -41,12 +41,23 @@ impl Stamp {
         raw_ticks().saturating_sub(self.0)
     }
 
+    /// Ticks from `earlier` to `self`; `None` if `self` is not later.
+    pub(crate) fn ticks_after(self, earlier: Stamp) -> Option<u64> {
+        self.0.checked_sub(earlier.0).filter(|&ticks| ticks > 0)
+    }
+
     /// A stamp `us` microseconds before now (tests).
     #[cfg(test)]
     pub(crate) fn micros_ago(us: u64) -> Stamp {
         let now = Stamp::now();
         Stamp(now.0.saturating_sub((us as f64 * ticks_per_us()) as u64))
     }
+}
+
+/// [`ticks_per_us`] as first measured (the first call may wait 1 ms).
+pub(crate) fn ticks_per_us_once() -> f64 {
+    static MEASURED: OnceLock<f64> = OnceLock::new();
+    *MEASURED.get_or_init(ticks_per_us)
 }
 
 /// Ticks per µs, measured against the monotonic clock since the first stamp

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crossbeam_utils::CachePadded;
 
+use crate::clock::{ticks_per_us_once, Stamp};
 use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
 use crate::spin::spin_until;
 use crate::stats::{Stats, StatsSnapshot};
@@ -95,8 +96,8 @@ struct Posting {
 
 struct Polling {
     rx: Receiver<Option<Box<Task>>>,
-    /// How long (µs) a poller spins before it sleeps; adapts to the traffic.
-    spin_us: AtomicU32,
+    /// How soon tasks come after a poll: how long a poller spins.
+    gaps: Gaps,
     /// A fixed spin set by the host (`set_poll_spin`); 0: adapt.
     fixed_spin_us: AtomicU32,
     /// Pollers asleep on `wake` (see `has_awake_poller`).
@@ -115,15 +116,55 @@ const LOOP_NONE: u8 = 0;
 const LOOP_POLLING: u8 = 1;
 const LOOP_ENDED: u8 = 2;
 
-/// Longest spin before sleeping.
-const MAX_SPIN_US: u32 = 50;
 /// Longest fixed spin a host may set (`set_poll_spin`).
 const MAX_POLL_SPIN_US: u32 = 100_000;
-/// A task that came this soon after a poller fell asleep would have been
-/// cheaper to spin for than the sleep and wake-up it cost (both threads'
-/// CPU). Tasks further apart are slept for: spinning for them costs more CPU
-/// than it saves, and takes a core that the host and its clients need.
+/// A task that came this soon after a poll began would have been cheaper to
+/// spin for than a sleep and wake-up (both threads' CPU, ~15 µs on a virtual
+/// machine). Tasks further apart are slept for: spinning for them costs more
+/// CPU than it saves, and takes a core that the host and its clients need.
 const WORTH_SPINNING_US: u32 = 20;
+/// Shortest adaptive spin.
+const MIN_SPIN_US: u32 = 4;
+/// `Gaps::soon` of every gap short.
+const ALL_SOON: u32 = 1024;
+
+/// The gaps between a poll that began on an empty queue and the task that
+/// ended it, judged by the task's post stamp (so a sleeping poller's own
+/// wake-up does not count), as moving averages over the last ~8 such polls.
+/// Only the spinning poller writes them.
+#[derive(Default)]
+struct Gaps {
+    /// The share of gaps shorter than `WORTH_SPINNING_US`, in `ALL_SOON`ths.
+    soon: AtomicU32,
+    /// The mean of those short gaps, in ns.
+    soon_ns: AtomicU32,
+}
+
+impl Gaps {
+    /// How long (µs) to spin: 1.5 times the usual short gap (within
+    /// `MIN_SPIN_US ..= WORTH_SPINNING_US`) while at least a third of the
+    /// gaps are short, when the wake-ups spinning saves cost more than the
+    /// spins that fail; else none.
+    fn spin_us(&self) -> u32 {
+        if self.soon.load(Ordering::Relaxed) * 3 < ALL_SOON {
+            return 0;
+        }
+        (3 * self.soon_ns.load(Ordering::Relaxed) / 2000 + 1).clamp(MIN_SPIN_US, WORTH_SPINNING_US)
+    }
+
+    fn record(&self, gap_us: f64) {
+        let soon = gap_us < f64::from(WORTH_SPINNING_US);
+        moving_average(&self.soon, if soon { ALL_SOON } else { 0 });
+        if soon {
+            moving_average(&self.soon_ns, (gap_us * 1000.0) as u32);
+        }
+    }
+}
+
+fn moving_average(average: &AtomicU32, sample: u32) {
+    let old = average.load(Ordering::Relaxed);
+    average.store(old - old / 8 + sample / 8, Ordering::Relaxed);
+}
 
 impl TaskQueue {
     pub fn new(max_queue: usize) -> Arc<TaskQueue> {
@@ -139,7 +180,7 @@ impl TaskQueue {
             }),
             polling: CachePadded::new(Polling {
                 rx,
-                spin_us: AtomicU32::new(0),
+                gaps: Gaps::default(),
                 fixed_spin_us: AtomicU32::new(0),
                 sleeping: AtomicUsize::new(0),
                 sleep_lock: Mutex::new(()),
@@ -239,10 +280,9 @@ impl TaskQueue {
 
     /// Blocks until a task arrives; `None` once the queue is finished and empty.
     ///
-    /// Waking a sleeping thread costs tens of µs, so a poller first spins for
-    /// up to `spin_us`. The budget grows while tasks arrive within
-    /// `WORTH_SPINNING_US` of a poll and shrinks when they come later, so an
-    /// idle runtime, or one whose tasks are spaced out, sleeps.
+    /// Waking a sleeping thread costs tens of µs, so a poller first spins
+    /// (`Gaps::spin_us`) while most tasks have come within `WORTH_SPINNING_US`
+    /// of a poll; an idle runtime, or one whose tasks are spaced out, sleeps.
     /// Only one poller spins at a time; the others sleep at once, so that a
     /// runtime with more threads than the machine has cores does not take the
     /// host's core.
@@ -425,12 +465,13 @@ impl TaskQueue {
     }
 
     fn next_task(&self) -> Option<Box<Task>> {
-        let Polling { rx, spin_us, fixed_spin_us, spinning, .. } = &*self.polling;
+        let Polling { rx, gaps, fixed_spin_us, spinning, .. } = &*self.polling;
         if spinning.load(Ordering::Relaxed) || spinning.swap(true, Ordering::Acquire) {
             return self.task_or_end(self.sleep_for_task().flatten());
         }
         let fixed = fixed_spin_us.load(Ordering::Relaxed);
-        let budget = if fixed > 0 { fixed } else { spin_us.load(Ordering::Relaxed) };
+        let budget = if fixed > 0 { fixed } else { gaps.spin_us() };
+        let began = Stamp::now();
         let start = Instant::now();
         let spun = if budget > 0 {
             // Inside: a task, or `None` for the end of the queue.
@@ -443,20 +484,13 @@ impl TaskQueue {
             None
         };
         spinning.store(false, Ordering::Release);
-        let found_spinning = spun.is_some();
         let received = spun.unwrap_or_else(|| self.sleep_for_task().flatten());
-        if fixed > 0 {
-            return self.task_or_end(received);
+        if let (0, Some(task)) = (fixed, &received) {
+            // A task posted before the poll began was waiting: no gap.
+            if let Some(ticks) = task.posted_at().ticks_after(began) {
+                gaps.record(ticks as f64 / ticks_per_us_once());
+            }
         }
-        let waited = start.elapsed();
-        let next = if waited >= Duration::from_micros(WORTH_SPINNING_US.into()) {
-            budget / 2
-        } else if found_spinning {
-            budget
-        } else {
-            (budget * 2).clamp(8, MAX_SPIN_US)
-        };
-        spin_us.store(next, Ordering::Relaxed);
         self.task_or_end(received)
     }
 
@@ -510,5 +544,37 @@ impl TaskQueue {
             self.send(None);
         }
         task
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(gaps: &Gaps, gap_us: &[f64]) {
+        for _ in 0..64 {
+            for &gap in gap_us {
+                gaps.record(gap);
+            }
+        }
+    }
+
+    #[test]
+    fn pollers_spin_for_gaps_that_are_mostly_short_and_sleep_through_long_ones() {
+        let gaps = Gaps::default();
+        assert_eq!(gaps.spin_us(), 0, "no spin before any gap is known");
+        record(&gaps, &[6.0]);
+        assert_eq!(gaps.spin_us(), 10, "1.5 times the usual short gap, rounded up");
+        // Half of the gaps long: spinning for the short ones still pays.
+        record(&gaps, &[6.0, 500.0]);
+        assert_eq!(gaps.spin_us(), 10);
+        // Mostly long gaps (a lightly loaded runtime): sleep at once.
+        record(&gaps, &[6.0, 500.0, 500.0, 500.0]);
+        assert_eq!(gaps.spin_us(), 0);
+        // Within bounds: never past the gap worth spinning for, nor below the least spin.
+        record(&gaps, &[19.0]);
+        assert_eq!(gaps.spin_us(), WORTH_SPINNING_US);
+        record(&gaps, &[0.5]);
+        assert_eq!(gaps.spin_us(), MIN_SPIN_US);
     }
 }

@@ -224,6 +224,11 @@ impl Task {
         }
     }
 
+    /// When the host posted it.
+    pub(crate) fn posted_at(&self) -> Stamp {
+        self.posted_at
+    }
+
     pub fn token(&self) -> u64 {
         self.token
     }
