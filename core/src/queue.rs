@@ -472,10 +472,9 @@ impl TaskQueue {
         let fixed = fixed_spin_us.load(Ordering::Relaxed);
         let budget = if fixed > 0 { fixed } else { gaps.spin_us() };
         let began = Stamp::now();
-        let start = Instant::now();
         let spun = if budget > 0 {
             // Inside: a task, or `None` for the end of the queue.
-            spin_until(start + Duration::from_micros(budget.into()), || match rx.try_recv() {
+            spin_until(Instant::now() + Duration::from_micros(budget.into()), || match rx.try_recv() {
                 Ok(received) => Some(received),
                 Err(TryRecvError::Disconnected) => Some(None),
                 Err(TryRecvError::Empty) => None,
