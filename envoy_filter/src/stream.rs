@@ -551,7 +551,7 @@ impl Stream {
     /// and handles kept by Lua raise errors instead of touching Envoy.
     pub fn shut_down(&self) {
         self.ctx.detach();
-        if self.ctx.made_store() {
+        if self.ctx.take_made_store() {
             if let Some(Err(e)) = self.vm().map(|vm| vm.call_loaded("resty_ffi.envoy.api", "forget_store", self.ctx.to_lua())) {
                 log(LogLevel::Error, &format!("resty_ffi: {}", crate::vm::error_message(&e)));
             }

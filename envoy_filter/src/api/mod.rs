@@ -215,6 +215,11 @@ impl StreamCtx {
         *self.staged_reply.borrow_mut() = Some(reply);
     }
 
+    /// The reply `respond()` staged, if any (taken).
+    pub fn take_staged_reply(&self) -> Option<reply::LocalReply> {
+        self.staged_reply.borrow_mut().take()
+    }
+
     /// Local replies go through envoy_on_response, which reads them from Lua.
     pub fn stop_staging_replies(&self) {
         self.stages_replies.set(false);
@@ -224,13 +229,10 @@ impl StreamCtx {
         self.stages_replies.get()
     }
 
-    pub fn made_store(&self) -> bool {
-        self.made_store.get()
-    }
-
-    /// The reply `respond()` staged, if any (taken).
-    pub fn take_staged_reply(&self) -> Option<reply::LocalReply> {
-        self.staged_reply.borrow_mut().take()
+    /// Whether Lua made the stream's store and it is still to be forgotten
+    /// (true once).
+    pub fn take_made_store(&self) -> bool {
+        self.made_store.replace(false)
     }
 
     /// Envoy's filter while the stream lives.
