@@ -1,7 +1,9 @@
 """nginx benchmark (not a test), in one nginx run per worker count:
 
 - serial echo through resty_ffi (the Rust echo runtime) vs a Unix-socket echo
-  server driven by cosocket, per payload size: latency and CPU per call;
+  server driven by cosocket, per payload size: latency and CPU per call; and
+  the floor of such an echo on this machine (copy_floor.c: the same copies
+  between two spinning threads, nothing else);
 - 1,000 coroutines in one request: calls/s with 1 and 2 poll threads;
 - wrk at 32 connections: a plain Lua answer vs one ffi call per request,
   with `worker_processes` 1 and 2 (scaling, and nginx CPU per ffi call);
@@ -42,7 +44,8 @@ def build():
                     str(RELEASE)], check=True)
     (OUT / "runtimes").mkdir(parents=True, exist_ok=True)
     shutil.copy2(RELEASE / "librust_echo.so", OUT / "runtimes" / "librust_echo.so")
-    subprocess.run(["cc", "-O2", "-pthread", "-o", str(OUT / "uds_echo"), str(HERE / "uds_echo.c")], check=True)
+    for program in ("uds_echo", "copy_floor"):
+        subprocess.run(["cc", "-O2", "-pthread", "-o", str(OUT / program), str(HERE / f"{program}.c")], check=True)
 
 
 def free_port():
@@ -111,9 +114,10 @@ http {{
 
 
 def serial(nginx, sock, uds_pid):
-    """Per size and round: ffi then UDS, each for half of BENCH_SECONDS."""
+    """Per size and round: ffi, UDS, then the copy floor, each for half of BENCH_SECONDS."""
     seconds = max(common.SECONDS / 2, 0.3)
     samples = {(mode, size): [] for size in SIZES for mode in ("ffi", "uds")}
+    floor = {size: [] for size in SIZES}
     for r in range(common.RUNS):
         common.progress(f"nginx serial echo, round {r + 1}/{common.RUNS}: sizes {SIZES}")
         for size in SIZES:
@@ -126,19 +130,26 @@ def serial(nginx, sock, uds_pid):
                     "ns": float(ns),
                     "cpu_ns": (int(ticks) * common.TICK + server) * 1e9 / int(n),
                 })
+            out = subprocess.run([str(OUT / "copy_floor"), str(size), str(seconds)], check=True,
+                                 capture_output=True, text=True).stdout
+            floor[size].append(float(out.split()[1]))
     rows = []
-    print(f"{'size':>8} {'ffi ns/call':>12} {'uds ns/call':>12} {'speed-up':>9} {'ffi cpu ns':>11} {'uds cpu ns':>11}")
+    print(f"{'size':>8} {'ffi ns/call':>12} {'uds ns/call':>12} {'speed-up':>9} {'ffi cpu ns':>11} {'uds cpu ns':>11}"
+          f" {'floor ns':>9} {'ffi/floor':>9}")
     for size in SIZES:
         ffi = common.medians(samples[("ffi", size)], ("ns", "cpu_ns"))
         uds = common.medians(samples[("uds", size)], ("ns", "cpu_ns"))
-        # The speed-up of each round (ffi and UDS measured side by side), median.
+        # The ratios of each round (measured side by side), medians.
         ratios = [u["ns"] / f["ns"] for f, u in zip(samples[("ffi", size)], samples[("uds", size)])]
         row = {"size": size, "ffi_ns": ffi["ns"], "uds_ns": uds["ns"], "speedup": common.median(ratios),
                "speedup_min": min(ratios), "speedup_max": max(ratios),
-               "ffi_cpu_ns": ffi["cpu_ns"], "uds_cpu_ns": uds["cpu_ns"]}
+               "ffi_cpu_ns": ffi["cpu_ns"], "uds_cpu_ns": uds["cpu_ns"], "floor_ns": common.median(floor[size]),
+               "floor_speedup": common.median([u["ns"] / f for f, u in zip(floor[size], samples[("uds", size)])]),
+               "ffi_over_floor": common.median([f["ns"] / fl for f, fl in zip(samples[("ffi", size)], floor[size])])}
         rows.append(row)
         print(f"{size:>8} {row['ffi_ns']:>12.0f} {row['uds_ns']:>12.0f} {row['speedup']:>8.1f}x "
-              f"{row['ffi_cpu_ns']:>11.0f} {row['uds_cpu_ns']:>11.0f}", flush=True)
+              f"{row['ffi_cpu_ns']:>11.0f} {row['uds_cpu_ns']:>11.0f} {row['floor_ns']:>9.0f} "
+              f"{row['ffi_over_floor']:>8.2f}x", flush=True)
     return rows
 
 
