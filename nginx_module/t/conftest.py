@@ -76,6 +76,14 @@ def wait_until(cond, timeout):
     return False
 
 
+def assert_logged(n, lines, timeout=10):
+    """Waits until each of `lines` is in nginx's error log: lines a runtime
+    logs (resty_ffi_log) reach it through the worker's event loop, which may
+    write them after the response."""
+    assert wait_until(lambda: all(line in n.log.read_text() for line in lines), timeout), \
+        f"not all of {lines} in the log: {n.log.read_text()[-2000:]}"
+
+
 class Trace:
     """The trace file of the C test runtime (cfg option `trace=<path>`): a
     line per request polled ("got <request>") and per late answer handed

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNTIMES, assert_signals_stay_nginx
+from conftest import RUNTIMES, assert_logged, assert_signals_stay_nginx
 
 JNR = [f"/usr/share/java/{jar}.jar" for jar in
        ("jnr-ffi", "jffi", "jnr-x86asm", "asm", "asm-commons", "asm-analysis", "asm-tree", "asm-util")]
@@ -78,10 +78,9 @@ def test_init_errors(nginx):
         ngx.say(load('demo.api.Echo'))
         ngx.say(load(nil))"""))
     assert n.get("/t") == (200, b"nil5\ntrue\nnil-1\nnil-1\nnil-1\nnil2\nnil2\n")
-    log = n.log.read_text()
-    assert "java.lang.IllegalStateException: init failed on purpose" in log
-    assert "java.lang.ClassNotFoundException: demo.NoSuchClass" in log
-    assert "java.lang.NoSuchMethodException: demo.api.Echo.noSuchMethod" in log
+    assert_logged(n, ["java.lang.IllegalStateException: init failed on purpose",
+                      "java.lang.ClassNotFoundException: demo.NoSuchClass",
+                      "java.lang.NoSuchMethodException: demo.api.Echo.noSuchMethod"])
 
 
 def test_unload_and_load_again(nginx):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_signals_stay_nginx, free_port, wait_until
+from conftest import assert_logged, assert_signals_stay_nginx, free_port, wait_until
 
 DEMO = Path(__file__).absolute().parents[2] / "examples" / "nodejs"
 MAIN = "env NODE_PATH;"
@@ -106,10 +106,9 @@ def test_init_errors(nginx):
         ngx.say(load('demo/serve_echo'))
         ngx.say(load(nil))"""))
     assert n.get("/t") == (200, b"nil5\ntrue\nnil-1\nnil-1\nnil-1\nnil2\nnil2\n")
-    log = n.log.read_text()
-    assert "Error: init failed on purpose" in log
-    assert "Cannot find module 'demo/no_such_module'" in log
-    assert "demo/serve_echo.noSuchFunc is not a function" in log
+    assert_logged(n, ["Error: init failed on purpose",
+                      "Cannot find module 'demo/no_such_module'",
+                      "demo/serve_echo.noSuchFunc is not a function"])
 
 
 def test_two_hundred_concurrent_clients(nginx):
