@@ -6,7 +6,8 @@
  * compares the answer with the payload (LuaJIT interning the answer finds
  * the payload string). The threads hand over by spinning on one atomic, as
  * both sides of a fast ffi call do, and allocate nothing, so what is left is
- * the copying between two cores: no echo through two threads can be faster.
+ * the copying between two cores: about the least any echo through two
+ * threads can cost.
  * usage: copy_floor <payload bytes> <seconds>  ->  "calls ns_per_call"
  */
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, RUNTIMES, Trace, fan_out_lua, wait_until
+from conftest import FIXTURES, RUNTIMES, Trace, assert_logged, fan_out_lua, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "nginx"
 
@@ -303,8 +303,8 @@ def test_two_venvs_in_one_worker_import_their_own_package_versions(nginx, monkey
     assert n.get("/pid")[1] == pid
     # Without a venv, tinypkg is not found: the venvs' paths did not leak.
     assert n.get("/python_venv?req=") == (200, b"nil|-1\n")
-    assert wait_until(lambda: "No module named 'tinypkg'" in n.log.read_text(), 5)
+    assert_logged(n, ["No module named 'tinypkg'"], 5)
     # Not a venv: a clear error, rc 4.
     assert n.get(f"/python_venv?req={tmp_path}") == (200, b"nil|4\n")
-    assert wait_until(lambda: f'venv "{tmp_path}" is not a virtual environment' in n.log.read_text(), 5)
+    assert_logged(n, [f'venv "{tmp_path}" is not a virtual environment'], 5)
     assert n.errors() == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_logged, assert_signals_stay_nginx, free_port, wait_until
+from conftest import assert_logged, assert_signals_stay_nginx, free_port
 
 DEMO = Path(__file__).absolute().parents[2] / "examples" / "nodejs"
 MAIN = "env NODE_PATH;"
@@ -135,9 +135,8 @@ def test_uncaught_errors_are_logged(nginx):
         ngx.say(ngx.worker.pid())"""))
     status, pid = n.get("/t")
     assert status == 200, pid
-    for line in ["ffi_nodejs: uncaught exception: Error: uncaught on purpose",
-                 "ffi_nodejs: unhandled rejection: Error: unhandled on purpose"]:
-        assert wait_until(lambda: line in n.log.read_text(), 10), line
+    assert_logged(n, ["ffi_nodejs: uncaught exception: Error: uncaught on purpose",
+                      "ffi_nodejs: unhandled rejection: Error: unhandled on purpose"])
     assert n.get("/t?call=1") == (200, b"true|still here\n" + pid)
 
 
