@@ -14,6 +14,7 @@ use crate::completion::{CompletionHook, CompletionQueue, EventFdHook};
 use crate::spin::spin_until;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::task::{RequestPool, Task};
+use crate::threads::current_cpu;
 
 /// Why a task could not be posted. The caller gets it at once; posting never blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,8 @@ struct Posting {
     finished: AtomicBool,
     /// Buffers of large requests, filled here and given back by the runtime.
     pool: Arc<RequestPool>,
+    /// The CPU the host last posted from (`threads::current_cpu`).
+    host_cpu: AtomicU32,
 }
 
 struct Polling {
@@ -122,7 +125,10 @@ const MAX_POLL_SPIN_US: u32 = 100_000;
 /// spin for than a sleep and wake-up (both threads' CPU, ~15 µs on a virtual
 /// machine). Tasks further apart are slept for: spinning for them costs more
 /// CPU than it saves, and takes a core that the host and its clients need.
+/// Where waking a thread takes longer (`Gaps::wake_ns`), so does this, up
+/// to `MAX_WORTH_SPINNING_US`.
 const WORTH_SPINNING_US: u32 = 20;
+const MAX_WORTH_SPINNING_US: u32 = 100;
 /// Shortest adaptive spin.
 const MIN_SPIN_US: u32 = 4;
 /// `Gaps::soon` of every gap short.
@@ -134,30 +140,44 @@ const ALL_SOON: u32 = 1024;
 /// Only the spinning poller writes them.
 #[derive(Default)]
 struct Gaps {
-    /// The share of gaps shorter than `WORTH_SPINNING_US`, in `ALL_SOON`ths.
+    /// The share of gaps shorter than `worth_us`, in `ALL_SOON`ths.
     soon: AtomicU32,
     /// The mean of those short gaps, in ns.
     soon_ns: AtomicU32,
+    /// How long a sleeping poller took to wake for a task (post to
+    /// receipt), in ns: this machine's cost of a wake-up, on either side.
+    wake_ns: AtomicU32,
 }
 
 impl Gaps {
+    /// A gap shorter than this (µs) is worth a spin: `WORTH_SPINNING_US`, or
+    /// a wake-up's time where that is longer (a busy virtual machine's
+    /// vCPUs can take 40 µs and more to wake).
+    fn worth_us(&self) -> u32 {
+        (self.wake_ns.load(Ordering::Relaxed) / 1000).clamp(WORTH_SPINNING_US, MAX_WORTH_SPINNING_US)
+    }
+
     /// How long (µs) to spin: 1.5 times the usual short gap (within
-    /// `MIN_SPIN_US ..= WORTH_SPINNING_US`) while at least a third of the
-    /// gaps are short, when the wake-ups spinning saves cost more than the
-    /// spins that fail; else none.
+    /// `MIN_SPIN_US ..= worth_us`) while at least a third of the gaps are
+    /// short, when the wake-ups spinning saves cost more than the spins that
+    /// fail; else none.
     fn spin_us(&self) -> u32 {
         if self.soon.load(Ordering::Relaxed) * 3 < ALL_SOON {
             return 0;
         }
-        (3 * self.soon_ns.load(Ordering::Relaxed) / 2000 + 1).clamp(MIN_SPIN_US, WORTH_SPINNING_US)
+        (3 * self.soon_ns.load(Ordering::Relaxed) / 2000 + 1).clamp(MIN_SPIN_US, self.worth_us())
     }
 
     fn record(&self, gap_us: f64) {
-        let soon = gap_us < f64::from(WORTH_SPINNING_US);
+        let soon = gap_us < f64::from(self.worth_us());
         moving_average(&self.soon, if soon { ALL_SOON } else { 0 });
         if soon {
             moving_average(&self.soon_ns, (gap_us * 1000.0) as u32);
         }
+    }
+
+    fn record_wake(&self, wake_us: f64) {
+        moving_average(&self.wake_ns, (wake_us * 1000.0).min(f64::from(u32::MAX)) as u32);
     }
 }
 
@@ -177,6 +197,7 @@ impl TaskQueue {
                 gate: Mutex::new(0),
                 finished: AtomicBool::new(false),
                 pool: RequestPool::new(),
+                host_cpu: AtomicU32::new(u32::MAX),
             }),
             polling: CachePadded::new(Polling {
                 rx,
@@ -226,6 +247,10 @@ impl TaskQueue {
         self.send(Some(task));
         *queued += 1;
         self.pollers.unanswered.posted();
+        let cpu = current_cpu();
+        if posting.host_cpu.load(Ordering::Relaxed) != cpu {
+            posting.host_cpu.store(cpu, Ordering::Relaxed);
+        }
         drop(queued);
         self.signal_ready();
         Ok(())
@@ -441,8 +466,10 @@ impl TaskQueue {
         let Polling { sleeping, sleep_lock, wake, .. } = &*self.polling;
         if sleeping.load(Ordering::Relaxed) > 0 {
             // Taking the lock waits for a poller between counting itself
-            // and its wait, so the notification reaches it.
-            let _lock = sleep_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            // and its wait, so the notification reaches it. Notifying after
+            // letting the lock go: a poller woken while it was held would
+            // wake only to sleep on the lock (seen: two sleeps per task).
+            drop(sleep_lock.lock().unwrap_or_else(PoisonError::into_inner));
             wake.notify_one();
         }
     }
@@ -470,7 +497,15 @@ impl TaskQueue {
             return self.task_or_end(self.sleep_for_task().flatten());
         }
         let fixed = fixed_spin_us.load(Ordering::Relaxed);
-        let budget = if fixed > 0 { fixed } else { gaps.spin_us() };
+        let budget = if fixed > 0 {
+            fixed
+        } else if current_cpu() == self.posting.host_cpu.load(Ordering::Relaxed) {
+            // On the CPU the host last posted from, a spin would only keep
+            // the host from running (and posting): sleep, handing it over.
+            0
+        } else {
+            gaps.spin_us()
+        };
         let began = Stamp::now();
         let spun = if budget > 0 {
             // Inside: a task, or `None` for the end of the queue.
@@ -483,11 +518,17 @@ impl TaskQueue {
             None
         };
         spinning.store(false, Ordering::Release);
+        let slept = spun.is_none();
         let received = spun.unwrap_or_else(|| self.sleep_for_task().flatten());
         if let (0, Some(task)) = (fixed, &received) {
             // A task posted before the poll began was waiting: no gap.
             if let Some(ticks) = task.posted_at().ticks_after(began) {
                 gaps.record(ticks as f64 / ticks_per_us_once());
+                if slept {
+                    if let Some(ticks) = Stamp::now().ticks_after(task.posted_at()) {
+                        gaps.record_wake(ticks as f64 / ticks_per_us_once());
+                    }
+                }
             }
         }
         self.task_or_end(received)
@@ -575,5 +616,23 @@ mod tests {
         assert_eq!(gaps.spin_us(), WORTH_SPINNING_US);
         record(&gaps, &[0.5]);
         assert_eq!(gaps.spin_us(), MIN_SPIN_US);
+    }
+
+    #[test]
+    fn where_wake_ups_are_slow_longer_gaps_are_worth_a_spin() {
+        let gaps = Gaps::default();
+        record(&gaps, &[45.0]);
+        assert_eq!(gaps.spin_us(), 0, "45 µs gaps are slept through where waking takes less");
+        for _ in 0..64 {
+            gaps.record_wake(80.0);
+        }
+        record(&gaps, &[45.0]);
+        let spin = gaps.spin_us();
+        assert!((66..=68).contains(&spin), "{spin}: 1.5 x 45, within the 80 µs a wake-up takes");
+        for _ in 0..64 {
+            gaps.record_wake(5000.0);
+        }
+        record(&gaps, &[500.0]);
+        assert_eq!(gaps.spin_us(), 0, "never for gaps past MAX_WORTH_SPINNING_US");
     }
 }

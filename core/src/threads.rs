@@ -18,3 +18,11 @@ pub(crate) fn spawn_quiet(name: &str, run: impl FnOnce() + Send + 'static) -> bo
         })
         .is_ok()
 }
+
+/// The CPU the calling thread runs on (it may move right after); `u32::MAX`
+/// if unknown.
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes no arguments and touches no memory of ours.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).unwrap_or(u32::MAX)
+}
