@@ -25,8 +25,15 @@ def load():
     return float(open("/proc/loadavg").read().split()[0])
 
 
+def cpu_ticks():
+    """(stolen, all) CPU ticks of the machine so far, from /proc/stat: what
+    the VM's host ran elsewhere while this machine's vCPUs wanted to run."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:9]]
+    return {"steal_ticks": fields[7], "all_ticks": sum(fields)}
+
+
 def machine():
-    return {"cores": os.cpu_count(), "load": load()}
+    return {"cores": os.cpu_count(), "load": load(), **cpu_ticks()}
 
 
 def cpu_seconds(pid):

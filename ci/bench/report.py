@@ -49,8 +49,12 @@ def num(value, digits=0):
 
 def machine_line(data):
     before, after = data["machine_before"], data["machine_after"]
+    stolen = ""
+    if "steal_ticks" in before and after["all_ticks"] > before["all_ticks"]:
+        share = (after["steal_ticks"] - before["steal_ticks"]) / (after["all_ticks"] - before["all_ticks"])
+        stolen = f"; {100 * share:.1f}% of the CPU time stolen by the VM's host during this step"
     return (f"*{before['cores']} cores; load average {before['load']:.2f} at the start of this step, "
-            f"{after['load']:.2f} at its end; {data['seconds']:g} s per measurement, "
+            f"{after['load']:.2f} at its end{stolen}; {data['seconds']:g} s per measurement, "
             f"medians of {data['runs']} round(s); {data['date']}.*")
 
 
@@ -349,10 +353,11 @@ sidecar − the stock filter's respond.
 HEADER = """# Benchmarks
 
 Written by `ci/bench.sh` from one run: every number below comes from that run, with the
-machine's core count and load average beside it. Benchmarks are not tests (nothing in
-`bazel test //...` runs them). The machine is a shared VM: absolute numbers move by ±30%
-with its load, so compare ratios, which are taken within one run (rounds of the compared
-cases interleaved, medians of several rounds).
+machine's core count, load average and the share of CPU time its VM host took away
+("stolen") beside it. Benchmarks are not tests (nothing in `bazel test //...` runs
+them). The machine is a shared VM: absolute numbers move by ±30% with its load, so
+compare ratios, which are taken within one run (rounds of the compared cases
+interleaved, medians of several rounds).
 
 | what | command |
 | --- | --- |
