@@ -26,8 +26,8 @@ def load():
 
 
 def cpu_ticks():
-    """(stolen, all) CPU ticks of the machine so far, from /proc/stat: what
-    the VM's host ran elsewhere while this machine's vCPUs wanted to run."""
+    """The machine's CPU ticks so far, from /proc/stat: all of them, and the
+    stolen ones (the VM's host ran something else while a vCPU wanted to run)."""
     fields = [int(v) for v in open("/proc/stat").readline().split()[1:9]]
     return {"steal_ticks": fields[7], "all_ticks": sum(fields)}
 

@@ -525,9 +525,7 @@ impl TaskQueue {
             if let Some(ticks) = task.posted_at().ticks_after(began) {
                 gaps.record(ticks as f64 / ticks_per_us_once());
                 if slept {
-                    if let Some(ticks) = Stamp::now().ticks_after(task.posted_at()) {
-                        gaps.record_wake(ticks as f64 / ticks_per_us_once());
-                    }
+                    gaps.record_wake(task.posted_at().ticks_since() as f64 / ticks_per_us_once());
                 }
             }
         }
