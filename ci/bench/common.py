@@ -17,6 +17,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 RESULTS = pathlib.Path(os.environ.get("BENCH_RESULTS", ROOT / "target" / "bench"))
+# On a shared VM the host takes CPU time away ("steal") in bursts of seconds,
+# enough to decide a comparison: a measurement during which it took more than
+# BENCH_MAX_STEAL percent is taken again, up to BENCH_RETRIES times, and the
+# least stolen one is kept (`unstolen`).
+MAX_STEAL = float(os.environ.get("BENCH_MAX_STEAL", "3"))
+RETRIES = int(os.environ.get("BENCH_RETRIES", "3"))
+STEAL_TALLY = {"measurements": 0, "retaken": 0, "kept_over": 0, "worst_kept": 0.0}
 TICK = 1 / os.sysconf("SC_CLK_TCK")
 
 
@@ -30,6 +37,33 @@ def cpu_ticks():
     stolen ones (the VM's host ran something else while a vCPU wanted to run)."""
     fields = [int(v) for v in open("/proc/stat").readline().split()[1:9]]
     return {"steal_ticks": fields[7], "all_ticks": sum(fields)}
+
+
+def stolen_percent(before, after):
+    """The share of CPU time stolen between two `cpu_ticks` readings, in %."""
+    ticks = after["all_ticks"] - before["all_ticks"]
+    return 100 * (after["steal_ticks"] - before["steal_ticks"]) / ticks if ticks > 0 else 0.0
+
+
+def unstolen(measure):
+    """`measure()` (a dict of results) with its "stolen" share (%) added; taken
+    again while more than MAX_STEAL was stolen, up to RETRIES times, keeping
+    the least stolen. Counted in STEAL_TALLY, which `save` writes."""
+    kept = None
+    for attempt in range(RETRIES + 1):
+        before = cpu_ticks()
+        sample = measure()
+        sample["stolen"] = stolen_percent(before, cpu_ticks())
+        if kept is None or sample["stolen"] < kept["stolen"]:
+            kept = sample
+        if sample["stolen"] <= MAX_STEAL:
+            break
+    STEAL_TALLY["measurements"] += 1
+    STEAL_TALLY["retaken"] += attempt > 0
+    if kept["stolen"] > MAX_STEAL:
+        STEAL_TALLY["kept_over"] += 1
+        STEAL_TALLY["worst_kept"] = max(STEAL_TALLY["worst_kept"], kept["stolen"])
+    return kept
 
 
 def machine():
@@ -96,7 +130,7 @@ def save(name, data):
     """Writes RESULTS/<name>.json with the run's settings and machine."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "seconds": SECONDS,
-            "runs": RUNS, **data}
+            "runs": RUNS, "steal": {"limit": MAX_STEAL, "retries": RETRIES, **STEAL_TALLY}, **data}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=1))
     return path

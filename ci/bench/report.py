@@ -51,8 +51,13 @@ def machine_line(data):
     before, after = data["machine_before"], data["machine_after"]
     stolen = ""
     if "steal_ticks" in before and after["all_ticks"] > before["all_ticks"]:
-        share = (after["steal_ticks"] - before["steal_ticks"]) / (after["all_ticks"] - before["all_ticks"])
-        stolen = f"; {100 * share:.1f}% of the CPU time stolen by the VM's host during this step"
+        stolen = (f"; {common.stolen_percent(before, after):.1f}% of the CPU time stolen by the VM's host "
+                  "during this step")
+    tally = data.get("steal", {})
+    if tally.get("measurements"):
+        stolen += (f" ({tally['retaken']} of {tally['measurements']} measurements taken again for more than "
+                   f"{tally['limit']:g}% stolen; {tally['kept_over']} kept over it after {tally['retries']} "
+                   "retries" + (f", the worst {tally['worst_kept']:.1f}%" if tally["kept_over"] else "") + ")")
     return (f"*{before['cores']} cores; load average {before['load']:.2f} at the start of this step, "
             f"{after['load']:.2f} at its end{stolen}; {data['seconds']:g} s per measurement, "
             f"medians of {data['runs']} round(s); {data['date']}.*")
@@ -357,7 +362,11 @@ machine's core count, load average and the share of CPU time its VM host took aw
 ("stolen") beside it. Benchmarks are not tests (nothing in `bazel test //...` runs
 them). The machine is a shared VM: absolute numbers move by ±30% with its load, so
 compare ratios, which are taken within one run (rounds of the compared cases
-interleaved, medians of several rounds).
+interleaved, medians of several rounds). Its host takes CPU time away in bursts of
+seconds (up to ~40% of it, so that one peer's 5 s could run on less CPU than the
+next one's): a measurement of the nginx and Envoy steps during which more than
+`BENCH_MAX_STEAL` (3) percent was stolen is taken again, up to `BENCH_RETRIES` (3)
+times, keeping the least stolen; each step's line says how many were.
 
 | what | command |
 | --- | --- |

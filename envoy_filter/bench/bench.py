@@ -173,7 +173,7 @@ def measure_peers(envoy_pid, sidecars):
                             f"{len(PEERS)} peers x {common.SECONDS:g} s")
             for key, _, port, _, sidecar in PEERS:
                 pids = [envoy_pid] + ([sidecars[sidecar].pid] if sidecar else [])
-                samples[key].append(wrk(port, connections, pids))
+                samples[key].append(common.unstolen(lambda: wrk(port, connections, pids)))
         table[connections] = {}
         for key, label, *_ in PEERS:
             m = common.medians(samples[key], ("rps", "p50", "p99", "cpu_us", "cpu0_us"))
@@ -262,7 +262,8 @@ def scaling():
             common.progress(f"envoy scaling --concurrency 1 vs 2 at 32 connections, round {r + 1}/{common.RUNS}")
             for concurrency, (envoy, offset) in envoys.items():
                 for key, port, _ in SCALING_PEERS:
-                    samples[(concurrency, key)].append(wrk(port + offset, 32, [envoy.proc.pid]))
+                    samples[(concurrency, key)].append(
+                        common.unstolen(lambda: wrk(port + offset, 32, [envoy.proc.pid])))
         out = {}
         for (concurrency, key), s in samples.items():
             out.setdefault(str(concurrency), {})[key] = common.medians(s, ("rps", "p50", "p99", "cpu_us"))

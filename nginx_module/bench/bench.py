@@ -113,6 +113,21 @@ http {{
         self.proc.wait(timeout=20)
 
 
+def serial_calls(nginx, mode, size, seconds, sock, uds_pid):
+    """One coroutine's serial calls for `seconds`: ns per call, CPU ns per call
+    (the worker's and runtime's, or the worker's and the echo server's)."""
+    server0 = common.cpu_seconds(uds_pid)
+    n, ns, ticks = nginx.get(f"/serial?mode={mode}&seconds={seconds}&size={size}&sock={sock}").split()
+    server = common.cpu_seconds(uds_pid) - server0 if mode == "uds" else 0
+    return {"ns": float(ns), "cpu_ns": (int(ticks) * common.TICK + server) * 1e9 / int(n)}
+
+
+def copy_floor(size, seconds):
+    out = subprocess.run([str(OUT / "copy_floor"), str(size), str(seconds)], check=True,
+                         capture_output=True, text=True).stdout
+    return {"ns": float(out.split()[1])}
+
+
 def serial(nginx, sock, uds_pid):
     """Per size and round: ffi, UDS, then the copy floor, each for half of BENCH_SECONDS."""
     seconds = max(common.SECONDS / 2, 0.3)
@@ -122,17 +137,9 @@ def serial(nginx, sock, uds_pid):
         common.progress(f"nginx serial echo, round {r + 1}/{common.RUNS}: sizes {SIZES}")
         for size in SIZES:
             for mode in ("ffi", "uds"):
-                server0 = common.cpu_seconds(uds_pid)
-                out = nginx.get(f"/serial?mode={mode}&seconds={seconds}&size={size}&sock={sock}")
-                n, ns, ticks = out.split()
-                server = common.cpu_seconds(uds_pid) - server0 if mode == "uds" else 0
-                samples[(mode, size)].append({
-                    "ns": float(ns),
-                    "cpu_ns": (int(ticks) * common.TICK + server) * 1e9 / int(n),
-                })
-            out = subprocess.run([str(OUT / "copy_floor"), str(size), str(seconds)], check=True,
-                                 capture_output=True, text=True).stdout
-            floor[size].append(float(out.split()[1]))
+                samples[(mode, size)].append(common.unstolen(lambda: serial_calls(nginx, mode, size, seconds, sock,
+                                                                                  uds_pid)))
+            floor[size].append(common.unstolen(lambda: copy_floor(size, seconds))["ns"])
     rows = []
     print(f"{'size':>8} {'ffi ns/call':>12} {'uds ns/call':>12} {'speed-up':>9} {'ffi cpu ns':>11} {'uds cpu ns':>11}"
           f" {'floor ns':>9} {'ffi/floor':>9}")
@@ -153,14 +160,18 @@ def serial(nginx, sock, uds_pid):
     return rows
 
 
+def concurrent_calls(nginx, calls, threads):
+    rate, ticks = nginx.get(f"/concurrent?n={calls}&c={COROUTINES}&threads={threads}").split()
+    return {"rate": float(rate), "cpu_ns": int(ticks) * common.TICK * 1e9 / calls}
+
+
 def concurrent(nginx):
     calls = int(max(100_000, 200_000 * common.SECONDS))
     samples = {1: [], 2: []}
     for r in range(common.RUNS):
         common.progress(f"nginx concurrency, round {r + 1}/{common.RUNS}: {COROUTINES} coroutines, {calls} calls")
         for threads in (1, 2):
-            rate, ticks = nginx.get(f"/concurrent?n={calls}&c={COROUTINES}&threads={threads}").split()
-            samples[threads].append({"rate": float(rate), "cpu_ns": int(ticks) * common.TICK * 1e9 / calls})
+            samples[threads].append(common.unstolen(lambda: concurrent_calls(nginx, calls, threads)))
     rows = []
     for threads, s in samples.items():
         m = common.medians(s, ("rate", "cpu_ns"))
@@ -179,7 +190,8 @@ def wrk_cases(nginx, workers):
     for r in range(common.RUNS):
         common.progress(f"nginx wrk -c{WRK_CONNECTIONS}, worker_processes {workers}, round {r + 1}/{common.RUNS}")
         for path in samples:
-            samples[path].append(common.wrk(nginx.url(f"/{path}"), WRK_CONNECTIONS, pids=nginx.workers()))
+            samples[path].append(common.unstolen(
+                lambda: common.wrk(nginx.url(f"/{path}"), WRK_CONNECTIONS, pids=nginx.workers())))
     out = {}
     for path, s in samples.items():
         out[path] = common.medians(s, ("rps", "p50", "p99", "cpu_us"))
