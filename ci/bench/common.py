@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -17,13 +18,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 RESULTS = pathlib.Path(os.environ.get("BENCH_RESULTS", ROOT / "target" / "bench"))
-# On a shared VM the host takes CPU time away ("steal") in bursts of seconds,
-# enough to decide a comparison: a measurement during which it took more than
-# BENCH_MAX_STEAL percent is taken again, up to BENCH_RETRIES times, and the
-# least stolen one is kept (`unstolen`).
+# On a shared VM the host takes CPU time away ("steal") in bursts of tens of
+# seconds, enough to decide a comparison: a measurement during which it took
+# more than BENCH_MAX_STEAL percent is taken again once the machine is quiet,
+# up to BENCH_RETRIES times, and the least stolen one is kept (`unstolen`).
+# Waiting for quiet takes at most BENCH_STEAL_WAIT seconds per step in all.
 MAX_STEAL = float(os.environ.get("BENCH_MAX_STEAL", "3"))
 RETRIES = int(os.environ.get("BENCH_RETRIES", "3"))
-STEAL_TALLY = {"measurements": 0, "retaken": 0, "kept_over": 0, "worst_kept": 0.0}
+STEAL_WAIT = float(os.environ.get("BENCH_STEAL_WAIT", "300"))
+STEAL_TALLY = {"measurements": 0, "retaken": 0, "kept_over": 0, "worst_kept": 0.0, "waited_s": 0.0}
+# Steal is only seen while the vCPUs want to run: the quiet probe keeps both busy.
+QUIET_PROBE_SECONDS = 0.5
+QUIET_PROBE = "import time; end = time.time() + float(__import__('sys').argv[1])\nwhile time.time() < end: pass"
 TICK = 1 / os.sysconf("SC_CLK_TCK")
 
 
@@ -51,6 +57,8 @@ def unstolen(measure):
     the least stolen. Counted in STEAL_TALLY, which `save` writes."""
     kept = None
     for attempt in range(RETRIES + 1):
+        if attempt:
+            wait_for_quiet()
         before = cpu_ticks()
         sample = measure()
         sample["stolen"] = stolen_percent(before, cpu_ticks())
@@ -64,6 +72,24 @@ def unstolen(measure):
         STEAL_TALLY["kept_over"] += 1
         STEAL_TALLY["worst_kept"] = max(STEAL_TALLY["worst_kept"], kept["stolen"])
     return kept
+
+
+def wait_for_quiet():
+    """Returns once a probe keeping every vCPU busy sees at most MAX_STEAL
+    stolen, or when the step's STEAL_WAIT is used up."""
+    while STEAL_TALLY["waited_s"] < STEAL_WAIT:
+        started = time.time()
+        before = cpu_ticks()
+        probes = [subprocess.Popen([sys.executable, "-c", QUIET_PROBE, str(QUIET_PROBE_SECONDS)])
+                  for _ in range(os.cpu_count())]
+        for probe in probes:
+            probe.wait()
+        quiet = stolen_percent(before, cpu_ticks()) <= MAX_STEAL
+        if not quiet:
+            time.sleep(2)
+        STEAL_TALLY["waited_s"] += time.time() - started
+        if quiet:
+            return
 
 
 def machine():

@@ -55,9 +55,11 @@ def machine_line(data):
                   "during this step")
     tally = data.get("steal", {})
     if tally.get("measurements"):
+        waited = f", {tally['waited_s']:.0f} s spent waiting for a quiet machine" if "waited_s" in tally else ""
         stolen += (f" ({tally['retaken']} of {tally['measurements']} measurements taken again for more than "
-                   f"{tally['limit']:g}% stolen; {tally['kept_over']} kept over it after {tally['retries']} "
-                   "retries" + (f", the worst {tally['worst_kept']:.1f}%" if tally["kept_over"] else "") + ")")
+                   f"{tally['limit']:g}% stolen{waited}; {tally['kept_over']} kept over it after "
+                   f"{tally['retries']} retries" + (f", the worst {tally['worst_kept']:.1f}%" if tally["kept_over"]
+                                                    else "") + ")")
     return (f"*{before['cores']} cores; load average {before['load']:.2f} at the start of this step, "
             f"{after['load']:.2f} at its end{stolen}; {data['seconds']:g} s per measurement, "
             f"medians of {data['runs']} round(s); {data['date']}.*")
@@ -363,10 +365,12 @@ machine's core count, load average and the share of CPU time its VM host took aw
 them). The machine is a shared VM: absolute numbers move by ±30% with its load, so
 compare ratios, which are taken within one run (rounds of the compared cases
 interleaved, medians of several rounds). Its host takes CPU time away in bursts of
-seconds (up to ~40% of it, so that one peer's 5 s could run on less CPU than the
-next one's): a measurement of the nginx and Envoy steps during which more than
-`BENCH_MAX_STEAL` (3) percent was stolen is taken again, up to `BENCH_RETRIES` (3)
-times, keeping the least stolen; each step's line says how many were.
+tens of seconds (up to ~40% of it, so that one peer's 5 s could run on much less CPU
+than the next one's): a measurement of the nginx and Envoy steps during which more
+than `BENCH_MAX_STEAL` (3) percent was stolen is taken again once a probe keeping every
+vCPU busy sees the machine quiet (waiting at most `BENCH_STEAL_WAIT`, 300 s, per step),
+up to `BENCH_RETRIES` (3) times, keeping the least stolen; each step's line says how
+many were.
 
 | what | command |
 | --- | --- |
