@@ -27,9 +27,10 @@ MAX_STEAL = float(os.environ.get("BENCH_MAX_STEAL", "3"))
 RETRIES = int(os.environ.get("BENCH_RETRIES", "3"))
 STEAL_WAIT = float(os.environ.get("BENCH_STEAL_WAIT", "300"))
 STEAL_TALLY = {"measurements": 0, "retaken": 0, "kept_over": 0, "worst_kept": 0.0, "waited_s": 0.0}
-# Steal is only seen while the vCPUs want to run: the quiet probe keeps both busy.
+# Steal is only seen while the vCPUs want to run: the quiet probe keeps every
+# one busy for QUIET_PROBE_SECONDS.
 QUIET_PROBE_SECONDS = 0.5
-QUIET_PROBE = "import time; end = time.time() + float(__import__('sys').argv[1])\nwhile time.time() < end: pass"
+QUIET_PROBE = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
 TICK = 1 / os.sysconf("SC_CLK_TCK")
 
 
