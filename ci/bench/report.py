@@ -56,10 +56,10 @@ def machine_line(data):
     tally = data.get("steal", {})
     if tally.get("measurements"):
         waited = f", {tally['waited_s']:.0f} s spent waiting for a quiet machine" if "waited_s" in tally else ""
+        worst = f", the worst {tally['worst_kept']:.1f}%" if tally["kept_over"] else ""
         stolen += (f" ({tally['retaken']} of {tally['measurements']} measurements taken again for more than "
                    f"{tally['limit']:g}% stolen{waited}; {tally['kept_over']} kept over it after "
-                   f"{tally['retries']} retries" + (f", the worst {tally['worst_kept']:.1f}%" if tally["kept_over"]
-                                                    else "") + ")")
+                   f"{tally['retries']} retries{worst})")
     return (f"*{before['cores']} cores; load average {before['load']:.2f} at the start of this step, "
             f"{after['load']:.2f} at its end{stolen}; {data['seconds']:g} s per measurement, "
             f"medians of {data['runs']} round(s); {data['date']}.*")

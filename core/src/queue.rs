@@ -137,7 +137,9 @@ const ALL_SOON: u32 = 1024;
 /// The gaps between a poll that began on an empty queue and the task that
 /// ended it, judged by the task's post stamp (so a sleeping poller's own
 /// wake-up does not count), as moving averages over the last ~8 such polls.
-/// Only the spinning poller writes them.
+/// A poller that took the spinning turn writes them once it has its task,
+/// also after sleeping for it (then `wake_ns` too); two such pollers may
+/// race and lose a sample, never corrupt one.
 #[derive(Default)]
 struct Gaps {
     /// The share of gaps shorter than `worth_us`, in `ALL_SOON`ths.
