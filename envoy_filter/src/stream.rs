@@ -463,8 +463,8 @@ impl Stream {
         self.reply.set(Reply::Decided);
         if let Some(envoy) = self.ctx.envoy() {
             // Envoy sets content-length itself.
-            let headers = reply.headers.iter().filter(|(k, _)| k != b"content-length");
-            envoy.send_response(reply.status, headers.map(|(k, v)| (&k[..], &v[..])), &reply.body, details);
+            let headers = reply.headers().filter(|(name, _)| *name != b"content-length");
+            envoy.send_response(reply.status, headers, reply.body(), details);
         }
     }
 

@@ -10,33 +10,60 @@ use crate::abi::c_slice;
 use crate::api::headers::Header;
 use crate::api::{bytes, with_stream, StreamId};
 
-/// Header names and values, in order.
-pub type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
-
+/// A local reply. Its bytes live in one buffer: two allocations in all (the
+/// buffer and the header ends), not one per header name, value and body.
 pub struct LocalReply {
     pub status: u32,
-    pub headers: HeaderList,
-    pub body: Vec<u8>,
+    /// The header names and values in order, then the body, back to back.
+    bytes: Vec<u8>,
+    /// Where each header's name and its value end in `bytes`.
+    header_ends: Vec<(usize, usize)>,
 }
 
 impl LocalReply {
+    pub fn new<'a>(status: u32, headers: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone, body: &[u8]) -> LocalReply {
+        let size = headers.clone().map(|(name, value)| name.len() + value.len()).sum::<usize>() + body.len();
+        let mut bytes = Vec::with_capacity(size);
+        let header_ends = headers
+            .map(|(name, value)| {
+                bytes.extend_from_slice(name);
+                let name_end = bytes.len();
+                bytes.extend_from_slice(value);
+                (name_end, bytes.len())
+            })
+            .collect();
+        bytes.extend_from_slice(body);
+        LocalReply { status, bytes, header_ends }
+    }
+
     /// A reply with no headers of its own.
     pub fn plain(status: u32, body: &[u8]) -> LocalReply {
-        LocalReply { status, headers: Vec::new(), body: body.to_vec() }
+        LocalReply::new(status, std::iter::empty(), body)
     }
 
     pub fn from_lua(reply: &Table) -> mlua::Result<LocalReply> {
         let list: Table = reply.get("headers")?;
-        let mut headers = Vec::with_capacity(list.raw_len() / 2);
+        let mut strings = Vec::with_capacity(list.raw_len());
         for name_at in (1..list.raw_len()).step_by(2) {
-            let (name, value): (LuaString, LuaString) = (list.raw_get(name_at)?, list.raw_get(name_at + 1)?);
-            headers.push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+            strings.push(list.raw_get::<LuaString>(name_at)?);
+            strings.push(list.raw_get::<LuaString>(name_at + 1)?);
         }
-        Ok(LocalReply {
-            status: reply.get("status")?,
-            headers,
-            body: reply.get::<LuaString>("body")?.as_bytes().to_vec(),
+        let bytes: Vec<_> = strings.iter().map(LuaString::as_bytes).collect();
+        let headers = bytes.chunks_exact(2).map(|pair| (&pair[0][..], &pair[1][..]));
+        Ok(LocalReply::new(reply.get("status")?, headers, &reply.get::<LuaString>("body")?.as_bytes()))
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.header_ends.iter().map(move |&(name_end, value_end)| {
+            let header = (&self.bytes[start..name_end], &self.bytes[name_end..value_end]);
+            start = value_end;
+            header
         })
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[self.header_ends.last().map_or(0, |&(_, value_end)| value_end)..]
     }
 }
 
@@ -64,12 +91,10 @@ pub unsafe extern "C" fn stage(
         let headers = unsafe { c_slice(headers, count) }
             .iter()
             // SAFETY: the caller's contract (Lua's strings, alive during the call).
-            .map(|h| unsafe { (bytes(h.key_ptr, h.key_length).to_vec(), bytes(h.value_ptr, h.value_length).to_vec()) })
-            .collect();
+            .map(|h| unsafe { (bytes(h.key_ptr, h.key_length), bytes(h.value_ptr, h.value_length)) });
         let status = u32::try_from(status).unwrap_or(0);
         // SAFETY: the caller's contract.
-        let body = unsafe { bytes(body, body_len) }.to_vec();
-        ctx.stage_reply(LocalReply { status, headers, body });
+        ctx.stage_reply(LocalReply::new(status, headers, unsafe { bytes(body, body_len) }));
         1
     })
 }
