@@ -16,11 +16,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 
 use mlua::thread::ThreadStatus;
-use mlua::{ffi, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table, Thread, Value};
-
-/// How many values a coroutine's resume passes back at most (a yield's
-/// sentinel and its argument).
-const YIELDED_VALUES: usize = 2;
+use mlua::{ffi, Function, IntoLuaMulti, LightUserData, Lua, Table, Thread, Value};
 
 /// The script of a filter config and where it finds its modules.
 #[derive(Clone)]
@@ -100,17 +96,18 @@ pub struct Coroutine(Thread);
 
 impl Coroutine {
     pub fn resume(&self, args: impl IntoLuaMulti) -> Resumed {
-        match self.0.resume::<MultiValue>(args) {
+        // A yield passes a sentinel and its argument; a pair needs no
+        // allocation (a MultiValue would).
+        match self.0.resume::<(Value, Value)>(args) {
             Err(e) => Resumed::Failed(error_message(&e)),
             Ok(_) if self.0.status() != ThreadStatus::Resumable => Resumed::Finished,
-            Ok(values) => {
-                let mut values = values.into_iter().take(YIELDED_VALUES);
-                let yielded = match values.next() {
-                    Some(Value::LightUserData(ud)) => Yield::ALL.into_iter().find(|y| sentinel(*y) == ud),
+            Ok((sentinel_value, argument)) => {
+                let yielded = match sentinel_value {
+                    Value::LightUserData(ud) => Yield::ALL.into_iter().find(|y| sentinel(*y) == ud),
                     _ => None,
                 };
-                match (yielded, values.next()) {
-                    (Some(Yield::Responded), Some(Value::Table(reply))) => Resumed::Responded(reply),
+                match (yielded, argument) {
+                    (Some(Yield::Responded), Value::Table(reply)) => Resumed::Responded(reply),
                     (Some(Yield::Responded), _) | (None, _) => Resumed::Failed(UNKNOWN_YIELD.to_owned()),
                     (Some(y), _) => Resumed::Yielded(y),
                 }
