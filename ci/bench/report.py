@@ -367,10 +367,10 @@ compare ratios, which are taken within one run (rounds of the compared cases
 interleaved, medians of several rounds). Its host takes CPU time away in bursts of
 tens of seconds (up to ~40% of it, so that one peer's 5 s could run on much less CPU
 than the next one's): a measurement of the nginx and Envoy steps during which more
-than `BENCH_MAX_STEAL` (3) percent was stolen is taken again once a probe keeping every
-vCPU busy sees the machine quiet (waiting at most `BENCH_STEAL_WAIT`, 300 s, per step),
-up to `BENCH_RETRIES` (3) times, keeping the least stolen; each step's line says how
-many were.
+than `BENCH_MAX_STEAL` (default 3) percent was stolen is taken again once a probe keeping
+every vCPU busy sees the machine quiet (waiting at most `BENCH_STEAL_WAIT`, default 300 s,
+per step), up to `BENCH_RETRIES` (default 3) times, keeping the least stolen; each step's
+line says the limit it used and how many were.
 
 | what | command |
 | --- | --- |
