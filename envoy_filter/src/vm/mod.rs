@@ -135,7 +135,7 @@ const UNKNOWN_YIELD: &str = "the script yielded outside of a resty_ffi or handle
 
 /// A Lua state made as the stock filter makes its states: `luaL_newstate`,
 /// so Lua allocates from LuaJIT's own allocator (mlua's sends each of Lua's
-/// allocations through Rust's allocator to malloc: ~3,000 instructions a
+/// allocations through Rust's allocator to malloc: ~2,000 instructions a
 /// request, docs/performance.md). Closed when dropped.
 pub struct LuaState {
     lua: ManuallyDrop<Lua>,
@@ -158,9 +158,10 @@ impl LuaState {
         // purpose (a memory limit); LuaJIT's has none, as with mlua's own.
         #[cfg(feature = "envoy-luajit")]
         lua.skip_memory_check(true);
+        let owned = LuaState { lua: ManuallyDrop::new(lua), state };
         // As in the stock filter, `ffi` is require("ffi"), not a global.
-        lua.globals().raw_set("ffi", Value::Nil)?;
-        Ok(LuaState { lua: ManuallyDrop::new(lua), state })
+        owned.globals().raw_set("ffi", Value::Nil)?;
+        Ok(owned)
     }
 }
 
