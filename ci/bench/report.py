@@ -380,7 +380,7 @@ line says the limit it used and how many were.
 | the drivers alone | `cargo bench -p resty_ffi --bench roundtrip`, `nginx_module/bench/nginx_bench.sh`, `envoy_filter/bench/bench.sh` |
 
 The Envoy driver also takes `BENCH_CONNECTIONS="1 32"`, `BENCH_PEERS=ffi,ours` and
-`ENVOY_STEPS=peers,scaling,idle,instructions`; the nginx driver `SIZES` and `STEPS`. What each change
+`ENVOY_STEPS=peers,pairs,scaling,idle,instructions` (and `BENCH_PAIR_ROUNDS`); the nginx driver `SIZES` and `STEPS`. What each change
 to the hot paths bought, measured at the time: [performance.md](performance.md).
 """
 
