@@ -21,7 +21,8 @@ instructions per request of stock, ours, ours + ffi and the floor under
 callgrind (deterministic, where CPU time on a shared VM swings between rounds).
 The 32-connection goals are read again from pairs of 1-s samples taken back
 to back (stock, ours + ffi, the floor; BENCH_PAIR_ROUNDS rounds, default 12,
-each once the machine is quiet), counting the rounds where neither sample of a
+each after waiting for a quiet machine within the step's BENCH_STEAL_WAIT),
+counting the rounds where neither sample of a
 pair had more than BENCH_MAX_STEAL stolen: the host steals in bursts, and one
 that takes 0.5% of a 5-s sample is a whole percentile of its tail.
 Prints the issue-14 goals (met or not) and writes target/bench/envoy.json.
