@@ -52,6 +52,15 @@ def stolen_percent(before, after):
     return 100 * (after["steal_ticks"] - before["steal_ticks"]) / ticks if ticks > 0 else 0.0
 
 
+def with_steal(measure):
+    """`measure()` (a dict of results) with the share (%) of CPU time stolen
+    while it ran added as "stolen"."""
+    before = cpu_ticks()
+    sample = measure()
+    sample["stolen"] = stolen_percent(before, cpu_ticks())
+    return sample
+
+
 def unstolen(measure):
     """`measure()` (a dict of results) with its "stolen" share (%) added; taken
     again while more than MAX_STEAL was stolen, up to RETRIES times, keeping
@@ -60,9 +69,7 @@ def unstolen(measure):
     for attempt in range(RETRIES + 1):
         if attempt:
             wait_for_quiet()
-        before = cpu_ticks()
-        sample = measure()
-        sample["stolen"] = stolen_percent(before, cpu_ticks())
+        sample = with_steal(measure)
         if kept is None or sample["stolen"] < kept["stolen"]:
             kept = sample
         if sample["stolen"] <= MAX_STEAL:

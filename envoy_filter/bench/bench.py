@@ -213,9 +213,7 @@ def measure_pairs(envoy_pid):
         common.wait_for_quiet()
         samples = {}
         for key in keys if r % 2 == 0 else keys[::-1]:
-            before = common.cpu_ticks()
-            samples[key] = wrk(ports[key], 32, [envoy_pid], seconds=PAIR_SECONDS)
-            samples[key]["stolen"] = common.stolen_percent(before, common.cpu_ticks())
+            samples[key] = common.with_steal(lambda: wrk(ports[key], 32, [envoy_pid], seconds=PAIR_SECONDS))
         stock = samples["stock"]
         for key in keys[1:]:
             if max(samples[key]["stolen"], stock["stolen"]) <= common.MAX_STEAL:
@@ -252,10 +250,12 @@ def goals(table, ratios, pairs=None):
     at least 3 rounds of them were quiet."""
     out = []
     paired = pairs and pairs.get("ffi", {}).get("rounds", 0) >= 3
-    if paired:
-        ratios = {**ratios, 32: {**ratios[32], **{key: {**ratios[32].get(key, {}), "rps": m["rps"], "p99": m["p99"]}
-                                                  for key, m in pairs.items() if m["rounds"]}}}
     how = f" (paired 1-s samples, {pairs['ffi']['rounds']} quiet rounds)" if paired else ""
+
+    def at_32(key):
+        """`key`'s 32-connection ratios to the stock filter: the pairs' where they count."""
+        m = pairs.get(key, {}) if paired else {}
+        return m if m.get("rounds") else ratios[32][key]
 
     def has(c, *keys):
         return c in table and all(k in table[c] for k in keys)
@@ -264,12 +264,13 @@ def goals(table, ratios, pairs=None):
         return table[c]["floor_lua"][field] - table[c]["stock"][field] if has(c, "floor_lua") else None
 
     if has(32, "ffi"):
-        floor_rps = ratios[32]["floor_lua"]["rps"] if has(32, "floor_lua") else None
-        floor_p99 = ratios[32]["floor_lua"]["p99"] if has(32, "floor_lua") else None
-        out.append((f"32 conns: ours + ffi RPS / stock respond RPS >= 0.9{how}", ratios[32]["ffi"]["rps"],
-                    ratios[32]["ffi"]["rps"] >= 0.9, floor_rps))
-        out.append((f"32 conns: ours + ffi p99 / stock respond p99 <= 1.3{how}", ratios[32]["ffi"]["p99"],
-                    ratios[32]["ffi"]["p99"] <= 1.3, floor_p99))
+        ffi = at_32("ffi")
+        floor_rps = at_32("floor_lua")["rps"] if has(32, "floor_lua") else None
+        floor_p99 = at_32("floor_lua")["p99"] if has(32, "floor_lua") else None
+        out.append((f"32 conns: ours + ffi RPS / stock respond RPS >= 0.9{how}", ffi["rps"],
+                    ffi["rps"] >= 0.9, floor_rps))
+        out.append((f"32 conns: ours + ffi p99 / stock respond p99 <= 1.3{how}", ffi["p99"],
+                    ffi["p99"] <= 1.3, floor_p99))
         if "ours" in table[32]:
             per_call = table[32]["ffi"]["cpu0_us"] - table[32]["ours"]["cpu0_us"]
             out.append(("32 conns: Envoy CPU per ffi call (ours + ffi - ours respond) <= 3 us", per_call,

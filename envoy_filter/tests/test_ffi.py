@@ -33,6 +33,7 @@ import harness
  ADMIN) = harness.free_ports(15)
 
 WORK = pathlib.Path(tempfile.mkdtemp(prefix="resty_ffi_test_ffi_"))
+WORKERS = int(os.environ.get("ENVOY_CONCURRENCY", "2"))  # Envoy's --concurrency
 
 SCRIPT = r"""
 require("resty_ffi")
@@ -256,7 +257,7 @@ def setup():
                          harness.ours(RESPONSE_ERROR_SCRIPT, fail_closed=True)),
         harness.listener("top_level", PORT_TOP_LEVEL, harness.ours(TOP_LEVEL_SCRIPT)),
     ]
-    return harness.Envoy(listeners, ADMIN, concurrency=int(os.environ.get("ENVOY_CONCURRENCY", "2")))
+    return harness.Envoy(listeners, ADMIN, concurrency=WORKERS)
 
 
 def teardown(envoy):
@@ -364,8 +365,7 @@ def memory_allocated():
     /memory does not count): the largest of 8 readings on new connections,
     which go to either worker, once per worker."""
     _, _, data = harness.request(ADMIN, "/memory")
-    workers = int(os.environ.get("ENVOY_CONCURRENCY", "2"))
-    lua_kb = max(float(post("/lua-kb")[1]) for _ in range(8)) * workers
+    lua_kb = max(float(post("/lua-kb")[1]) for _ in range(8)) * WORKERS
     return int(json.loads(data)["allocated"]) + int(lua_kb * 1024)
 
 
